@@ -1,0 +1,47 @@
+//! Entities as read back from the store, with the related entities a query expanded.
+
+use crate::schema::{EntityType, Relation};
+use crate::value::Value;
+
+/// An entity read from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    pub ty: EntityType,
+    pub id: i64,
+    /// Values aligned with `ty.properties()`; `None` where the property was not selected.
+    pub values: Vec<Option<Value>>,
+    /// Related entities included by `$expand`, in the order asked for.
+    pub expanded: Vec<Expanded>,
+}
+
+/// The entities of one expanded relation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expanded {
+    pub relation: &'static Relation,
+    pub content: ExpandedContent,
+}
+
+/// A to-one relation expands to at most one entity, a to-many relation to a page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExpandedContent {
+    One(Option<Box<Entity>>),
+    Many(Page),
+}
+
+/// One page of a collection.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page {
+    pub items: Vec<Entity>,
+    /// The total number of matching entities, when `$count=true`.
+    pub count: Option<i64>,
+    /// When more entities follow: the `$skip` of the next page.
+    pub next_skip: Option<u64>,
+}
+
+impl Entity {
+    /// The value of the property called `name`, when it was read.
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        let index = self.ty.property_index(name)?;
+        self.values.get(index).and_then(Option::as_ref)
+    }
+}

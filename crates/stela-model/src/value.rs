@@ -1,0 +1,151 @@
+//! Property values: times (instants and intervals, ISO 8601), JSON, text.
+//!
+//! Instants are kept as microseconds since the Unix epoch in UTC: they sort and compare as
+//! integers in every store, and render back as ISO 8601 with the precision they need
+//! (seconds, milliseconds or microseconds). Input with a time-zone offset is normalised to UTC.
+
+use time::format_description::well_known::{Iso8601, Rfc3339};
+use time::{OffsetDateTime, UtcOffset};
+
+/// Microseconds since 1970-01-01T00:00:00Z.
+pub type Micros = i64;
+
+/// A time value of SensorThings: an instant or a closed interval `start/end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeValue {
+    Instant(Micros),
+    Interval(Micros, Micros),
+}
+
+impl TimeValue {
+    pub fn start(self) -> Micros {
+        match self {
+            TimeValue::Instant(t) | TimeValue::Interval(t, _) => t,
+        }
+    }
+
+    pub fn end(self) -> Micros {
+        match self {
+            TimeValue::Instant(t) | TimeValue::Interval(_, t) => t,
+        }
+    }
+}
+
+/// The value of one property.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Text(String),
+    /// JSON kept as given (objects, geometry, results, metadata).
+    Json(serde_json::Value),
+    Time(TimeValue),
+}
+
+/// Why a time could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("'{0}' is not an ISO 8601 date-time with a time zone")]
+    Instant(String),
+    #[error("'{0}' is not an ISO 8601 interval 'start/end'")]
+    Interval(String),
+    #[error("interval '{0}' ends before it starts")]
+    Reversed(String),
+    #[error("date-time '{0}' is out of the supported range")]
+    OutOfRange(String),
+}
+
+/// Parses an ISO 8601 / RFC 3339 instant with a time zone (`2015-03-01T00:00:00.123+01:00`).
+pub fn parse_instant(text: &str) -> Result<Micros, TimeError> {
+    let parsed = OffsetDateTime::parse(text, &Rfc3339)
+        .or_else(|_| OffsetDateTime::parse(text, &Iso8601::DEFAULT))
+        .map_err(|_| TimeError::Instant(text.to_owned()))?;
+    let micros = parsed.unix_timestamp_nanos() / 1_000;
+    Micros::try_from(micros).map_err(|_| TimeError::OutOfRange(text.to_owned()))
+}
+
+/// Parses an ISO 8601 interval `start/end` of two instants.
+pub fn parse_interval(text: &str) -> Result<(Micros, Micros), TimeError> {
+    let (start, end) = text.split_once('/').ok_or_else(|| TimeError::Interval(text.to_owned()))?;
+    let start = parse_instant(start).map_err(|_| TimeError::Interval(text.to_owned()))?;
+    let end = parse_instant(end).map_err(|_| TimeError::Interval(text.to_owned()))?;
+    if end < start {
+        return Err(TimeError::Reversed(text.to_owned()));
+    }
+    Ok((start, end))
+}
+
+/// Parses an instant or, when it contains `/`, an interval.
+pub fn parse_time_value(text: &str) -> Result<TimeValue, TimeError> {
+    if text.contains('/') {
+        parse_interval(text).map(|(s, e)| TimeValue::Interval(s, e))
+    } else {
+        parse_instant(text).map(TimeValue::Instant)
+    }
+}
+
+/// Renders an instant as ISO 8601 in UTC with the precision it needs.
+pub fn format_instant(micros: Micros) -> String {
+    let Ok(dt) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000) else {
+        return String::from("invalid");
+    };
+    let dt = dt.to_offset(UtcOffset::UTC);
+    let (year, month, day) = (dt.year(), u8::from(dt.month()), dt.day());
+    let (hour, minute, second) = (dt.hour(), dt.minute(), dt.second());
+    let fraction = micros.rem_euclid(1_000_000);
+    let year_text = if (0..=9999).contains(&year) { format!("{year:04}") } else { format!("{year:+05}") };
+    let base = format!("{year_text}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+    if fraction == 0 {
+        format!("{base}Z")
+    } else if fraction % 1_000 == 0 {
+        format!("{base}.{:03}Z", fraction / 1_000)
+    } else {
+        format!("{base}.{fraction:06}Z")
+    }
+}
+
+/// Renders a time value: an instant, or an interval `start/end`.
+pub fn format_time_value(value: TimeValue) -> String {
+    match value {
+        TimeValue::Instant(t) => format_instant(t),
+        TimeValue::Interval(s, e) => format!("{}/{}", format_instant(s), format_instant(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_round_trip_with_their_precision() {
+        for text in [
+            "2015-03-01T00:00:00Z",
+            "2015-03-01T00:00:00.123Z",
+            "2015-03-01T00:00:00.123456Z",
+            "1969-12-31T23:59:59.5Z",
+        ] {
+            let micros = parse_instant(text).unwrap();
+            let again = parse_instant(&format_instant(micros)).unwrap();
+            assert_eq!(micros, again, "{text}");
+        }
+        assert_eq!(format_instant(parse_instant("1969-12-31T23:59:59.5Z").unwrap()), "1969-12-31T23:59:59.500Z");
+    }
+
+    #[test]
+    fn offsets_are_normalised_to_utc() {
+        let micros = parse_instant("2015-03-01T01:00:00+01:00").unwrap();
+        assert_eq!(format_instant(micros), "2015-03-01T00:00:00Z");
+    }
+
+    #[test]
+    fn intervals() {
+        let (s, e) = parse_interval("2015-03-01T00:00:00Z/2015-03-02T00:00:00Z").unwrap();
+        assert_eq!(e - s, 86_400_000_000);
+        assert!(matches!(
+            parse_interval("2015-03-02T00:00:00Z/2015-03-01T00:00:00Z"),
+            Err(TimeError::Reversed(_))
+        ));
+        assert!(parse_interval("2015-03-02T00:00:00Z").is_err());
+        assert!(parse_time_value("yesterday").is_err());
+        assert!(parse_instant("2015-03-01").is_err());
+    }
+}
