@@ -79,7 +79,11 @@ impl EntityInput {
 }
 
 /// Decodes and validates `json` as an entity of type `ty`.
-pub fn decode_entity(ty: EntityType, json: &Json, mode: DecodeMode) -> Result<EntityInput, DecodeError> {
+pub fn decode_entity(
+    ty: EntityType,
+    json: &Json,
+    mode: DecodeMode,
+) -> Result<EntityInput, DecodeError> {
     decode_at(ty, json, mode, "", 0)
 }
 
@@ -115,7 +119,8 @@ fn decode_at(
                 // Read-only properties are tolerated (clients echo entities back) but ignored.
                 continue;
             }
-            let value = decode_property(property.kind, property.required, member, &member_pointer, object)?;
+            let value =
+                decode_property(property.kind, property.required, member, &member_pointer, object)?;
             input.values.push((index, value));
         } else if let Some(relation) = ty.relation(key) {
             let targets = decode_relation(relation, member, mode, &member_pointer, depth)?;
@@ -127,7 +132,10 @@ fn decode_at(
     if mode != DecodeMode::Patch {
         for (index, property) in ty.properties().iter().enumerate() {
             if property.required && !input.values.iter().any(|(i, _)| *i == index) {
-                return Err(error(pointer, format!("missing mandatory property '{}' of {ty}", property.name)));
+                return Err(error(
+                    pointer,
+                    format!("missing mandatory property '{}' of {ty}", property.name),
+                ));
             }
         }
     }
@@ -143,7 +151,10 @@ fn decode_relation(
 ) -> Result<Vec<LinkTarget>, DecodeError> {
     if relation.many {
         let Json::Array(items) = member else {
-            return Err(error(pointer, format!("'{}' must be an array of entities", relation.name)));
+            return Err(error(
+                pointer,
+                format!("'{}' must be an array of entities", relation.name),
+            ));
         };
         items
             .iter()
@@ -210,7 +221,9 @@ fn decode_property(
         PropertyKind::Geometry => {
             let encoding = object.get("encodingType").and_then(Json::as_str);
             if encoding.is_none_or(is_geojson_encoding) {
-                validate_geojson(member).map_err(|why| error(pointer, format!("'{name}' is not valid GeoJSON: {why}")))?;
+                validate_geojson(member).map_err(|why| {
+                    error(pointer, format!("'{name}' is not valid GeoJSON: {why}"))
+                })?;
             }
             Ok(Value::Json(member.clone()))
         }
@@ -228,13 +241,17 @@ fn decode_property(
         }
         PropertyKind::InstantOrInterval => {
             let text = time_text(member, pointer, name)?;
-            parse_time_value(text).map(Value::Time).map_err(|e| error(pointer, format!("'{name}': {e}")))
+            parse_time_value(text)
+                .map(Value::Time)
+                .map_err(|e| error(pointer, format!("'{name}': {e}")))
         }
     }
 }
 
 fn time_text<'a>(member: &'a Json, pointer: &str, name: &str) -> Result<&'a str, DecodeError> {
-    member.as_str().ok_or_else(|| error(pointer, format!("'{name}' must be an ISO 8601 time string")))
+    member
+        .as_str()
+        .ok_or_else(|| error(pointer, format!("'{name}' must be an ISO 8601 time string")))
 }
 
 /// The encoding types under which `location` and `feature` hold GeoJSON.
@@ -331,8 +348,12 @@ mod tests {
 
     #[test]
     fn patch_accepts_subsets_and_links() {
-        let input =
-            decode_entity(EntityType::Thing, &json!({"Locations": [{"@iot.id": 2}]}), DecodeMode::Patch).unwrap();
+        let input = decode_entity(
+            EntityType::Thing,
+            &json!({"Locations": [{"@iot.id": 2}]}),
+            DecodeMode::Patch,
+        )
+        .unwrap();
         assert!(input.values.is_empty());
         assert_eq!(input.links.len(), 1);
     }

@@ -14,4 +14,4 @@ pub use decode::{DecodeError, DecodeMode, EntityInput, LinkTarget, RelationInput
 pub use entity::{Entity, Expanded, ExpandedContent, Page};
 pub use path::{PathError, ResourcePath, Step, Tail, parse_resource_path};
 pub use schema::{EntityType, Link, Property, PropertyKind, Relation};
-pub use value::{Micros, TimeValue, Value};
+pub use value::{Micros, TimeValue, Value, format_instant, format_time_value, value_to_json};

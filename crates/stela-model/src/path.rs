@@ -63,7 +63,8 @@ pub fn parse_resource_path(path: &str) -> Result<ResourcePath, PathError> {
     let mut segments = path.split('/').filter(|s| !s.is_empty());
     let first = segments.next().ok_or_else(|| PathError("empty resource path".into()))?;
     let (name, id) = split_id(first)?;
-    let ty = EntityType::from_set_name(name).ok_or_else(|| PathError(format!("no entity set '{name}'")))?;
+    let ty = EntityType::from_set_name(name)
+        .ok_or_else(|| PathError(format!("no entity set '{name}'")))?;
     let mut steps = vec![Step { ty, via: None, id }];
     let mut tail = Tail::None;
     for segment in segments {
@@ -74,7 +75,12 @@ pub fn parse_resource_path(path: &str) -> Result<ResourcePath, PathError> {
                 tail = Tail::PropertyValue(index);
                 continue;
             }
-            _ => return Err(PathError(format!("nothing can follow '{}' in a path", last_name(&steps, tail)))),
+            _ => {
+                return Err(PathError(format!(
+                    "nothing can follow '{}' in a path",
+                    last_name(&steps, tail)
+                )));
+            }
         }
         if segment == "$ref" {
             tail = Tail::Ref;
@@ -103,7 +109,9 @@ pub fn parse_resource_path(path: &str) -> Result<ResourcePath, PathError> {
         }
     }
     if tail == Tail::Ref && steps.len() == 1 && steps[0].id.is_some() {
-        return Err(PathError("'$ref' applies to a relation or a collection, not to an entity".into()));
+        return Err(PathError(
+            "'$ref' applies to a relation or a collection, not to an entity".into(),
+        ));
     }
     Ok(ResourcePath { steps, tail })
 }
@@ -144,7 +152,9 @@ mod tests {
                 let steps: Vec<String> = p
                     .steps
                     .iter()
-                    .map(|s| format!("{}{}", s.ty, s.id.map(|i| format!("({i})")).unwrap_or_default()))
+                    .map(|s| {
+                        format!("{}{}", s.ty, s.id.map(|i| format!("({i})")).unwrap_or_default())
+                    })
                     .collect();
                 format!("{} {:?}", steps.join(">"), p.tail)
             }
@@ -165,10 +175,16 @@ mod tests {
         check("Things", "Thing None");
         check("Thingz", "error: no entity set 'Thingz'");
         check("Things(x)", "error: 'x' is not an entity id; ids are integers");
-        check("Things/Datastreams", "error: 'Datastreams' cannot follow the collection 'Things'; address one entity first, e.g. Things(1)");
+        check(
+            "Things/Datastreams",
+            "error: 'Datastreams' cannot follow the collection 'Things'; address one entity first, e.g. Things(1)",
+        );
         check("Things(1)/Sensor", "error: Thing has no property or relation 'Sensor'");
         check("Datastreams(1)/Thing(2)", "error: 'Thing' is a single entity and takes no id");
         check("Things(1)/name/$value/x", "error: nothing can follow '$value' in a path");
-        check("Things(1)/$ref", "error: '$ref' applies to a relation or a collection, not to an entity");
+        check(
+            "Things(1)/$ref",
+            "error: '$ref' applies to a relation or a collection, not to an entity",
+        );
     }
 }

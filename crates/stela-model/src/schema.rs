@@ -53,7 +53,7 @@ pub struct Property {
 }
 
 /// How two entity types are connected in the store.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
     /// This entity's table holds the target's id in `column` (to-one).
     Forward { column: &'static str },
@@ -78,7 +78,12 @@ pub struct Relation {
     pub link: Link,
 }
 
-const fn prop(name: &'static str, column: &'static str, kind: PropertyKind, required: bool) -> Property {
+const fn prop(
+    name: &'static str,
+    column: &'static str,
+    kind: PropertyKind,
+    required: bool,
+) -> Property {
     Property { name, column, kind, required, server_maintained: false }
 }
 
@@ -132,7 +137,11 @@ static THING_RELATIONS: [Relation; 3] = [
         many: true,
         required: false,
         inverse: "Things",
-        link: Link::Join { table: "things_locations", this_column: "thing_id", target_column: "location_id" },
+        link: Link::Join {
+            table: "things_locations",
+            this_column: "thing_id",
+            target_column: "location_id",
+        },
     },
     Relation {
         name: "HistoricalLocations",
@@ -158,7 +167,11 @@ static LOCATION_RELATIONS: [Relation; 2] = [
         many: true,
         required: false,
         inverse: "Locations",
-        link: Link::Join { table: "things_locations", this_column: "location_id", target_column: "thing_id" },
+        link: Link::Join {
+            table: "things_locations",
+            this_column: "location_id",
+            target_column: "thing_id",
+        },
     },
     Relation {
         name: "HistoricalLocations",
@@ -404,7 +417,9 @@ mod tests {
                 assert_eq!(inverse.inverse, rel.name, "{}.{}", ty, rel.name);
                 match (&rel.link, &inverse.link) {
                     (Link::Forward { column: a }, Link::Reverse { column: b })
-                    | (Link::Reverse { column: a }, Link::Forward { column: b }) => assert_eq!(a, b),
+                    | (Link::Reverse { column: a }, Link::Forward { column: b }) => {
+                        assert_eq!(a, b)
+                    }
                     (
                         Link::Join { table: t1, this_column: a1, target_column: b1 },
                         Link::Join { table: t2, this_column: a2, target_column: b2 },

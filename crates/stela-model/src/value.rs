@@ -92,7 +92,8 @@ pub fn format_instant(micros: Micros) -> String {
     let (year, month, day) = (dt.year(), u8::from(dt.month()), dt.day());
     let (hour, minute, second) = (dt.hour(), dt.minute(), dt.second());
     let fraction = micros.rem_euclid(1_000_000);
-    let year_text = if (0..=9999).contains(&year) { format!("{year:04}") } else { format!("{year:+05}") };
+    let year_text =
+        if (0..=9999).contains(&year) { format!("{year:04}") } else { format!("{year:+05}") };
     let base = format!("{year_text}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
     if fraction == 0 {
         format!("{base}Z")
@@ -127,7 +128,10 @@ mod tests {
             let again = parse_instant(&format_instant(micros)).unwrap();
             assert_eq!(micros, again, "{text}");
         }
-        assert_eq!(format_instant(parse_instant("1969-12-31T23:59:59.5Z").unwrap()), "1969-12-31T23:59:59.500Z");
+        assert_eq!(
+            format_instant(parse_instant("1969-12-31T23:59:59.5Z").unwrap()),
+            "1969-12-31T23:59:59.500Z"
+        );
     }
 
     #[test]
@@ -147,5 +151,15 @@ mod tests {
         assert!(parse_interval("2015-03-02T00:00:00Z").is_err());
         assert!(parse_time_value("yesterday").is_err());
         assert!(parse_instant("2015-03-01").is_err());
+    }
+}
+
+/// The canonical JSON of a property value, as SensorThings renders it.
+pub fn value_to_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Text(text) => serde_json::Value::String(text.clone()),
+        Value::Json(json) => json.clone(),
+        Value::Time(time) => serde_json::Value::String(format_time_value(*time)),
     }
 }

@@ -1,10 +1,27 @@
-//! HTTP front end of Stela.
+//! HTTP front end of Stela: the SensorThings API 1.1 REST interface.
 //!
-//! (Being written; this is the interface the binary builds on.)
+//! This crate alone knows HTTP: routes, status codes, headers, the JSON shapes of the wire.
+//! Handlers are `extract → stela-service call → render`; no SQL and no model rules here.
+//!
+//! ```text
+//!   request ─► router ─► resource handler: path (stela-model) + query options (stela-query)
+//!                         ├─ GET    ─► Service::read   ─► render (entity / collection / $ref / $value)
+//!                         ├─ POST   ─► Service::create ─► 201 + Location
+//!                         ├─ PATCH  ─► Service::update or patch_json (application/json-patch+json)
+//!                         ├─ PUT    ─► Service::update(replace)
+//!                         └─ DELETE ─► Service::delete
+//!   errors ─► ApiError (one table: error code → status) ─► {"code", "type", "message"}
+//! ```
+
+mod error;
+mod render;
+mod routes;
 
 use std::future::Future;
 
 use stela_service::Service;
+
+pub use routes::app;
 
 /// Options of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -29,7 +46,40 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _ = (listener, service, options);
-    shutdown.await;
-    Ok(())
+    axum::serve(listener, app(service, options)).with_graceful_shutdown(shutdown).await
+}
+
+/// Characters escaped in query components of the links Stela writes. OData's own punctuation
+/// (`$ ( ) ' , / :`) stays readable, as clients and people expect in `@iot.nextLink`.
+const QUERY_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'+')
+    .add(b'<')
+    .add(b'>')
+    .add(b'=')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'[')
+    .add(b']');
+
+/// Encodes query pairs as `k=v&k=v` with [`QUERY_COMPONENT`] escaping.
+pub(crate) fn encode_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (key, value) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.extend(percent_encoding::utf8_percent_encode(key, QUERY_COMPONENT));
+        out.push('=');
+        out.extend(percent_encoding::utf8_percent_encode(value, QUERY_COMPONENT));
+    }
+    out
 }

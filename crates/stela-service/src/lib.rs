@@ -1,8 +1,31 @@
-//! The service layer: the one write path and the read API shared by every door.
+//! The service layer: the one write path and the read API shared by every door (HTTP today;
+//! MQTT, batch and import later).
 //!
-//! (Being written; this is the interface the binary builds on.)
+//! ```text
+//!   door ──► Service::create / update / patch_json / delete
+//!              decode + validate (stela-model)
+//!              └─► store.write(now, |tx| …)        one transaction, server rules
+//!                    └─► commit ──► ChangeEvent broadcast (after commit, never before)
+//!   door ──► Service::read(path, options) ──► store.read(|rx| …)
+//! ```
+//!
+//! Invariant: nothing else writes to the store. Later issues hook the verifiable log into the
+//! transaction here and MQTT onto the change events.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value as Json;
+use stela_model::{
+    DecodeMode, Entity, EntityType, Micros, Page, ResourcePath, Step, Tail, decode_entity,
+    value_to_json,
+};
+use stela_query::QueryOptions;
+use stela_store::{Change, ReadLimits, Resolved, SqliteStore, StoreError};
+use tokio::sync::broadcast;
+
+pub use stela_store::ChangeKind;
 
 /// Options of the read and write API that do not depend on the transport.
 #[derive(Debug, Clone)]
@@ -19,22 +42,304 @@ impl Default for ServiceOptions {
     }
 }
 
+/// A small, transport-agnostic classification of errors; the HTTP layer maps it to statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The addressed entity, set or property does not exist.
+    NotFound,
+    /// The request body or its links are invalid.
+    BadRequest,
+    /// A query option is malformed or does not fit the model.
+    InvalidQuery,
+    /// The operation is not allowed on the addressed resource.
+    MethodNotAllowed,
+    /// Something failed inside the server.
+    Internal,
+}
+
 /// Errors of the service layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    /// The store could not be opened or used.
-    #[error("storage error: {0}")]
-    Storage(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// An internal failure; its text is logged, never shown to clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::NotFound(_) => ErrorCode::NotFound,
+            ServiceError::BadRequest(_) => ErrorCode::BadRequest,
+            ServiceError::InvalidQuery(_) => ErrorCode::InvalidQuery,
+            ServiceError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ServiceError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(m) => ServiceError::NotFound(m),
+            StoreError::Invalid(m) => ServiceError::BadRequest(m),
+            StoreError::Query { option, message } => {
+                ServiceError::InvalidQuery(format!("invalid {option}: {message}"))
+            }
+            StoreError::Database(rusqlite_error) => {
+                // A constraint violation is the client's doing; anything else is ours.
+                let text = rusqlite_error.to_string();
+                if text.contains("constraint failed") {
+                    ServiceError::BadRequest(format!(
+                        "the change violates a constraint of the model: {text}"
+                    ))
+                } else {
+                    ServiceError::Internal(text)
+                }
+            }
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// An entity changed by a committed transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeEvent {
+    pub kind: ChangeKind,
+    pub ty: EntityType,
+    pub id: i64,
+}
+
+/// What a GET addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadResult {
+    Entity(Entity),
+    Collection { ty: EntityType, page: Page },
 }
 
 /// Handle on the service; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Service {}
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: SqliteStore,
+    options: ServiceOptions,
+    events: broadcast::Sender<ChangeEvent>,
+}
+
+/// The current time; the service is the layer that reads the clock for the pure crates below.
+fn now_micros() -> Micros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
 
 impl Service {
     /// Opens (creating when missing) the SQLite database at `path`.
     pub fn open_sqlite(path: &Path, options: ServiceOptions) -> Result<Service, ServiceError> {
-        let _ = (path, options);
-        Ok(Service {})
+        let store = SqliteStore::open(path)
+            .map_err(|e| ServiceError::Internal(format!("opening {}: {e}", path.display())))?;
+        let (events, _) = broadcast::channel(4096);
+        Ok(Service { inner: Arc::new(Inner { store, options, events }) })
     }
+
+    pub fn options(&self) -> &ServiceOptions {
+        &self.inner.options
+    }
+
+    /// Change events of committed transactions.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn limits(&self) -> ReadLimits {
+        ReadLimits {
+            default_top: u64::from(self.inner.options.default_top),
+            max_top: u64::from(self.inner.options.max_top),
+        }
+    }
+
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<R, ServiceError> + Send + 'static,
+    ) -> Result<R, ServiceError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("worker failed: {e}")))?
+    }
+
+    /// Reads what `path` addresses with the query `options`.
+    pub async fn read(
+        &self,
+        path: ResourcePath,
+        options: QueryOptions,
+    ) -> Result<ReadResult, ServiceError> {
+        let limits = self.limits();
+        self.blocking(move |inner| {
+            Ok(inner.store.read(|rx| {
+                let resolved = rx.resolve(&path)?;
+                match resolved {
+                    Resolved::Entity { ty, id } => {
+                        let options =
+                            if path.tail == Tail::None { options } else { QueryOptions::default() };
+                        rx.entity(ty, id, &options).map(ReadResult::Entity)
+                    }
+                    Resolved::Collection { ty, scope } => rx
+                        .collection(ty, scope, &options, limits)
+                        .map(|page| ReadResult::Collection { ty, page }),
+                }
+            })?)
+        })
+        .await
+    }
+
+    /// Creates an entity (with everything nested in it) in the collection `path` addresses.
+    pub async fn create(&self, path: ResourcePath, body: Json) -> Result<Entity, ServiceError> {
+        let target = *path.target();
+        if target.id.is_some() || path.tail != Tail::None || target.via.is_some_and(|r| !r.many) {
+            return Err(ServiceError::MethodNotAllowed(
+                "POST creates entities in a collection, e.g. /Things or /Things(1)/Datastreams"
+                    .into(),
+            ));
+        }
+        let input = decode_entity(target.ty, &body, DecodeMode::Create)
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let parent_steps: Vec<Step> = path.steps[..path.steps.len() - 1].to_vec();
+        self.commit(move |tx| {
+            let implicit = match target.via {
+                Some(relation) => match tx.resolve(&parent_steps)? {
+                    Resolved::Entity { id, .. } => Some((relation.inverse_relation(), id)),
+                    Resolved::Collection { .. } => {
+                        return Err(StoreError::NotFound(
+                            "the parent of the collection is not an entity".into(),
+                        ));
+                    }
+                },
+                None => None,
+            };
+            let id = tx.create(&input, implicit)?;
+            tx.entity(target.ty, id)
+        })
+        .await
+    }
+
+    /// Updates the entity `path` addresses: merge (PATCH) or replace (PUT).
+    pub async fn update(
+        &self,
+        path: ResourcePath,
+        body: Json,
+        replace: bool,
+    ) -> Result<Entity, ServiceError> {
+        let target = entity_target(&path)?;
+        let mode = if replace { DecodeMode::Put } else { DecodeMode::Patch };
+        let input = decode_entity(target.ty, &body, mode)
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let steps = path.steps.clone();
+        self.commit(move |tx| {
+            let (ty, id) = resolve_entity(tx.resolve(&steps)?)?;
+            tx.update(ty, id, &input, replace)?;
+            tx.entity(ty, id)
+        })
+        .await
+    }
+
+    /// Applies an RFC 6902 JSON Patch to the entity `path` addresses.
+    pub async fn patch_json(
+        &self,
+        path: ResourcePath,
+        patch: json_patch::Patch,
+    ) -> Result<Entity, ServiceError> {
+        entity_target(&path)?;
+        let steps = path.steps.clone();
+        self.commit(move |tx| {
+            let (ty, id) = resolve_entity(tx.resolve(&steps)?)?;
+            let current = tx.entity(ty, id)?;
+            let mut document = entity_properties_json(&current);
+            json_patch::patch(&mut document, &patch)
+                .map_err(|e| StoreError::Invalid(format!("the JSON Patch does not apply: {e}")))?;
+            let input = decode_entity(ty, &document, DecodeMode::Put)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            tx.update(ty, id, &input, true)?;
+            tx.entity(ty, id)
+        })
+        .await
+    }
+
+    /// Deletes the entity `path` addresses, with the cascades of the standard.
+    pub async fn delete(&self, path: ResourcePath) -> Result<(), ServiceError> {
+        entity_target(&path)?;
+        let steps = path.steps.clone();
+        self.commit(move |tx| {
+            let (ty, id) = resolve_entity(tx.resolve(&steps)?)?;
+            tx.delete(ty, id)
+        })
+        .await
+    }
+
+    /// The one commit function: runs `f` in a write transaction, then publishes its changes.
+    async fn commit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut stela_store::WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, ServiceError> {
+        let (result, changes) =
+            self.blocking(move |inner| Ok(inner.store.write(now_micros(), f)?)).await?;
+        self.publish(&changes);
+        Ok(result)
+    }
+
+    fn publish(&self, changes: &[Change]) {
+        for change in changes {
+            // No subscriber is not an error.
+            let _ = self.inner.events.send(ChangeEvent {
+                kind: change.kind,
+                ty: change.ty,
+                id: change.id,
+            });
+        }
+    }
+}
+
+fn entity_target(path: &ResourcePath) -> Result<&Step, ServiceError> {
+    let target = path.target();
+    if path.tail != Tail::None || !target.is_single() {
+        return Err(ServiceError::MethodNotAllowed(
+            "this operation applies to a single entity, e.g. /Things(1)".into(),
+        ));
+    }
+    Ok(target)
+}
+
+fn resolve_entity(resolved: Resolved) -> Result<(EntityType, i64), StoreError> {
+    match resolved {
+        Resolved::Entity { ty, id } => Ok((ty, id)),
+        Resolved::Collection { .. } => Err(StoreError::NotFound("not a single entity".into())),
+    }
+}
+
+/// The writable properties of an entity as a JSON object (the document a JSON Patch edits).
+fn entity_properties_json(entity: &Entity) -> Json {
+    let mut object = serde_json::Map::new();
+    for (property, value) in entity.ty.properties().iter().zip(&entity.values) {
+        if property.server_maintained {
+            continue;
+        }
+        if let Some(value) = value {
+            let json = value_to_json(value);
+            if !json.is_null() || property.required {
+                object.insert(property.name.to_owned(), json);
+            }
+        }
+    }
+    Json::Object(object)
 }

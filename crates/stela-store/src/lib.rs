@@ -1,1 +1,55 @@
-//! placeholder
+//! Storage of SensorThings entities.
+//!
+//! ```text
+//!   stela-service ──► SqliteStore::write(|tx| …)   one transaction per request
+//!                      │   write::insert / update / delete  (server rules: FoI generation,
+//!                      │   HistoricalLocations, Datastream extents)
+//!                      └─► SqliteStore::read(|rx| …)      read::resolve / collection / entity
+//!                              └─► filter: $filter/$orderby AST → parameterised SQL
+//! ```
+//!
+//! Invariant: user values reach SQL only as bound parameters, never as SQL text.
+
+mod columns;
+mod filter;
+mod migrations;
+mod read;
+mod sqlite;
+mod write;
+
+pub use read::{ReadLimits, Resolved, Scope};
+pub use sqlite::{ReadTx, SqliteStore, WriteTx};
+pub use write::{Change, ChangeKind};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The addressed entity does not exist (or is not related as the path says).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is well-formed but violates the model (a missing relation, a bad link).
+    #[error("{0}")]
+    Invalid(String),
+    /// The query options do not fit the model or cannot be evaluated.
+    #[error("{message}")]
+    Query {
+        /// The system query option, e.g. `$filter`.
+        option: &'static str,
+        message: String,
+    },
+    /// The database file was written by a newer schema, or cannot be migrated.
+    #[error("schema: {0}")]
+    Schema(String),
+    /// Stored data does not decode; a bug or outside tampering.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    pub(crate) fn query(option: &'static str, message: impl Into<String>) -> StoreError {
+        StoreError::Query { option, message: message.into() }
+    }
+}

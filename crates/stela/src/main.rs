@@ -1,1 +1,65 @@
-fn main() {}
+//! `stela`, the Stela binary: parses the command line, loads the configuration and starts the
+//! SensorThings API server.
+//!
+//! ```text
+//! stela serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--default-top N] [--max-top N]
+//!             [--max-body-bytes N] [--public-url URL] [--log-format text|json]
+//! ```
+//!
+//! How flags, `STELA_*` variables and the configuration file combine is documented once, in
+//! the `config` module.
+
+mod config;
+mod logging;
+mod serve;
+mod shutdown;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Stela: an OGC SensorThings API 1.1 server.
+#[derive(Debug, Parser)]
+#[command(name = "stela", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the SensorThings API over HTTP until Ctrl-C or SIGTERM
+    ///
+    /// Settings come from built-in defaults, then the file named by --config (or STELA_CONFIG),
+    /// then STELA_* environment variables, then these flags; later ones win.
+    Serve(config::Flags),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(flags) => {
+            let config = load_config(&flags)?;
+            logging::init(&config.log)?;
+            serve::serve(config).await
+        }
+    }
+}
+
+/// Reads the process environment and the configuration file, if one is named, and merges them
+/// with the flags.
+fn load_config(flags: &config::Flags) -> anyhow::Result<config::Config> {
+    let env = config::process_env().context("invalid configuration")?;
+    let file_path = config::config_file_path(&env, flags);
+    let file_text = match &file_path {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    config::load(file_text.as_deref(), &env, flags).with_context(|| match &file_path {
+        Some(path) => format!("invalid configuration (config file {})", path.display()),
+        None => "invalid configuration".to_owned(),
+    })
+}

@@ -1,0 +1,268 @@
+//! Routes and handlers of the SensorThings REST API.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::{Value as Json, json};
+use stela_model::{EntityType, ResourcePath, Tail, parse_resource_path, value_to_json};
+use stela_query::{QueryOptions, parse_query_options};
+use stela_service::{ReadResult, Service};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::ServerOptions;
+use crate::error::ApiError;
+use crate::render::{Links, collection_json, entity_json, refs_json};
+
+/// Versions of the API served; both expose the same data.
+const VERSIONS: [&str; 2] = ["v1.0", "v1.1"];
+
+/// Requirement classes of SensorThings 1.1 that this server passes.
+const CONFORMANCE: [&str; 3] = [
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/datamodel",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/resource-path/resource-path-to-entities",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/create-update-delete",
+];
+
+#[derive(Debug, Clone)]
+struct AppState {
+    service: Service,
+    options: Arc<ServerOptions>,
+}
+
+/// The router of the whole HTTP API, ready to serve.
+pub fn app(service: Service, options: ServerOptions) -> Router {
+    let state = AppState { service, options: Arc::new(options) };
+    Router::new()
+        .route("/", get(landing))
+        .route("/{version}", any(service_root))
+        .route("/{version}/", any(service_root))
+        .route("/{version}/{*path}", any(resource))
+        .fallback(|| async { ApiError::not_found("no such resource; the API is under /v1.1") })
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal server error; the details are in the server log",
+            )
+            .into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn landing() -> Response {
+    axum::Json(json!({"name": "Stela", "versions": VERSIONS, "serviceRoot": "/v1.1"}))
+        .into_response()
+}
+
+/// The base URL of links: the configured public URL, or the request's host.
+fn base_url(options: &ServerOptions, headers: &HeaderMap) -> String {
+    if let Some(url) = &options.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+fn check_version(version: &str) -> Result<(), ApiError> {
+    if VERSIONS.contains(&version) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("no API version '{version}'; use v1.1 or v1.0")))
+    }
+}
+
+async fn service_root(
+    State(state): State<AppState>,
+    UrlPath(version): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    if method != Method::GET {
+        return Err(ApiError::method_not_allowed("the service root is read-only"));
+    }
+    let root = format!("{}/{version}", base_url(&state.options, &headers));
+    let sets: Vec<Json> = EntityType::ALL
+        .iter()
+        .map(|ty| json!({"name": ty.set_name(), "url": format!("{root}/{}", ty.set_name())}))
+        .collect();
+    let mut body = json!({"value": sets});
+    if version == "v1.1" {
+        body["serverSettings"] = json!({"conformance": CONFORMANCE});
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// Every request below a version root.
+async fn resource(
+    State(state): State<AppState>,
+    UrlPath((version, raw_path)): UrlPath<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_version(&version)?;
+    let decoded = percent_encoding::percent_decode_str(&raw_path)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("the path is not valid UTF-8"))?;
+    let path = parse_resource_path(&decoded).map_err(|e| ApiError::not_found(e.to_string()))?;
+    let root = format!("{}/{version}", base_url(&state.options, &headers));
+    let links = Links { root };
+    match method {
+        Method::GET => {
+            let pairs: Vec<(String, String)> = uri
+                .query()
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default();
+            let options = parse_query_options(&pairs)?;
+            if let Some(format) = &options.result_format {
+                return Err(ApiError::bad_request(format!(
+                    "$resultFormat '{format}' is not supported"
+                )));
+            }
+            get_resource(&state, &links, &decoded, path, options, &pairs).await
+        }
+        Method::POST => {
+            let body = json_body(&state, &headers, body, false).await?;
+            let entity = state.service.create(path, body).await?;
+            let location = links.entity(&entity);
+            let json = entity_json(&links, &entity, &QueryOptions::default());
+            let mut response = (StatusCode::CREATED, axum::Json(json)).into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            Ok(response)
+        }
+        Method::PATCH if is_json_patch(&headers) => {
+            let body = json_body(&state, &headers, body, true).await?;
+            let patch: json_patch::Patch = serde_json::from_value(body).map_err(|e| {
+                ApiError::bad_request(format!("malformed JSON Patch (RFC 6902): {e}"))
+            })?;
+            let entity = state.service.patch_json(path, patch).await?;
+            Ok(axum::Json(entity_json(&links, &entity, &QueryOptions::default())).into_response())
+        }
+        Method::PATCH | Method::PUT => {
+            let body = json_body(&state, &headers, body, false).await?;
+            let entity = state.service.update(path, body, method == Method::PUT).await?;
+            Ok(axum::Json(entity_json(&links, &entity, &QueryOptions::default())).into_response())
+        }
+        Method::DELETE => {
+            state.service.delete(path).await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        other => Err(ApiError::method_not_allowed(format!("method {other} is not allowed here"))),
+    }
+}
+
+async fn get_resource(
+    state: &AppState,
+    links: &Links,
+    path_text: &str,
+    path: ResourcePath,
+    options: QueryOptions,
+    pairs: &[(String, String)],
+) -> Result<Response, ApiError> {
+    let tail = path.tail;
+    let result = state.service.read(path, options.clone()).await?;
+    let json = match (result, tail) {
+        (ReadResult::Entity(entity), Tail::Property(index)) => {
+            let property = &entity.ty.properties()[index];
+            let value = entity
+                .values
+                .get(index)
+                .cloned()
+                .flatten()
+                .map_or(Json::Null, |v| value_to_json(&v));
+            json!({ property.name: value })
+        }
+        (ReadResult::Entity(entity), Tail::PropertyValue(index)) => {
+            let value = entity
+                .values
+                .get(index)
+                .cloned()
+                .flatten()
+                .map_or(Json::Null, |v| value_to_json(&v));
+            return Ok(raw_value(value));
+        }
+        (ReadResult::Entity(entity), Tail::Ref) => json!({"@iot.selfLink": links.entity(&entity)}),
+        (ReadResult::Entity(entity), Tail::None) => entity_json(links, &entity, &options),
+        (ReadResult::Collection { page, .. }, tail) => {
+            let next = page.next_skip.map(|skip| next_link(links, path_text, pairs, skip));
+            if tail == Tail::Ref {
+                refs_json(links, &page, next)
+            } else {
+                collection_json(links, &page, &options, next)
+            }
+        }
+    };
+    Ok(axum::Json(json).into_response())
+}
+
+/// `$value`: strings as text, everything else as JSON text.
+fn raw_value(value: Json) -> Response {
+    match value {
+        Json::String(text) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+        }
+        other => ([(header::CONTENT_TYPE, "application/json")], other.to_string()).into_response(),
+    }
+}
+
+/// The link to the next page: the same request with the next `$skip`.
+fn next_link(links: &Links, path: &str, pairs: &[(String, String)], skip: u64) -> String {
+    let skip = skip.to_string();
+    let kept =
+        pairs.iter().filter(|(key, _)| key != "$skip").map(|(k, v)| (k.as_str(), v.as_str()));
+    let query = crate::encode_query(kept.chain([("$skip", skip.as_str())]));
+    format!("{}/{}?{query}", links.root, path.trim_start_matches('/'))
+}
+
+fn is_json_patch(headers: &HeaderMap) -> bool {
+    content_type(headers).is_some_and(|ct| ct == "application/json-patch+json")
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+}
+
+/// Reads a JSON request body within the size limit.
+async fn json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    patch: bool,
+) -> Result<Json, ApiError> {
+    match content_type(headers) {
+        None => {}
+        Some(ct) if ct == "application/json" || (patch && ct == "application/json-patch+json") => {}
+        Some(ct) if ct.ends_with("+json") && !patch => {}
+        Some(ct) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content type '{ct}'; send application/json"),
+            ));
+        }
+    }
+    let bytes: Bytes =
+        axum::body::to_bytes(body, state.options.max_body_bytes).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than the limit of {} bytes",
+                    state.options.max_body_bytes
+                ),
+            )
+        })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}

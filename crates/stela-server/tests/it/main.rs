@@ -1,0 +1,9 @@
+//! Black-box tests of the SensorThings HTTP API: a real server on a free port, a real SQLite
+//! database in a temporary directory, a real HTTP client.
+
+mod core;
+mod create;
+mod errors;
+mod query;
+mod support;
+mod update_delete;

@@ -1,0 +1,122 @@
+//! How each property kind maps to SQL columns, both ways.
+//!
+//! | kind              | columns                          |
+//! |-------------------|----------------------------------|
+//! | Text              | `col` TEXT                       |
+//! | Json, JsonObject, Geometry | `col` TEXT (JSON)       |
+//! | Instant           | `col` INTEGER (µs since epoch)   |
+//! | Interval          | `col_start`, `col_end` INTEGER   |
+//! | InstantOrInterval | `col_start`, `col_end` (NULL end for an instant) |
+//! | Result            | `result_type` INTEGER, `result` (typed value or JSON text) |
+
+use rusqlite::Row;
+use rusqlite::types::Value as Sql;
+use serde_json::Value as Json;
+use stela_model::{Property, PropertyKind, TimeValue, Value};
+
+use crate::StoreError;
+
+/// Result type codes of the `result_type` column.
+pub(crate) const RESULT_NULL: i64 = 0;
+pub(crate) const RESULT_BOOL: i64 = 1;
+pub(crate) const RESULT_NUMBER: i64 = 2;
+pub(crate) const RESULT_STRING: i64 = 3;
+pub(crate) const RESULT_JSON: i64 = 4;
+
+/// The column names of a property, in the order of [`to_sql`] and [`from_row`].
+pub(crate) fn column_names(property: &Property) -> Vec<String> {
+    let col = property.column;
+    match property.kind {
+        PropertyKind::Interval | PropertyKind::InstantOrInterval => {
+            vec![format!("{col}_start"), format!("{col}_end")]
+        }
+        PropertyKind::Result => vec![format!("{col}_type"), col.to_owned()],
+        _ => vec![col.to_owned()],
+    }
+}
+
+/// The SQL values of a property value, one per column.
+pub(crate) fn to_sql(property: &Property, value: &Value) -> Vec<Sql> {
+    match (property.kind, value) {
+        (PropertyKind::Result, Value::Json(json)) => result_to_sql(json).to_vec(),
+        (PropertyKind::Result, _) => vec![Sql::Integer(RESULT_NULL), Sql::Null],
+        (PropertyKind::Interval | PropertyKind::InstantOrInterval, Value::Time(t)) => match t {
+            TimeValue::Instant(t) => vec![Sql::Integer(*t), Sql::Null],
+            TimeValue::Interval(s, e) => vec![Sql::Integer(*s), Sql::Integer(*e)],
+        },
+        (PropertyKind::Interval | PropertyKind::InstantOrInterval, _) => vec![Sql::Null, Sql::Null],
+        (_, Value::Time(t)) => vec![Sql::Integer(t.start())],
+        (_, Value::Text(s)) => vec![Sql::Text(s.clone())],
+        (_, Value::Json(json)) => vec![Sql::Text(json.to_string())],
+        (_, Value::Null) => vec![Sql::Null],
+    }
+}
+
+fn result_to_sql(json: &Json) -> [Sql; 2] {
+    match json {
+        Json::Null => [Sql::Integer(RESULT_NULL), Sql::Null],
+        Json::Bool(b) => [Sql::Integer(RESULT_BOOL), Sql::Integer(i64::from(*b))],
+        Json::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => [Sql::Integer(RESULT_NUMBER), Sql::Integer(i)],
+            (None, Some(f)) if n.is_f64() => [Sql::Integer(RESULT_NUMBER), Sql::Real(f)],
+            // u64 beyond i64: keep the exact digits as JSON.
+            _ => [Sql::Integer(RESULT_JSON), Sql::Text(n.to_string())],
+        },
+        Json::String(s) => [Sql::Integer(RESULT_STRING), Sql::Text(s.clone())],
+        other => [Sql::Integer(RESULT_JSON), Sql::Text(other.to_string())],
+    }
+}
+
+/// Reads a property value from `row` starting at column `index`.
+pub(crate) fn from_row(
+    property: &Property,
+    row: &Row<'_>,
+    index: usize,
+) -> Result<Value, StoreError> {
+    match property.kind {
+        PropertyKind::Text => {
+            Ok(row.get::<_, Option<String>>(index)?.map_or(Value::Null, Value::Text))
+        }
+        PropertyKind::Json | PropertyKind::JsonObject | PropertyKind::Geometry => {
+            match row.get::<_, Option<String>>(index)? {
+                Some(text) => Ok(Value::Json(parse_stored_json(&text)?)),
+                None => Ok(Value::Null),
+            }
+        }
+        PropertyKind::Instant => Ok(row
+            .get::<_, Option<i64>>(index)?
+            .map_or(Value::Null, |t| Value::Time(TimeValue::Instant(t)))),
+        PropertyKind::Interval | PropertyKind::InstantOrInterval => {
+            let start: Option<i64> = row.get(index)?;
+            let end: Option<i64> = row.get(index + 1)?;
+            Ok(match (start, end) {
+                (Some(s), Some(e)) => Value::Time(TimeValue::Interval(s, e)),
+                (Some(s), None) => Value::Time(TimeValue::Instant(s)),
+                _ => Value::Null,
+            })
+        }
+        PropertyKind::Result => {
+            let kind: i64 = row.get(index)?;
+            let raw: Sql = row.get(index + 1)?;
+            result_from_sql(kind, raw).map(Value::Json)
+        }
+    }
+}
+
+fn result_from_sql(kind: i64, raw: Sql) -> Result<Json, StoreError> {
+    Ok(match (kind, raw) {
+        (RESULT_BOOL, Sql::Integer(i)) => Json::Bool(i != 0),
+        (RESULT_NUMBER, Sql::Integer(i)) => Json::from(i),
+        (RESULT_NUMBER, Sql::Real(f)) => {
+            serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
+        }
+        (RESULT_STRING, Sql::Text(s)) => Json::String(s),
+        (RESULT_JSON, Sql::Text(s)) => parse_stored_json(&s)?,
+        _ => Json::Null,
+    })
+}
+
+fn parse_stored_json(text: &str) -> Result<Json, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("stored JSON does not parse: {e}")))
+}

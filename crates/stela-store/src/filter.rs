@@ -1,0 +1,646 @@
+//! Lowering of `$filter` and `$orderby` expressions to parameterised SQLite SQL.
+//!
+//! Every literal becomes a bound parameter (`?N`); only names from the model (tables, columns)
+//! and fixed SQL text are written into the statement.
+//!
+//! Typing follows the standard's comparison rules: times compare as instants (an interval
+//! `phenomenonTime` by its start and end), a `result` compared with a string compares as a
+//! string (`result gt '3'`), with a number only among numeric results. Paths through relations
+//! (`Datastream/Thing/name`, `Thing/Locations/name`) become an `EXISTS` over the joined
+//! relations, which gives the any-match semantics on to-many relations.
+
+use std::fmt::Write as _;
+
+use rusqlite::types::Value as Sql;
+use stela_model::{EntityType, Link, PropertyKind};
+use stela_query::{BinaryOp, Expr, ExprKind, Function, Literal, OrderBy, UnaryOp};
+
+use crate::StoreError;
+
+/// The SQL type of a lowered expression, as far as the comparison rules need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Number,
+    Text,
+    Bool,
+    /// Microseconds since the epoch.
+    Time,
+    /// An interval property: `sql` is its start, `end` its end.
+    Interval,
+    /// An Observation result (typed column `result_type` beside it).
+    Result,
+    /// A value inside a JSON document (`json_extract`), of any SQL type.
+    JsonValue,
+    /// A whole JSON document or geometry.
+    Json,
+    Null,
+    Date,
+    TimeOfDay,
+}
+
+#[derive(Debug, Clone)]
+struct Lowered {
+    sql: String,
+    kind: Kind,
+    /// For `Kind::Interval`: the SQL of the end.
+    end: Option<String>,
+    /// For `Kind::Result`: the SQL of the result type code.
+    result_type: Option<String>,
+}
+
+impl Lowered {
+    fn new(sql: String, kind: Kind) -> Lowered {
+        Lowered { sql, kind, end: None, result_type: None }
+    }
+}
+
+/// Per-statement state: parameters, aliases, the joins of relation paths met in the current
+/// predicate.
+struct Context<'a> {
+    params: &'a mut Vec<Sql>,
+    aliases: usize,
+    option: &'static str,
+    /// `FROM … WHERE …` pieces of the relation paths of the predicate being lowered.
+    joins: Vec<(String, String)>,
+}
+
+const MAX_DEPTH: usize = 64;
+
+impl Context<'_> {
+    fn param(&mut self, value: Sql) -> String {
+        self.params.push(value);
+        format!("?{}", self.params.len())
+    }
+
+    fn error(&self, message: impl Into<String>) -> StoreError {
+        StoreError::query(self.option, message)
+    }
+
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("f{}", self.aliases)
+    }
+}
+
+/// Lowers a `$filter` to a boolean SQL expression over the alias `t` of `ty`.
+pub(crate) fn lower_filter(
+    ty: EntityType,
+    expr: &Expr,
+    params: &mut Vec<Sql>,
+) -> Result<String, StoreError> {
+    let mut context = Context { params, aliases: 0, option: "$filter", joins: Vec::new() };
+    predicate(&mut context, ty, expr, 0)
+}
+
+/// Lowers `$orderby` to an `ORDER BY` list, ending with the id as a stable tiebreak.
+pub(crate) fn lower_orderby(
+    ty: EntityType,
+    orderby: &[OrderBy],
+    params: &mut Vec<Sql>,
+) -> Result<String, StoreError> {
+    let mut context = Context { params, aliases: 0, option: "$orderby", joins: Vec::new() };
+    let mut parts = Vec::new();
+    for key in orderby {
+        let lowered = value(&mut context, ty, "t", &key.expr, 0)?;
+        let sql = if context.joins.is_empty() {
+            lowered.sql
+        } else {
+            // A key through relations: the first matching related value.
+            let joins = std::mem::take(&mut context.joins);
+            let (from, conditions): (Vec<_>, Vec<_>) = joins.into_iter().unzip();
+            format!(
+                "(SELECT {} FROM {} WHERE {} LIMIT 1)",
+                lowered.sql,
+                from.join(" JOIN "),
+                conditions.join(" AND ")
+            )
+        };
+        parts.push(format!("{sql}{}", if key.descending { " DESC" } else { "" }));
+    }
+    parts.push("t.id".into());
+    Ok(parts.join(", "))
+}
+
+/// A boolean expression. Relation paths met in a comparison are wrapped in `EXISTS`.
+fn predicate(
+    cx: &mut Context<'_>,
+    ty: EntityType,
+    expr: &Expr,
+    depth: usize,
+) -> Result<String, StoreError> {
+    if depth > MAX_DEPTH {
+        return Err(cx.error("expression nested too deeply"));
+    }
+    match &expr.kind {
+        ExprKind::Binary { op: BinaryOp::And, lhs, rhs } => Ok(format!(
+            "({} AND {})",
+            predicate(cx, ty, lhs, depth + 1)?,
+            predicate(cx, ty, rhs, depth + 1)?
+        )),
+        ExprKind::Binary { op: BinaryOp::Or, lhs, rhs } => Ok(format!(
+            "({} OR {})",
+            predicate(cx, ty, lhs, depth + 1)?,
+            predicate(cx, ty, rhs, depth + 1)?
+        )),
+        ExprKind::Unary { op: UnaryOp::Not, operand } => {
+            Ok(format!("(NOT COALESCE({}, 0))", predicate(cx, ty, operand, depth + 1)?))
+        }
+        _ => {
+            let outer = std::mem::take(&mut cx.joins);
+            let lowered = value(cx, ty, "t", expr, depth + 1)?;
+            let sql = match lowered.kind {
+                Kind::Bool | Kind::JsonValue | Kind::Number | Kind::Null => lowered.sql,
+                Kind::Result => {
+                    format!("({} = 1 AND {})", lowered.result_type.unwrap_or_default(), lowered.sql)
+                }
+                _ => return Err(cx.error(format!("'{expr}' is not a condition"))),
+            };
+            let joins = std::mem::replace(&mut cx.joins, outer);
+            if joins.is_empty() {
+                Ok(sql)
+            } else {
+                let (from, conditions): (Vec<_>, Vec<_>) = joins.into_iter().unzip();
+                Ok(format!(
+                    "EXISTS (SELECT 1 FROM {} WHERE {} AND {sql})",
+                    from.join(" JOIN "),
+                    conditions.join(" AND ")
+                ))
+            }
+        }
+    }
+}
+
+fn value(
+    cx: &mut Context<'_>,
+    ty: EntityType,
+    alias: &str,
+    expr: &Expr,
+    depth: usize,
+) -> Result<Lowered, StoreError> {
+    if depth > MAX_DEPTH {
+        return Err(cx.error("expression nested too deeply"));
+    }
+    match &expr.kind {
+        ExprKind::Literal(literal) => literal_value(cx, literal),
+        ExprKind::Path(segments) => path(cx, ty, alias, segments),
+        ExprKind::Unary { op: UnaryOp::Neg, operand } => {
+            let inner = value(cx, ty, alias, operand, depth + 1)?;
+            numeric(cx, &inner, expr)?;
+            Ok(Lowered::new(format!("(-{})", inner.sql), Kind::Number))
+        }
+        ExprKind::Unary { op: UnaryOp::Not, .. }
+        | ExprKind::Binary { op: BinaryOp::And | BinaryOp::Or, .. } => {
+            Ok(Lowered::new(predicate(cx, ty, expr, depth + 1)?, Kind::Bool))
+        }
+        ExprKind::Binary { op, lhs, rhs } if op.is_comparison() => {
+            let left = value(cx, ty, alias, lhs, depth + 1)?;
+            let right = value(cx, ty, alias, rhs, depth + 1)?;
+            comparison(cx, *op, left, right).map(|sql| Lowered::new(sql, Kind::Bool))
+        }
+        ExprKind::Binary { op, lhs, rhs } => {
+            let left = value(cx, ty, alias, lhs, depth + 1)?;
+            let right = value(cx, ty, alias, rhs, depth + 1)?;
+            arithmetic(cx, *op, left, right, expr)
+        }
+        ExprKind::In { lhs, list } => {
+            let left = value(cx, ty, alias, lhs, depth + 1)?;
+            let mut alternatives = Vec::new();
+            for item in list {
+                let right = value(cx, ty, alias, item, depth + 1)?;
+                alternatives.push(comparison(cx, BinaryOp::Eq, left.clone(), right)?);
+            }
+            if alternatives.is_empty() {
+                return Ok(Lowered::new("0".into(), Kind::Bool));
+            }
+            Ok(Lowered::new(format!("({})", alternatives.join(" OR ")), Kind::Bool))
+        }
+        ExprKind::Call { function, args } => call(cx, ty, alias, *function, args, expr, depth),
+        ExprKind::Lambda { .. } => {
+            Err(cx.error(format!("lambda operators are not supported yet: '{expr}'")))
+        }
+    }
+}
+
+fn literal_value(cx: &mut Context<'_>, literal: &Literal) -> Result<Lowered, StoreError> {
+    Ok(match literal {
+        Literal::Null => Lowered::new("NULL".into(), Kind::Null),
+        Literal::Bool(b) => Lowered::new(if *b { "1".into() } else { "0".into() }, Kind::Bool),
+        Literal::Int(i) => Lowered::new(cx.param(Sql::Integer(*i)), Kind::Number),
+        Literal::Decimal { value, .. } => Lowered::new(cx.param(Sql::Real(*value)), Kind::Number),
+        Literal::String(s) => Lowered::new(cx.param(Sql::Text(s.clone())), Kind::Text),
+        Literal::DateTimeOffset(dt) => {
+            let micros = date_time_micros(dt)
+                .ok_or_else(|| cx.error(format!("date-time out of range: {literal:?}")))?;
+            Lowered::new(cx.param(Sql::Integer(micros)), Kind::Time)
+        }
+        Literal::Date(d) => Lowered::new(
+            cx.param(Sql::Text(format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))),
+            Kind::Date,
+        ),
+        Literal::TimeOfDay(t) => Lowered::new(
+            cx.param(Sql::Text(format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second))),
+            Kind::TimeOfDay,
+        ),
+        Literal::Duration(d) => {
+            if d.years != 0 || d.months != 0 {
+                return Err(
+                    cx.error("durations with years or months have no fixed length; use days")
+                );
+            }
+            let seconds =
+                d.weeks * 604_800 + d.days * 86_400 + d.hours * 3_600 + d.minutes * 60 + d.seconds;
+            let micros = i64::try_from(seconds)
+                .ok()
+                .and_then(|s| s.checked_mul(1_000_000))
+                .and_then(|m| m.checked_add(i64::from(d.nanoseconds / 1_000)))
+                .ok_or_else(|| cx.error("duration out of range"))?;
+            Lowered::new(
+                cx.param(Sql::Integer(if d.negative { -micros } else { micros })),
+                Kind::Number,
+            )
+        }
+        Literal::Geography(_) | Literal::Geometry(_) => {
+            return Err(
+                cx.error("geometry literals are only supported as arguments of spatial functions")
+            );
+        }
+    })
+}
+
+fn date_time_micros(dt: &stela_query::DateTimeOffset) -> Option<i64> {
+    let month = time::Month::try_from(dt.date.month).ok()?;
+    let date = time::Date::from_calendar_date(dt.date.year, month, dt.date.day).ok()?;
+    let clock =
+        time::Time::from_hms_nano(dt.time.hour, dt.time.minute, dt.time.second, dt.time.nanosecond)
+            .ok()?;
+    let offset = time::UtcOffset::from_whole_seconds(i32::from(dt.offset_minutes) * 60).ok()?;
+    let instant = time::PrimitiveDateTime::new(date, clock).assume_offset(offset);
+    i64::try_from(instant.unix_timestamp_nanos() / 1_000).ok()
+}
+
+/// A property path, possibly through relations and into JSON.
+fn path(
+    cx: &mut Context<'_>,
+    ty: EntityType,
+    alias: &str,
+    segments: &[String],
+) -> Result<Lowered, StoreError> {
+    let Some(first) = segments.first() else {
+        return Err(cx.error("empty path"));
+    };
+    let rest = &segments[1..];
+    if first == "id" || first == "@iot.id" {
+        if !rest.is_empty() {
+            return Err(cx.error(format!("'{first}' has no members")));
+        }
+        return Ok(Lowered::new(format!("{alias}.id"), Kind::Number));
+    }
+    if let Some(relation) = ty.relation(first) {
+        if rest.is_empty() {
+            return Err(cx.error(format!(
+                "'{first}' is a relation; name one of its properties, e.g. {first}/id"
+            )));
+        }
+        let next = cx.alias();
+        let target = relation.target.table();
+        let (from, condition) = match relation.link {
+            Link::Forward { column } => {
+                (format!("{target} {next}"), format!("{next}.id = {alias}.{column}"))
+            }
+            Link::Reverse { column } => {
+                (format!("{target} {next}"), format!("{next}.{column} = {alias}.id"))
+            }
+            Link::Join { table, this_column, target_column } => {
+                let join = cx.alias();
+                (
+                    format!(
+                        "{table} {join} JOIN {target} {next} ON {next}.id = {join}.{target_column}"
+                    ),
+                    format!("{join}.{this_column} = {alias}.id"),
+                )
+            }
+        };
+        cx.joins.push((from, condition));
+        return path(cx, relation.target, &next, rest);
+    }
+    let Some(property) = ty.property(first) else {
+        return Err(cx.error(format!("{ty} has no property or relation '{first}'")));
+    };
+    let column = format!("{alias}.{}", property.column);
+    match property.kind {
+        PropertyKind::Json
+        | PropertyKind::JsonObject
+        | PropertyKind::Geometry
+        | PropertyKind::Result
+            if !rest.is_empty() =>
+        {
+            let mut json_path = String::from("$");
+            for segment in rest {
+                match segment.parse::<u32>() {
+                    Ok(index)
+                        if property.kind == PropertyKind::Result
+                            || segment.starts_with(|c: char| c.is_ascii_digit()) =>
+                    {
+                        let _ = write!(json_path, "[{index}]");
+                    }
+                    _ => {
+                        let _ = write!(json_path, ".\"{}\"", segment.replace('"', "\\\""));
+                    }
+                }
+            }
+            let path_param = cx.param(Sql::Text(json_path));
+            let document = if property.kind == PropertyKind::Result {
+                format!("CASE WHEN {alias}.result_type = 4 THEN {alias}.result END")
+            } else {
+                column
+            };
+            Ok(Lowered::new(format!("json_extract({document}, {path_param})"), Kind::JsonValue))
+        }
+        _ if !rest.is_empty() => {
+            Err(cx.error(format!("'{first}' has no members ('{}')", rest.join("/"))))
+        }
+        PropertyKind::Text => Ok(Lowered::new(column, Kind::Text)),
+        PropertyKind::Json | PropertyKind::JsonObject | PropertyKind::Geometry => {
+            Ok(Lowered::new(column, Kind::Json))
+        }
+        PropertyKind::Instant => Ok(Lowered::new(column, Kind::Time)),
+        PropertyKind::Interval | PropertyKind::InstantOrInterval => {
+            let start = format!("{column}_start");
+            let end = if property.kind == PropertyKind::InstantOrInterval {
+                format!("COALESCE({column}_end, {column}_start)")
+            } else {
+                format!("{column}_end")
+            };
+            Ok(Lowered { sql: start, kind: Kind::Interval, end: Some(end), result_type: None })
+        }
+        PropertyKind::Result => Ok(Lowered {
+            sql: column,
+            kind: Kind::Result,
+            end: None,
+            result_type: Some(format!("{alias}.result_type")),
+        }),
+    }
+}
+
+fn operator(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Eq => "=",
+        BinaryOp::Ne => "<>",
+        BinaryOp::Gt => ">",
+        BinaryOp::Ge => ">=",
+        BinaryOp::Lt => "<",
+        BinaryOp::Le => "<=",
+        BinaryOp::Add => "+",
+        BinaryOp::Sub => "-",
+        BinaryOp::Mul => "*",
+        BinaryOp::Div => "/",
+        BinaryOp::Mod => "%",
+        BinaryOp::And => "AND",
+        BinaryOp::Or => "OR",
+    }
+}
+
+fn flip(op: BinaryOp) -> BinaryOp {
+    match op {
+        BinaryOp::Gt => BinaryOp::Lt,
+        BinaryOp::Ge => BinaryOp::Le,
+        BinaryOp::Lt => BinaryOp::Gt,
+        BinaryOp::Le => BinaryOp::Ge,
+        other => other,
+    }
+}
+
+fn comparison(
+    cx: &mut Context<'_>,
+    op: BinaryOp,
+    left: Lowered,
+    right: Lowered,
+) -> Result<String, StoreError> {
+    use Kind as K;
+    let sql_op = operator(op);
+    // Null: `eq null` / `ne null`.
+    if right.kind == K::Null || left.kind == K::Null {
+        let other = if right.kind == K::Null { &left } else { &right };
+        let test = match other.kind {
+            K::Result => format!("{} = 0", other.result_type.clone().unwrap_or_default()),
+            _ => format!("{} IS NULL", other.sql),
+        };
+        return match op {
+            BinaryOp::Eq => Ok(format!("({test})")),
+            BinaryOp::Ne => Ok(format!("(NOT ({test}))")),
+            _ => Err(cx.error("null can only be compared with eq and ne")),
+        };
+    }
+    // Put the more specific side on the left.
+    if matches!(right.kind, K::Interval | K::Result)
+        && !matches!(left.kind, K::Interval | K::Result)
+    {
+        return comparison(cx, flip(op), right, left);
+    }
+    match (left.kind, right.kind) {
+        (K::Interval, K::Time) => {
+            let (start, end) = (left.sql, left.end.unwrap_or_default());
+            let value = right.sql;
+            Ok(match op {
+                BinaryOp::Eq => format!("({start} = {value} AND {end} = {value})"),
+                BinaryOp::Ne => format!("NOT ({start} = {value} AND {end} = {value})"),
+                BinaryOp::Gt => format!("{start} > {value}"),
+                BinaryOp::Ge => format!("{start} >= {value}"),
+                BinaryOp::Lt => format!("{end} < {value}"),
+                BinaryOp::Le => format!("{end} <= {value}"),
+                _ => return Err(cx.error("not a comparison")),
+            })
+        }
+        (K::Interval, K::Interval) => {
+            let (s1, e1) = (left.sql, left.end.unwrap_or_default());
+            let (s2, e2) = (right.sql, right.end.unwrap_or_default());
+            Ok(match op {
+                BinaryOp::Eq => format!("({s1} = {s2} AND {e1} = {e2})"),
+                BinaryOp::Ne => format!("NOT ({s1} = {s2} AND {e1} = {e2})"),
+                BinaryOp::Gt => format!("{s1} >= {e2} AND {s1} > {s2}"),
+                BinaryOp::Ge => format!("{s1} >= {s2}"),
+                BinaryOp::Lt => format!("{e1} <= {s2} AND {e1} < {e2}"),
+                BinaryOp::Le => format!("{e1} <= {e2}"),
+                _ => return Err(cx.error("not a comparison")),
+            })
+        }
+        (K::Result, K::Text) => {
+            // The standard casts a non-string result to a string for a string comparison.
+            let code = left.result_type.unwrap_or_default();
+            Ok(format!("({code} <> 0 AND CAST({} AS TEXT) {sql_op} {})", left.sql, right.sql))
+        }
+        (K::Result, K::Number | K::JsonValue) => {
+            let code = left.result_type.unwrap_or_default();
+            Ok(format!("({code} = 2 AND {} {sql_op} {})", left.sql, right.sql))
+        }
+        (K::Result, K::Bool) => {
+            let code = left.result_type.unwrap_or_default();
+            Ok(format!("({code} = 1 AND {} {sql_op} {})", left.sql, right.sql))
+        }
+        (K::Result, K::Result) => Ok(format!("{} {sql_op} {}", left.sql, right.sql)),
+        (K::Result, K::Time | K::Interval) => {
+            Err(cx.error("a result cannot be compared with a time"))
+        }
+        (K::Time | K::Interval, K::Text) | (K::Text, K::Time | K::Interval) => {
+            Err(cx.error("a time can only be compared with a date-time literal such as 2015-03-01T00:00:00Z"))
+        }
+        (K::Json, _) | (_, K::Json) => {
+            Err(cx.error("a whole JSON object cannot be compared; compare one of its members, e.g. properties/name"))
+        }
+        (K::Text, K::Number) | (K::Number, K::Text) => {
+            Err(cx.error("a string cannot be compared with a number"))
+        }
+        _ => Ok(format!("{} {sql_op} {}", left.sql, right.sql)),
+    }
+}
+
+fn numeric(cx: &Context<'_>, value: &Lowered, expr: &Expr) -> Result<(), StoreError> {
+    match value.kind {
+        Kind::Number | Kind::JsonValue | Kind::Result | Kind::Time | Kind::Interval => Ok(()),
+        _ => Err(cx.error(format!("'{expr}' is not a number"))),
+    }
+}
+
+fn arithmetic(
+    cx: &mut Context<'_>,
+    op: BinaryOp,
+    left: Lowered,
+    right: Lowered,
+    expr: &Expr,
+) -> Result<Lowered, StoreError> {
+    numeric(cx, &left, expr)?;
+    numeric(cx, &right, expr)?;
+    let operand = |v: &Lowered| match v.kind {
+        Kind::Result => format!(
+            "(CASE WHEN {} = 2 THEN {} END)",
+            v.result_type.clone().unwrap_or_default(),
+            v.sql
+        ),
+        _ => v.sql.clone(),
+    };
+    let (l, r) = (operand(&left), operand(&right));
+    let kind = match (left.kind, right.kind, op) {
+        (Kind::Time | Kind::Interval, Kind::Number, BinaryOp::Add | BinaryOp::Sub) => Kind::Time,
+        (Kind::Time | Kind::Interval, Kind::Time | Kind::Interval, BinaryOp::Sub) => Kind::Number,
+        _ => Kind::Number,
+    };
+    let sql = match op {
+        BinaryOp::Div => format!("({l} * 1.0 / {r})"),
+        _ => format!("({l} {} {r})", operator(op)),
+    };
+    Ok(Lowered::new(sql, kind))
+}
+
+fn call(
+    cx: &mut Context<'_>,
+    ty: EntityType,
+    alias: &str,
+    function: Function,
+    args: &[Expr],
+    expr: &Expr,
+    depth: usize,
+) -> Result<Lowered, StoreError> {
+    let mut lowered = Vec::with_capacity(args.len());
+    for arg in args {
+        lowered.push(value(cx, ty, alias, arg, depth + 1)?);
+    }
+    let text = |i: usize| -> String {
+        lowered.get(i).map_or_else(String::new, |v: &Lowered| match v.kind {
+            Kind::Result => format!("CAST({} AS TEXT)", v.sql),
+            _ => v.sql.clone(),
+        })
+    };
+    let time_of = |i: usize| -> Option<String> {
+        lowered.get(i).and_then(|v: &Lowered| match v.kind {
+            Kind::Time | Kind::Interval => Some(format!("({} / 1000000.0)", v.sql)),
+            _ => None,
+        })
+    };
+    let part = |format: &str| -> Result<Lowered, StoreError> {
+        let time = time_of(0).ok_or_else(|| cx_error_time(expr))?;
+        Ok(Lowered::new(
+            format!("CAST(strftime('{format}', {time}, 'unixepoch') AS INTEGER)"),
+            Kind::Number,
+        ))
+    };
+    use Function as F;
+    Ok(match function {
+        F::SubstringOf => {
+            Lowered::new(format!("(instr({}, {}) > 0)", text(1), text(0)), Kind::Bool)
+        }
+        F::Contains => Lowered::new(format!("(instr({}, {}) > 0)", text(0), text(1)), Kind::Bool),
+        F::StartsWith => Lowered::new(
+            format!("(substr({0}, 1, length({1})) = {1})", text(0), text(1)),
+            Kind::Bool,
+        ),
+        F::EndsWith => Lowered::new(
+            format!("(length({1}) = 0 OR substr({0}, -length({1})) = {1})", text(0), text(1)),
+            Kind::Bool,
+        ),
+        F::Length => Lowered::new(format!("length({})", text(0)), Kind::Number),
+        F::IndexOf => Lowered::new(format!("(instr({}, {}) - 1)", text(0), text(1)), Kind::Number),
+        F::Substring if lowered.len() == 3 => {
+            Lowered::new(format!("substr({}, {} + 1, {})", text(0), text(1), text(2)), Kind::Text)
+        }
+        F::Substring => Lowered::new(format!("substr({}, {} + 1)", text(0), text(1)), Kind::Text),
+        F::ToLower => Lowered::new(format!("lower({})", text(0)), Kind::Text),
+        F::ToUpper => Lowered::new(format!("upper({})", text(0)), Kind::Text),
+        F::Trim => Lowered::new(format!("trim({})", text(0)), Kind::Text),
+        F::Concat => Lowered::new(format!("({} || {})", text(0), text(1)), Kind::Text),
+        F::Year => part("%Y")?,
+        F::Month => part("%m")?,
+        F::Day => part("%d")?,
+        F::Hour => part("%H")?,
+        F::Minute => part("%M")?,
+        F::Second => part("%S")?,
+        F::FractionalSeconds => {
+            let value = lowered.first().filter(|v| matches!(v.kind, Kind::Time | Kind::Interval));
+            let value = value.ok_or_else(|| cx_error_time(expr))?;
+            Lowered::new(format!("(({} % 1000000) / 1000000.0)", value.sql), Kind::Number)
+        }
+        F::Date => {
+            let time = time_of(0).ok_or_else(|| cx_error_time(expr))?;
+            Lowered::new(format!("date({time}, 'unixepoch')"), Kind::Date)
+        }
+        F::Time => {
+            let time = time_of(0).ok_or_else(|| cx_error_time(expr))?;
+            Lowered::new(format!("time({time}, 'unixepoch')"), Kind::TimeOfDay)
+        }
+        F::TotalOffsetMinutes => {
+            time_of(0).ok_or_else(|| cx_error_time(expr))?;
+            // Stela stores every instant in UTC.
+            Lowered::new("0".into(), Kind::Number)
+        }
+        F::Now => Lowered::new(
+            "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)".into(),
+            Kind::Time,
+        ),
+        F::MinDateTime => Lowered::new(cx.param(Sql::Integer(-62_135_596_800_000_000)), Kind::Time),
+        F::MaxDateTime => Lowered::new(cx.param(Sql::Integer(253_402_300_799_999_999)), Kind::Time),
+        F::Round => Lowered::new(format!("round({})", text(0)), Kind::Number),
+        F::Floor => {
+            let v = text(0);
+            Lowered::new(
+                format!("(CAST({v} AS INTEGER) - (CAST({v} AS INTEGER) > {v}))"),
+                Kind::Number,
+            )
+        }
+        F::Ceiling => {
+            let v = text(0);
+            Lowered::new(
+                format!("(CAST({v} AS INTEGER) + (CAST({v} AS INTEGER) < {v}))"),
+                Kind::Number,
+            )
+        }
+        other => {
+            return Err(StoreError::query(
+                "$filter",
+                format!("the function '{}' is not supported yet", other.name()),
+            ));
+        }
+    })
+}
+
+fn cx_error_time(expr: &Expr) -> StoreError {
+    StoreError::query("$filter", format!("'{expr}' needs a time argument"))
+}

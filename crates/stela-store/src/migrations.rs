@@ -1,0 +1,127 @@
+//! The SQLite schema, versioned with `PRAGMA user_version`.
+//!
+//! Each migration runs once, in order, in one transaction; a database written by a newer Stela
+//! (a higher version than this code knows) is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// The schema, one entry per version. Never edit a released entry: append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE things (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    properties TEXT
+);
+CREATE TABLE locations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    encoding_type TEXT NOT NULL,
+    location TEXT NOT NULL,
+    properties TEXT
+);
+CREATE TABLE things_locations (
+    thing_id INTEGER NOT NULL REFERENCES things(id) ON DELETE CASCADE,
+    location_id INTEGER NOT NULL REFERENCES locations(id) ON DELETE CASCADE,
+    PRIMARY KEY (thing_id, location_id)
+) WITHOUT ROWID;
+CREATE INDEX things_locations_by_location ON things_locations(location_id, thing_id);
+CREATE TABLE historical_locations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time INTEGER NOT NULL,
+    thing_id INTEGER NOT NULL REFERENCES things(id) ON DELETE CASCADE
+);
+CREATE INDEX historical_locations_by_thing ON historical_locations(thing_id, time);
+CREATE TABLE locations_historical_locations (
+    location_id INTEGER NOT NULL REFERENCES locations(id) ON DELETE CASCADE,
+    historical_location_id INTEGER NOT NULL REFERENCES historical_locations(id) ON DELETE CASCADE,
+    PRIMARY KEY (location_id, historical_location_id)
+) WITHOUT ROWID;
+CREATE INDEX locations_historical_locations_by_hl
+    ON locations_historical_locations(historical_location_id, location_id);
+CREATE TABLE sensors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    encoding_type TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    properties TEXT
+);
+CREATE TABLE observed_properties (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    description TEXT NOT NULL,
+    properties TEXT
+);
+CREATE TABLE datastreams (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    unit_of_measurement TEXT NOT NULL,
+    observation_type TEXT NOT NULL,
+    observed_area TEXT,
+    phenomenon_time_start INTEGER,
+    phenomenon_time_end INTEGER,
+    result_time_start INTEGER,
+    result_time_end INTEGER,
+    properties TEXT,
+    thing_id INTEGER NOT NULL REFERENCES things(id) ON DELETE CASCADE,
+    sensor_id INTEGER NOT NULL REFERENCES sensors(id) ON DELETE CASCADE,
+    observed_property_id INTEGER NOT NULL REFERENCES observed_properties(id) ON DELETE CASCADE
+);
+CREATE INDEX datastreams_by_thing ON datastreams(thing_id);
+CREATE INDEX datastreams_by_sensor ON datastreams(sensor_id);
+CREATE INDEX datastreams_by_observed_property ON datastreams(observed_property_id);
+CREATE TABLE features (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    encoding_type TEXT NOT NULL,
+    feature TEXT NOT NULL,
+    properties TEXT,
+    -- The Location this feature was generated from, while that Location is unchanged.
+    generated_from_location INTEGER REFERENCES locations(id) ON DELETE SET NULL
+);
+CREATE INDEX features_by_location ON features(generated_from_location);
+CREATE TABLE observations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    phenomenon_time_start INTEGER NOT NULL,
+    -- NULL when phenomenonTime is an instant.
+    phenomenon_time_end INTEGER,
+    result_time INTEGER,
+    -- 0 null, 1 boolean, 2 number, 3 string, 4 object or array (JSON text in result).
+    result_type INTEGER NOT NULL,
+    result,
+    result_quality TEXT,
+    valid_time_start INTEGER,
+    valid_time_end INTEGER,
+    parameters TEXT,
+    datastream_id INTEGER NOT NULL REFERENCES datastreams(id) ON DELETE CASCADE,
+    feature_id INTEGER NOT NULL REFERENCES features(id) ON DELETE CASCADE
+);
+CREATE INDEX observations_by_datastream_time ON observations(datastream_id, phenomenon_time_start, id);
+CREATE INDEX observations_by_feature ON observations(feature_id);
+"#];
+
+/// Brings the schema of `conn` up to the newest version.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::Schema(format!(
+            "the database has schema version {current}, newer than this Stela knows ({known}); upgrade Stela"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "applied schema migration");
+    }
+    Ok(())
+}

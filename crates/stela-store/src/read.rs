@@ -1,0 +1,449 @@
+//! Reading: resolving resource paths, collections with query options, `$expand` trees.
+//!
+//! A collection is one SQL statement (plus one for `$count`); each `$expand` level is one
+//! statement for all parents together, using a window function for per-parent `$top`/`$skip`,
+//! so expanding Observations under 100 Datastreams costs one query, not a hundred.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, params_from_iter};
+use stela_model::{
+    Entity, EntityType, Expanded, ExpandedContent, Link, Page, Relation, ResourcePath, Step,
+};
+use stela_query::{ExpandItem, QueryOptions};
+
+use crate::StoreError;
+use crate::columns::{column_names, from_row};
+use crate::filter::{lower_filter, lower_orderby};
+use crate::sqlite::ReadTx;
+
+/// Paging limits of the service.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// `$top` when none is given.
+    pub default_top: u64,
+    /// The largest page served; larger `$top` values are reduced to it.
+    pub max_top: u64,
+}
+
+/// Which entities of a type a collection holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole entity set.
+    All,
+    /// The entities related to one parent: `relation` is followed from the parent.
+    Related { relation: &'static Relation, parent_id: i64 },
+}
+
+/// What a resource path addresses, once checked against the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    Entity { ty: EntityType, id: i64 },
+    Collection { ty: EntityType, scope: Scope },
+}
+
+/// The comma-separated, `t.`-qualified column list of a type: id first, then each property.
+pub(crate) fn select_columns(ty: EntityType) -> &'static str {
+    static LISTS: OnceLock<Vec<String>> = OnceLock::new();
+    let lists = LISTS.get_or_init(|| {
+        EntityType::ALL
+            .iter()
+            .map(|ty| {
+                let mut list = String::from("t.id");
+                for property in ty.properties() {
+                    for column in column_names(property) {
+                        let _ = write!(list, ", t.{column}");
+                    }
+                }
+                list
+            })
+            .collect()
+    });
+    let index = EntityType::ALL.iter().position(|t| *t == ty).unwrap_or(0);
+    &lists[index]
+}
+
+/// Reads an entity whose columns (as [`select_columns`]) start at `offset`.
+pub(crate) fn entity_from_row(
+    ty: EntityType,
+    row: &rusqlite::Row<'_>,
+    offset: usize,
+) -> Result<Entity, StoreError> {
+    let id: i64 = row.get(offset)?;
+    let mut index = offset + 1;
+    let mut values = Vec::with_capacity(ty.properties().len());
+    for property in ty.properties() {
+        values.push(Some(from_row(property, row, index)?));
+        index += column_names(property).len();
+    }
+    Ok(Entity { ty, id, values, expanded: Vec::new() })
+}
+
+/// The FROM clause joining a relation's target (alias `t`) to its parent, and the SQL
+/// expression holding the parent's id.
+pub(crate) fn relation_source(relation: &Relation, parent: EntityType) -> (String, String) {
+    let target = relation.target.table();
+    match relation.link {
+        Link::Forward { column } => (
+            format!("{target} t JOIN {} p ON t.id = p.{column}", parent.table()),
+            "p.id".to_owned(),
+        ),
+        Link::Reverse { column } => (format!("{target} t"), format!("t.{column}")),
+        Link::Join { table, this_column, target_column } => (
+            format!("{target} t JOIN {table} j ON t.id = j.{target_column}"),
+            format!("j.{this_column}"),
+        ),
+    }
+}
+
+fn parent_of(relation: &Relation) -> EntityType {
+    relation.inverse_relation().target
+}
+
+impl ReadTx<'_> {
+    /// Checks a resource path against the data: every id exists and is related as the path says.
+    pub fn resolve(&self, path: &ResourcePath) -> Result<Resolved, StoreError> {
+        resolve(self.conn, &path.steps)
+    }
+
+    /// Reads one entity with the `$expand` (and `$select` bookkeeping) of `options`.
+    pub fn entity(
+        &self,
+        ty: EntityType,
+        id: i64,
+        options: &QueryOptions,
+    ) -> Result<Entity, StoreError> {
+        let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_columns(ty), ty.table());
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let mut rows = statement.query([id])?;
+        let Some(row) = rows.next()? else {
+            return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
+        };
+        let mut entity = entity_from_row(ty, row, 0)?;
+        drop(rows);
+        check_select(ty, options)?;
+        let mut items = std::slice::from_mut(&mut entity);
+        self.expand(ty, &mut items, &options.expand, 0)?;
+        Ok(entity)
+    }
+
+    /// Reads one page of a collection.
+    pub fn collection(
+        &self,
+        ty: EntityType,
+        scope: Scope,
+        options: &QueryOptions,
+        limits: ReadLimits,
+    ) -> Result<Page, StoreError> {
+        check_select(ty, options)?;
+        let mut params = Vec::new();
+        let (source, mut conditions) = match scope {
+            Scope::All => (format!("{} t", ty.table()), Vec::new()),
+            Scope::Related { relation, parent_id } => {
+                let (source, parent_key) = relation_source(relation, parent_of(relation));
+                params.push(Sql::Integer(parent_id));
+                (source, vec![format!("{parent_key} = ?{}", params.len())])
+            }
+        };
+        if let Some(filter) = &options.filter {
+            conditions.push(lower_filter(ty, filter, &mut params)?);
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+
+        let count = if options.count == Some(true) {
+            let sql = format!("SELECT COUNT(*) FROM {source}{where_clause}");
+            let mut statement = self.conn.prepare_cached(&sql)?;
+            Some(statement.query_row(params_from_iter(params.iter()), |row| row.get::<_, i64>(0))?)
+        } else {
+            None
+        };
+
+        let order = lower_orderby(ty, &options.orderby, &mut params)?;
+        let top = options.top.unwrap_or(limits.default_top).min(limits.max_top);
+        let skip = options.skip.unwrap_or(0);
+        if top == 0 {
+            return Ok(Page { items: Vec::new(), count, next_skip: None });
+        }
+        params.push(Sql::Integer(i64::try_from(top + 1).unwrap_or(i64::MAX)));
+        let limit_index = params.len();
+        params.push(Sql::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT {} FROM {source}{where_clause} ORDER BY {order} LIMIT ?{limit_index} OFFSET ?{}",
+            select_columns(ty),
+            limit_index + 1
+        );
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let mut rows = statement.query(params_from_iter(params.iter()))?;
+        let mut items = Vec::new();
+        while let Some(row) = rows.next()? {
+            items.push(entity_from_row(ty, row, 0)?);
+        }
+        drop(rows);
+        let next_skip = if items.len() as u64 > top {
+            items.truncate(top as usize);
+            Some(skip + top)
+        } else {
+            None
+        };
+        self.expand(ty, &mut items, &options.expand, 0)?;
+        Ok(Page { items, count, next_skip })
+    }
+
+    /// Fills in the expanded relations of `items`, one query per relation and level.
+    fn expand(
+        &self,
+        ty: EntityType,
+        items: &mut [Entity],
+        expand: &[ExpandItem],
+        depth: usize,
+    ) -> Result<(), StoreError> {
+        if items.is_empty() || expand.is_empty() {
+            return Ok(());
+        }
+        if depth > 16 {
+            return Err(StoreError::query("$expand", "$expand nested too deeply"));
+        }
+        let ids = Sql::Text(
+            serde_json::to_string(&items.iter().map(|e| e.id).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        );
+        for item in expand {
+            let name = item.path.first().map(String::as_str).unwrap_or_default();
+            let relation = ty.relation(name).ok_or_else(|| {
+                StoreError::query("$expand", format!("{ty} has no relation '{name}'"))
+            })?;
+            check_select(relation.target, &item.options)?;
+            let target = relation.target;
+            let (source, parent_key) = relation_source(relation, ty);
+            let mut params = vec![ids.clone()];
+            let mut conditions = vec![format!("{parent_key} IN (SELECT value FROM json_each(?1))")];
+            if let Some(filter) = &item.options.filter {
+                conditions.push(lower_filter(target, filter, &mut params)?);
+            }
+            let where_clause = conditions.join(" AND ");
+            let mut children: Vec<(i64, Entity)> = Vec::new();
+            let mut has_more: HashMap<i64, u64> = HashMap::new();
+            let top = item.options.top.unwrap_or(100);
+            let skip = item.options.skip.unwrap_or(0);
+            if relation.many {
+                let order = lower_orderby(target, &item.options.orderby, &mut params)?;
+                params.push(Sql::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
+                let skip_index = params.len();
+                params.push(Sql::Integer(
+                    i64::try_from(skip.saturating_add(top).saturating_add(1)).unwrap_or(i64::MAX),
+                ));
+                let sql = format!(
+                    "SELECT * FROM (SELECT {parent_key} AS parent_id, {}, \
+                     ROW_NUMBER() OVER (PARTITION BY {parent_key} ORDER BY {order}) AS rn \
+                     FROM {source} WHERE {where_clause}) WHERE rn > ?{skip_index} AND rn <= ?{} \
+                     ORDER BY parent_id, rn",
+                    select_columns(target),
+                    skip_index + 1
+                );
+                let mut statement = self.conn.prepare_cached(&sql)?;
+                let mut rows = statement.query(params_from_iter(params.iter()))?;
+                while let Some(row) = rows.next()? {
+                    let parent: i64 = row.get(0)?;
+                    let rn: i64 = row.get(row.as_ref().column_count() - 1)?;
+                    if rn as u64 > skip + top {
+                        has_more.insert(parent, skip + top);
+                        continue;
+                    }
+                    children.push((parent, entity_from_row(target, row, 1)?));
+                }
+            } else {
+                let sql = format!(
+                    "SELECT {parent_key} AS parent_id, {} FROM {source} WHERE {where_clause}",
+                    select_columns(target)
+                );
+                let mut statement = self.conn.prepare_cached(&sql)?;
+                let mut rows = statement.query(params_from_iter(params.iter()))?;
+                while let Some(row) = rows.next()? {
+                    children.push((row.get(0)?, entity_from_row(target, row, 1)?));
+                }
+            }
+            let counts = if relation.many && item.options.count == Some(true) {
+                self.expanded_counts(&source, &parent_key, &where_clause, &params[..])?
+            } else {
+                HashMap::new()
+            };
+            // Expand the next level for all children of this level at once.
+            let mut flat: Vec<Entity> = Vec::with_capacity(children.len());
+            let mut parents: Vec<i64> = Vec::with_capacity(children.len());
+            for (parent, child) in children {
+                parents.push(parent);
+                flat.push(child);
+            }
+            self.expand(target, &mut flat, &item.options.expand, depth + 1)?;
+            let mut by_parent: HashMap<i64, Vec<Entity>> = HashMap::new();
+            for (parent, child) in parents.into_iter().zip(flat) {
+                by_parent.entry(parent).or_default().push(child);
+            }
+            for entity in items.iter_mut() {
+                let mut related = by_parent.remove(&entity.id).unwrap_or_default();
+                let content = if relation.many {
+                    ExpandedContent::Many(Page {
+                        items: related,
+                        count: if item.options.count == Some(true) {
+                            Some(counts.get(&entity.id).copied().unwrap_or(0))
+                        } else {
+                            None
+                        },
+                        next_skip: has_more.get(&entity.id).copied(),
+                    })
+                } else {
+                    ExpandedContent::One(related.pop().map(Box::new))
+                };
+                entity.expanded.push(Expanded { relation, content });
+            }
+        }
+        Ok(())
+    }
+
+    fn expanded_counts(
+        &self,
+        source: &str,
+        parent_key: &str,
+        where_clause: &str,
+        params: &[Sql],
+    ) -> Result<HashMap<i64, i64>, StoreError> {
+        let sql =
+            format!("SELECT {parent_key}, COUNT(*) FROM {source} WHERE {where_clause} GROUP BY 1");
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        // Only the parameters the WHERE clause uses; the paging parameters come after them.
+        let used = statement.parameter_count();
+        let mut rows = statement.query(params_from_iter(params.iter().take(used)))?;
+        let mut counts = HashMap::new();
+        while let Some(row) = rows.next()? {
+            counts.insert(row.get(0)?, row.get(1)?);
+        }
+        Ok(counts)
+    }
+
+    /// Ids of the entities related to `parent_id` through `relation` (for `$ref` and links).
+    pub fn related_ids(
+        &self,
+        relation: &Relation,
+        parent: EntityType,
+        parent_id: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (source, parent_key) = relation_source(relation, parent);
+        query_ids(
+            self.conn,
+            &format!("SELECT t.id FROM {source} WHERE {parent_key} = ?1 ORDER BY t.id"),
+            &[Sql::Integer(parent_id)],
+        )
+    }
+}
+
+/// Checks path steps against the data: every id exists and is related as the path says.
+pub(crate) fn resolve(conn: &Connection, steps: &[Step]) -> Result<Resolved, StoreError> {
+    let mut current: Option<Resolved> = None;
+    for step in steps {
+        let next = match (current, step.via) {
+            (None, _) => match step.id {
+                Some(id) => {
+                    require_exists(conn, step.ty, id)?;
+                    Resolved::Entity { ty: step.ty, id }
+                }
+                None => Resolved::Collection { ty: step.ty, scope: Scope::All },
+            },
+            (Some(Resolved::Entity { ty: parent, id: parent_id }), Some(relation)) => {
+                let (source, parent_key) = relation_source(relation, parent);
+                if relation.many {
+                    match step.id {
+                        Some(id) => {
+                            let sql = format!(
+                                "SELECT t.id FROM {source} WHERE {parent_key} = ?1 AND t.id = ?2"
+                            );
+                            let found = query_ids(
+                                conn,
+                                &sql,
+                                &[Sql::Integer(parent_id), Sql::Integer(id)],
+                            )?;
+                            if found.is_empty() {
+                                return Err(StoreError::NotFound(format!(
+                                    "no {} with id {id} related to {parent}({parent_id})",
+                                    step.ty
+                                )));
+                            }
+                            Resolved::Entity { ty: step.ty, id }
+                        }
+                        None => Resolved::Collection {
+                            ty: step.ty,
+                            scope: Scope::Related { relation, parent_id },
+                        },
+                    }
+                } else {
+                    let sql = format!("SELECT t.id FROM {source} WHERE {parent_key} = ?1");
+                    let found = query_ids(conn, &sql, &[Sql::Integer(parent_id)])?;
+                    match found.first() {
+                        Some(id) => Resolved::Entity { ty: step.ty, id: *id },
+                        None => {
+                            return Err(StoreError::NotFound(format!(
+                                "{parent}({parent_id}) has no {}",
+                                relation.name
+                            )));
+                        }
+                    }
+                }
+            }
+            _ => return Err(StoreError::NotFound("the path does not address an entity".into())),
+        };
+        current = Some(next);
+    }
+    current.ok_or_else(|| StoreError::NotFound("empty path".into()))
+}
+
+fn require_exists(conn: &Connection, ty: EntityType, id: i64) -> Result<(), StoreError> {
+    if entity_exists(conn, ty, id)? {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(format!("no {ty} with id {id}")))
+    }
+}
+
+/// Rejects `$select` names that are neither a property nor a relation of `ty`.
+fn check_select(ty: EntityType, options: &QueryOptions) -> Result<(), StoreError> {
+    for item in options.select.iter().flatten() {
+        let name = item.path.first().map(String::as_str).unwrap_or_default();
+        let known = name == "id"
+            || name == "@iot.id"
+            || ty.property(name).is_some()
+            || ty.relation(name).is_some();
+        if !known || item.path.len() > 1 {
+            return Err(StoreError::query(
+                "$select",
+                format!("{ty} has no property or relation '{}'", item.path.join("/")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn entity_exists(
+    conn: &Connection,
+    ty: EntityType,
+    id: i64,
+) -> Result<bool, StoreError> {
+    let sql = format!("SELECT 1 FROM {} WHERE id = ?1", ty.table());
+    let mut statement = conn.prepare_cached(&sql)?;
+    Ok(statement.exists([id])?)
+}
+
+pub(crate) fn query_ids(
+    conn: &Connection,
+    sql: &str,
+    params: &[Sql],
+) -> Result<Vec<i64>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_map(params_from_iter(params.iter()), |row| row.get::<_, i64>(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}

@@ -1,0 +1,123 @@
+//! The SQLite backend: one writer connection, a small pool of readers (WAL mode).
+//!
+//! SQLite allows one writer at a time anyway; keeping exactly one write connection behind a
+//! mutex serialises writers without `SQLITE_BUSY` retries, while readers proceed in parallel
+//! on their own connections thanks to WAL.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags};
+
+use stela_model::Micros;
+
+use crate::StoreError;
+use crate::migrations::migrate;
+use crate::write::{Change, Pending};
+
+/// Readers kept open between requests.
+const MAX_IDLE_READERS: usize = 8;
+
+/// An SQLite database holding a SensorThings service.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// A write transaction; every change of one request happens inside one.
+#[derive(Debug)]
+pub struct WriteTx<'a> {
+    pub(crate) tx: rusqlite::Transaction<'a>,
+    /// Changes to report and Datastream extents to write before commit.
+    pub(crate) pending: Pending,
+}
+
+/// A read snapshot.
+#[derive(Debug)]
+pub struct ReadTx<'a> {
+    pub(crate) conn: &'a Connection,
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // NORMAL in WAL mode: a commit survives a crash of the process (kill -9); only a power loss
+    // may lose the last transactions. FULL would cost an fsync per commit.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA cache_size = -32000;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating and migrating it as needed.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` in one write transaction; commits when it returns `Ok`, rolls back otherwise.
+    /// Returns `f`'s result and the entities the transaction changed.
+    pub fn write<R>(
+        &self,
+        now: Micros,
+        f: impl FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError>,
+    ) -> Result<(R, Vec<Change>), StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut write_tx = WriteTx { tx, pending: Pending::default() };
+        write_tx.set_now(now);
+        let result = f(&mut write_tx)?;
+        write_tx.flush()?;
+        let changes = write_tx.pending.take_changes();
+        write_tx.tx.commit()?;
+        Ok((result, changes))
+    }
+
+    /// Runs `f` on a consistent snapshot.
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&ReadTx<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure_reader(&conn)?;
+                conn
+            }
+        };
+        let result = {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+            let result = f(&ReadTx { conn: &tx });
+            tx.finish()?;
+            result
+        };
+        let mut readers = self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000;")?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(())
+}

@@ -1,0 +1,814 @@
+//! Writing: inserts of entity graphs (deep insert), updates, deletes, and the server rules
+//! of SensorThings that go with them.
+//!
+//! Server rules implemented here:
+//! - an Observation without a FeatureOfInterest gets one generated from its Thing's Location,
+//!   reused for later Observations while that Location is unchanged;
+//! - linking Locations to a Thing creates a HistoricalLocation, and makes them the Thing's
+//!   current Locations; a HistoricalLocation created by a client with the latest time of its
+//!   Thing makes its Locations current, an older one does not;
+//! - a Datastream's phenomenonTime, resultTime and observedArea follow its Observations. New
+//!   Observations only widen the extents, accumulated in memory and written once per
+//!   Datastream per transaction (no per-row trigger); updates and deletes recompute them.
+//!
+//! Deletes cascade through the foreign keys of the schema (the table of the standard);
+//! deleting a Location also deletes its HistoricalLocations.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use geo::{ConvexHull, Coord, MultiPoint, Point};
+use rusqlite::types::Value as Sql;
+use rusqlite::{OptionalExtension, params, params_from_iter};
+use serde_json::{Value as Json, json};
+use stela_model::Link;
+use stela_model::{
+    Entity, EntityInput, EntityType, LinkTarget, Micros, PropertyKind, Relation, TimeValue, Value,
+};
+
+use crate::StoreError;
+use crate::columns::{column_names, to_sql};
+use crate::read::{entity_exists, entity_from_row, query_ids, select_columns};
+use crate::sqlite::WriteTx;
+
+/// What happened to an entity in a committed transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One entity changed by a transaction, reported to subscribers after the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub ty: EntityType,
+    pub id: i64,
+}
+
+/// Pending widening of a Datastream's extents by new Observations.
+#[derive(Debug, Default)]
+pub(crate) struct Extent {
+    phenomenon: Option<(Micros, Micros)>,
+    result: Option<(Micros, Micros)>,
+    features: BTreeSet<i64>,
+}
+
+/// Work deferred to the end of a write transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) changes: Vec<Change>,
+    extents: BTreeMap<i64, Extent>,
+    recompute: BTreeSet<i64>,
+    now: Micros,
+}
+
+fn widen(range: &mut Option<(Micros, Micros)>, start: Micros, end: Micros) {
+    *range = Some(match *range {
+        Some((s, e)) => (s.min(start), e.max(end)),
+        None => (start, end),
+    });
+}
+
+fn invalid(message: impl Into<String>) -> StoreError {
+    StoreError::Invalid(message.into())
+}
+
+impl WriteTx<'_> {
+    /// Sets the server time used for defaults and HistoricalLocations in this transaction.
+    pub fn set_now(&mut self, now: Micros) {
+        self.pending.now = now;
+    }
+
+    /// Reads an entity inside the transaction (for responses and JSON Patch).
+    pub fn entity(&self, ty: EntityType, id: i64) -> Result<Entity, StoreError> {
+        let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_columns(ty), ty.table());
+        let mut statement = self.tx.prepare_cached(&sql)?;
+        let mut rows = statement.query([id])?;
+        match rows.next()? {
+            Some(row) => entity_from_row(ty, row, 0),
+            None => Err(StoreError::NotFound(format!("no {ty} with id {id}"))),
+        }
+    }
+
+    /// Checks path steps against the data (see [`crate::ReadTx::resolve`]).
+    pub fn resolve(&self, steps: &[stela_model::Step]) -> Result<crate::Resolved, StoreError> {
+        crate::read::resolve(&self.tx, steps)
+    }
+
+    /// Checks that an entity exists.
+    pub fn exists(&self, ty: EntityType, id: i64) -> Result<bool, StoreError> {
+        entity_exists(&self.tx, ty, id)
+    }
+
+    /// Creates an entity and every new entity nested in it; returns its id.
+    ///
+    /// `implicit` links the new entity to an existing one by one of its own relations, as a POST
+    /// to `Things(1)/Datastreams` links the new Datastream to Thing 1.
+    pub fn create(
+        &mut self,
+        input: &EntityInput,
+        implicit: Option<(&'static Relation, i64)>,
+    ) -> Result<i64, StoreError> {
+        self.insert(input, implicit, 0)
+    }
+
+    fn insert(
+        &mut self,
+        input: &EntityInput,
+        implicit: Option<(&'static Relation, i64)>,
+        depth: usize,
+    ) -> Result<i64, StoreError> {
+        let ty = input.ty;
+        if depth > 64 {
+            return Err(invalid("deep insert nested too deeply"));
+        }
+        // 1. To-one relations: the ids to store in this entity's row.
+        let mut forward: BTreeMap<&'static str, (&'static Relation, i64)> = BTreeMap::new();
+        if let Some((relation, id)) = implicit
+            && let Link::Forward { column } = relation.link
+        {
+            self.require(relation.target, id)?;
+            forward.insert(column, (relation, id));
+        }
+        for link in &input.links {
+            let Link::Forward { column } = link.relation.link else { continue };
+            for target in &link.targets {
+                let id = match target {
+                    LinkTarget::Existing(id) => {
+                        self.require(link.relation.target, *id)?;
+                        *id
+                    }
+                    LinkTarget::New(child) => self.insert(child, None, depth + 1)?,
+                };
+                if let Some((_, previous)) = forward.get(column)
+                    && *previous != id
+                {
+                    return Err(invalid(format!(
+                        "conflicting {} for the {ty}: {previous} and {id}",
+                        link.relation.name
+                    )));
+                }
+                forward.insert(column, (link.relation, id));
+            }
+        }
+        for relation in ty.relations() {
+            if let Link::Forward { column } = relation.link
+                && relation.required
+                && !forward.contains_key(column)
+            {
+                return Err(invalid(format!(
+                    "a {ty} needs a {}: missing relation '{}'",
+                    relation.target, relation.name
+                )));
+            }
+        }
+        if ty == EntityType::Observation && !forward.contains_key("feature_id") {
+            let Some((_, datastream)) = forward.get("datastream_id").copied() else {
+                return Err(invalid(
+                    "an Observation needs a Datastream: missing relation 'Datastream'",
+                ));
+            };
+            let feature = self.feature_from_location(datastream)?;
+            let relation = ty.relation("FeatureOfInterest").ok_or_else(|| invalid("model"))?;
+            forward.insert("feature_id", (relation, feature));
+        }
+
+        // 2. The row itself.
+        let mut columns: Vec<String> = Vec::new();
+        let mut values: Vec<Sql> = Vec::new();
+        for (index, property) in ty.properties().iter().enumerate() {
+            let given = input.values.iter().find(|(i, _)| *i == index).map(|(_, v)| v);
+            let value = match (given, ty, property.name) {
+                (Some(v), _, _) => v.clone(),
+                (None, EntityType::Observation, "phenomenonTime") => {
+                    Value::Time(TimeValue::Instant(self.pending.now))
+                }
+                (None, _, _) if property.server_maintained => continue,
+                (None, _, _) => Value::Null,
+            };
+            columns.extend(column_names(property));
+            values.extend(to_sql(property, &value));
+        }
+        for (column, (_, id)) in &forward {
+            columns.push((*column).to_owned());
+            values.push(Sql::Integer(*id));
+        }
+        let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            ty.table(),
+            columns.join(", "),
+            placeholders.join(", ")
+        );
+        self.tx.prepare_cached(&sql)?.execute(params_from_iter(values.iter()))?;
+        let id = self.tx.last_insert_rowid();
+        self.pending.changes.push(Change { kind: ChangeKind::Created, ty, id });
+
+        // 3. To-many relations: children pointing at this entity, and join rows.
+        if let Some((relation, other)) = implicit {
+            match relation.link {
+                Link::Forward { .. } => {}
+                Link::Reverse { column } => self.relink(relation, column, other, id)?,
+                Link::Join { .. } => {
+                    self.require(relation.target, other)?;
+                    self.join(relation, id, other)?;
+                }
+            }
+        }
+        let mut linked_locations: Vec<i64> = Vec::new();
+        let mut linked_things: Vec<i64> = Vec::new();
+        for link in &input.links {
+            let relation = link.relation;
+            match relation.link {
+                Link::Forward { .. } => {}
+                Link::Reverse { column } => {
+                    for target in &link.targets {
+                        match target {
+                            LinkTarget::Existing(other) => {
+                                self.relink(relation, column, *other, id)?
+                            }
+                            LinkTarget::New(child) => {
+                                self.insert(
+                                    child,
+                                    Some((relation.inverse_relation(), id)),
+                                    depth + 1,
+                                )?;
+                            }
+                        }
+                    }
+                }
+                Link::Join { .. } => {
+                    for target in &link.targets {
+                        let other = match target {
+                            LinkTarget::Existing(other) => {
+                                self.require(relation.target, *other)?;
+                                *other
+                            }
+                            LinkTarget::New(child) => self.insert(child, None, depth + 1)?,
+                        };
+                        match (ty, relation.name) {
+                            (EntityType::Thing, "Locations") => linked_locations.push(other),
+                            (EntityType::Location, "Things") => linked_things.push(other),
+                            _ => self.join(relation, id, other)?,
+                        }
+                    }
+                }
+            }
+        }
+
+        // 4. Server rules.
+        match ty {
+            EntityType::Thing if !linked_locations.is_empty() => {
+                self.move_thing(id, &linked_locations)?
+            }
+            EntityType::Location => {
+                if let Some((relation, thing)) = implicit
+                    && relation.name == "Things"
+                {
+                    // POST Things(1)/Locations: the new Location becomes the Thing's location.
+                    self.tx.execute(
+                        "DELETE FROM things_locations WHERE thing_id = ?1 AND location_id = ?2",
+                        params![thing, id],
+                    )?;
+                    self.move_thing(thing, &[id])?;
+                }
+                for thing in linked_things {
+                    self.move_thing(thing, &[id])?;
+                }
+            }
+            EntityType::HistoricalLocation => self.apply_manual_historical_location(id)?,
+            EntityType::Observation => {
+                let datastream =
+                    forward.get("datastream_id").map(|(_, id)| *id).unwrap_or_default();
+                let feature = forward.get("feature_id").map(|(_, id)| *id).unwrap_or_default();
+                self.widen_extent(datastream, feature, input)?;
+            }
+            _ => {}
+        }
+        Ok(id)
+    }
+
+    fn require(&self, ty: EntityType, id: i64) -> Result<(), StoreError> {
+        if entity_exists(&self.tx, ty, id)? {
+            Ok(())
+        } else {
+            Err(invalid(format!("no {ty} with id {id} to link to")))
+        }
+    }
+
+    /// Points an existing child (by a to-many relation of the parent) at `parent`.
+    fn relink(
+        &mut self,
+        relation: &Relation,
+        column: &str,
+        child: i64,
+        parent: i64,
+    ) -> Result<(), StoreError> {
+        let target = relation.target;
+        let old_datastream = if target == EntityType::Observation && column == "datastream_id" {
+            self.tx
+                .query_row("SELECT datastream_id FROM observations WHERE id = ?1", [child], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()?
+        } else {
+            None
+        };
+        let sql = format!("UPDATE {} SET {column} = ?1 WHERE id = ?2", target.table());
+        let updated = self.tx.prepare_cached(&sql)?.execute(params![parent, child])?;
+        if updated == 0 {
+            return Err(invalid(format!("no {target} with id {child} to link to")));
+        }
+        self.pending.changes.push(Change { kind: ChangeKind::Updated, ty: target, id: child });
+        if target == EntityType::Observation {
+            self.pending.recompute.extend(old_datastream);
+            self.observation_datastreams_changed(column, parent, child)?;
+        }
+        Ok(())
+    }
+
+    fn observation_datastreams_changed(
+        &mut self,
+        column: &str,
+        parent: i64,
+        child: i64,
+    ) -> Result<(), StoreError> {
+        if column == "datastream_id" {
+            self.pending.recompute.insert(parent);
+        } else {
+            let datastream: Option<i64> = self
+                .tx
+                .query_row("SELECT datastream_id FROM observations WHERE id = ?1", [child], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            self.pending.recompute.extend(datastream);
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, relation: &Relation, this: i64, other: i64) -> Result<(), StoreError> {
+        let Link::Join { table, this_column, target_column } = relation.link else {
+            return Ok(());
+        };
+        let sql = format!(
+            "INSERT OR IGNORE INTO {table} ({this_column}, {target_column}) VALUES (?1, ?2)"
+        );
+        self.tx.prepare_cached(&sql)?.execute(params![this, other])?;
+        Ok(())
+    }
+
+    /// Makes `locations` the current Locations of `thing` and records a HistoricalLocation.
+    fn move_thing(&mut self, thing: i64, locations: &[i64]) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("DELETE FROM things_locations WHERE thing_id = ?1")?
+            .execute([thing])?;
+        for location in locations {
+            self.tx
+                .prepare_cached("INSERT OR IGNORE INTO things_locations (thing_id, location_id) VALUES (?1, ?2)")?
+                .execute([thing, *location])?;
+        }
+        self.tx
+            .prepare_cached("INSERT INTO historical_locations (time, thing_id) VALUES (?1, ?2)")?
+            .execute([self.pending.now, thing])?;
+        let historical = self.tx.last_insert_rowid();
+        for location in locations {
+            self.tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO locations_historical_locations (location_id, historical_location_id) VALUES (?1, ?2)",
+                )?
+                .execute([*location, historical])?;
+        }
+        self.pending.changes.push(Change {
+            kind: ChangeKind::Created,
+            ty: EntityType::HistoricalLocation,
+            id: historical,
+        });
+        self.pending.changes.push(Change {
+            kind: ChangeKind::Updated,
+            ty: EntityType::Thing,
+            id: thing,
+        });
+        Ok(())
+    }
+
+    /// A HistoricalLocation created by a client moves its Thing when it is the Thing's latest.
+    fn apply_manual_historical_location(&mut self, id: i64) -> Result<(), StoreError> {
+        let (thing, time): (i64, i64) = self.tx.query_row(
+            "SELECT thing_id, time FROM historical_locations WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let newer: bool = self.tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM historical_locations WHERE thing_id = ?1 AND id <> ?2 AND time > ?3)",
+            params![thing, id, time],
+            |r| r.get(0),
+        )?;
+        if newer {
+            return Ok(());
+        }
+        let locations = query_ids(
+            &self.tx,
+            "SELECT location_id FROM locations_historical_locations WHERE historical_location_id = ?1",
+            &[Sql::Integer(id)],
+        )?;
+        if locations.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .prepare_cached("DELETE FROM things_locations WHERE thing_id = ?1")?
+            .execute([thing])?;
+        for location in locations {
+            self.tx
+                .prepare_cached("INSERT OR IGNORE INTO things_locations (thing_id, location_id) VALUES (?1, ?2)")?
+                .execute([thing, location])?;
+        }
+        self.pending.changes.push(Change {
+            kind: ChangeKind::Updated,
+            ty: EntityType::Thing,
+            id: thing,
+        });
+        Ok(())
+    }
+
+    /// The FeatureOfInterest for an Observation that names none: generated from the current
+    /// Location of the Datastream's Thing, or reused when generated from it before.
+    fn feature_from_location(&mut self, datastream: i64) -> Result<i64, StoreError> {
+        let location = self
+            .tx
+            .prepare_cached(
+                "SELECT l.id, l.name, l.description, l.encoding_type, l.location
+                 FROM datastreams d JOIN things_locations tl ON tl.thing_id = d.thing_id
+                 JOIN locations l ON l.id = tl.location_id
+                 WHERE d.id = ?1 ORDER BY l.id LIMIT 1",
+            )?
+            .query_row([datastream], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .optional()?;
+        let Some((location, name, description, encoding, geometry)) = location else {
+            return Err(invalid(
+                "the Observation has no FeatureOfInterest, and the Thing of its Datastream has no Location to generate one from",
+            ));
+        };
+        let existing: Option<i64> = self
+            .tx
+            .prepare_cached(
+                "SELECT id FROM features WHERE generated_from_location = ?1 ORDER BY id LIMIT 1",
+            )?
+            .query_row([location], |r| r.get(0))
+            .optional()?;
+        if let Some(feature) = existing {
+            return Ok(feature);
+        }
+        self.tx
+            .prepare_cached(
+                "INSERT INTO features (name, description, encoding_type, feature, generated_from_location)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![name, description, encoding, geometry, location])?;
+        let feature = self.tx.last_insert_rowid();
+        self.pending.changes.push(Change {
+            kind: ChangeKind::Created,
+            ty: EntityType::FeatureOfInterest,
+            id: feature,
+        });
+        Ok(feature)
+    }
+
+    fn widen_extent(
+        &mut self,
+        datastream: i64,
+        feature: i64,
+        input: &EntityInput,
+    ) -> Result<(), StoreError> {
+        let phenomenon = match input.value("phenomenonTime") {
+            Some(Value::Time(t)) => *t,
+            _ => TimeValue::Instant(self.pending.now),
+        };
+        let extent = self.pending.extents.entry(datastream).or_default();
+        widen(&mut extent.phenomenon, phenomenon.start(), phenomenon.end());
+        if let Some(Value::Time(t)) = input.value("resultTime") {
+            widen(&mut extent.result, t.start(), t.end());
+        }
+        extent.features.insert(feature);
+        Ok(())
+    }
+
+    /// Updates an entity: the given properties (all of them with `replace`, as PUT does) and
+    /// the given links to existing entities.
+    pub fn update(
+        &mut self,
+        ty: EntityType,
+        id: i64,
+        input: &EntityInput,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        if !entity_exists(&self.tx, ty, id)? {
+            return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
+        }
+        let mut assignments: Vec<String> = Vec::new();
+        let mut values: Vec<Sql> = Vec::new();
+        for (index, property) in ty.properties().iter().enumerate() {
+            if property.server_maintained {
+                continue;
+            }
+            let given = input.values.iter().find(|(i, _)| *i == index).map(|(_, v)| v);
+            let value = match given {
+                Some(value) => value.clone(),
+                None if replace
+                    && ty == EntityType::Observation
+                    && property.name == "phenomenonTime" =>
+                {
+                    Value::Time(TimeValue::Instant(self.pending.now))
+                }
+                None if replace => Value::Null,
+                None => continue,
+            };
+            if property.required && value == Value::Null && property.kind != PropertyKind::Result {
+                return Err(invalid(format!("'{}' of {ty} must not be null", property.name)));
+            }
+            for (column, sql) in column_names(property).into_iter().zip(to_sql(property, &value)) {
+                values.push(sql);
+                assignments.push(format!("{column} = ?{}", values.len()));
+            }
+        }
+        let old_datastream = if ty == EntityType::Observation {
+            self.tx
+                .query_row("SELECT datastream_id FROM observations WHERE id = ?1", [id], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()?
+        } else {
+            None
+        };
+        for link in &input.links {
+            let relation = link.relation;
+            for target in &link.targets {
+                let LinkTarget::Existing(other) = target else {
+                    return Err(invalid("related entities cannot be created in an update"));
+                };
+                self.require(relation.target, *other)?;
+                match relation.link {
+                    Link::Forward { column } => {
+                        values.push(Sql::Integer(*other));
+                        assignments.push(format!("{column} = ?{}", values.len()));
+                    }
+                    Link::Reverse { column } => self.relink(relation, column, *other, id)?,
+                    Link::Join { .. } => {}
+                }
+            }
+            match (ty, relation.name, &relation.link) {
+                (EntityType::Thing, "Locations", _) => {
+                    let locations: Vec<i64> = existing_ids(&link.targets);
+                    self.move_thing(id, &locations)?;
+                }
+                (EntityType::Location, "Things", _) => {
+                    for thing in existing_ids(&link.targets) {
+                        self.move_thing(thing, &[id])?;
+                    }
+                }
+                (_, _, Link::Join { .. }) => {
+                    for other in existing_ids(&link.targets) {
+                        self.join(relation, id, other)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !assignments.is_empty() {
+            values.push(Sql::Integer(id));
+            let sql = format!(
+                "UPDATE {} SET {} WHERE id = ?{}",
+                ty.table(),
+                assignments.join(", "),
+                values.len()
+            );
+            self.tx.execute(&sql, params_from_iter(values.iter()))?;
+        }
+        match ty {
+            EntityType::Observation => {
+                self.pending.recompute.extend(old_datastream);
+                let now: Option<i64> = self
+                    .tx
+                    .query_row("SELECT datastream_id FROM observations WHERE id = ?1", [id], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                self.pending.recompute.extend(now);
+            }
+            EntityType::Location if input.value("location").is_some() => {
+                // Features generated from the old position are no longer reused.
+                self.tx.execute("UPDATE features SET generated_from_location = NULL WHERE generated_from_location = ?1", [id])?;
+            }
+            EntityType::FeatureOfInterest if input.value("feature").is_some() => {
+                let datastreams = query_ids(
+                    &self.tx,
+                    "SELECT DISTINCT datastream_id FROM observations WHERE feature_id = ?1",
+                    &[Sql::Integer(id)],
+                )?;
+                self.pending.recompute.extend(datastreams);
+            }
+            _ => {}
+        }
+        self.pending.changes.push(Change { kind: ChangeKind::Updated, ty, id });
+        Ok(())
+    }
+
+    /// Deletes an entity and, through the schema's cascades, what depends on it.
+    pub fn delete(&mut self, ty: EntityType, id: i64) -> Result<(), StoreError> {
+        if !entity_exists(&self.tx, ty, id)? {
+            return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
+        }
+        match ty {
+            EntityType::Observation => {
+                let datastreams = query_ids(
+                    &self.tx,
+                    "SELECT datastream_id FROM observations WHERE id = ?1",
+                    &[Sql::Integer(id)],
+                )?;
+                self.pending.recompute.extend(datastreams);
+            }
+            EntityType::FeatureOfInterest => {
+                let datastreams = query_ids(
+                    &self.tx,
+                    "SELECT DISTINCT datastream_id FROM observations WHERE feature_id = ?1",
+                    &[Sql::Integer(id)],
+                )?;
+                self.pending.recompute.extend(datastreams);
+            }
+            EntityType::Location => {
+                self.tx.execute(
+                    "DELETE FROM historical_locations WHERE id IN
+                     (SELECT historical_location_id FROM locations_historical_locations WHERE location_id = ?1)",
+                    [id],
+                )?;
+            }
+            _ => {}
+        }
+        let sql = format!("DELETE FROM {} WHERE id = ?1", ty.table());
+        self.tx.prepare_cached(&sql)?.execute([id])?;
+        self.pending.changes.push(Change { kind: ChangeKind::Deleted, ty, id });
+        Ok(())
+    }
+
+    /// Writes the deferred Datastream extents; called once before commit.
+    pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
+        let extents = std::mem::take(&mut self.pending.extents);
+        for (datastream, extent) in extents {
+            if self.pending.recompute.contains(&datastream) {
+                continue;
+            }
+            let (ps, pe) = extent.phenomenon.map_or((None, None), |(s, e)| (Some(s), Some(e)));
+            let (rs, re) = extent.result.map_or((None, None), |(s, e)| (Some(s), Some(e)));
+            self.tx
+                .prepare_cached(
+                    "UPDATE datastreams SET
+                       phenomenon_time_start = MIN(COALESCE(phenomenon_time_start, ?2), COALESCE(?2, phenomenon_time_start)),
+                       phenomenon_time_end = MAX(COALESCE(phenomenon_time_end, ?3), COALESCE(?3, phenomenon_time_end)),
+                       result_time_start = MIN(COALESCE(result_time_start, ?4), COALESCE(?4, result_time_start)),
+                       result_time_end = MAX(COALESCE(result_time_end, ?5), COALESCE(?5, result_time_end))
+                     WHERE id = ?1",
+                )?
+                .execute(params![datastream, ps, pe, rs, re])?;
+            let current: Option<Option<String>> = self
+                .tx
+                .query_row(
+                    "SELECT observed_area FROM datastreams WHERE id = ?1",
+                    [datastream],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let mut points: Vec<Coord<f64>> = Vec::new();
+            if let Some(Some(text)) = current
+                && let Ok(json) = serde_json::from_str::<Json>(&text)
+            {
+                collect_coordinates(&json, &mut points, 0);
+            }
+            let before = points.len();
+            for feature in &extent.features {
+                self.feature_coordinates(*feature, &mut points)?;
+            }
+            if points.len() > before {
+                self.store_observed_area(datastream, &points)?;
+            }
+        }
+        let recompute = std::mem::take(&mut self.pending.recompute);
+        for datastream in recompute {
+            self.tx
+                .prepare_cached(
+                    "UPDATE datastreams SET
+                       phenomenon_time_start = (SELECT MIN(phenomenon_time_start) FROM observations WHERE datastream_id = ?1),
+                       phenomenon_time_end = (SELECT MAX(COALESCE(phenomenon_time_end, phenomenon_time_start)) FROM observations WHERE datastream_id = ?1),
+                       result_time_start = (SELECT MIN(result_time) FROM observations WHERE datastream_id = ?1),
+                       result_time_end = (SELECT MAX(result_time) FROM observations WHERE datastream_id = ?1)
+                     WHERE id = ?1",
+                )?
+                .execute([datastream])?;
+            let features = query_ids(
+                &self.tx,
+                "SELECT DISTINCT feature_id FROM observations WHERE datastream_id = ?1",
+                &[Sql::Integer(datastream)],
+            )?;
+            let mut points = Vec::new();
+            for feature in features {
+                self.feature_coordinates(feature, &mut points)?;
+            }
+            self.store_observed_area(datastream, &points)?;
+        }
+        Ok(())
+    }
+
+    fn feature_coordinates(
+        &self,
+        feature: i64,
+        points: &mut Vec<Coord<f64>>,
+    ) -> Result<(), StoreError> {
+        let text: Option<String> = self
+            .tx
+            .prepare_cached("SELECT feature FROM features WHERE id = ?1")?
+            .query_row([feature], |r| r.get(0))
+            .optional()?;
+        if let Some(text) = text
+            && let Ok(json) = serde_json::from_str::<Json>(&text)
+        {
+            collect_coordinates(&json, points, 0);
+        }
+        Ok(())
+    }
+
+    fn store_observed_area(
+        &self,
+        datastream: i64,
+        points: &[Coord<f64>],
+    ) -> Result<(), StoreError> {
+        let area = observed_area(points).map(|json| json.to_string());
+        self.tx
+            .prepare_cached("UPDATE datastreams SET observed_area = ?2 WHERE id = ?1")?
+            .execute(params![datastream, area])?;
+        Ok(())
+    }
+}
+
+fn existing_ids(targets: &[LinkTarget]) -> Vec<i64> {
+    targets
+        .iter()
+        .filter_map(|t| match t {
+            LinkTarget::Existing(id) => Some(*id),
+            LinkTarget::New(_) => None,
+        })
+        .collect()
+}
+
+/// Collects the positions of a GeoJSON geometry, feature or collection.
+fn collect_coordinates(json: &Json, points: &mut Vec<Coord<f64>>, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    match json {
+        Json::Array(items) => {
+            if let [Json::Number(x), Json::Number(y), ..] = items.as_slice()
+                && let (Some(x), Some(y)) = (x.as_f64(), y.as_f64())
+            {
+                points.push(Coord { x, y });
+                return;
+            }
+            for item in items {
+                collect_coordinates(item, points, depth + 1);
+            }
+        }
+        Json::Object(object) => {
+            for key in ["coordinates", "geometry", "geometries", "features"] {
+                if let Some(inner) = object.get(key) {
+                    collect_coordinates(inner, points, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The convex hull of the positions as GeoJSON: a Point for one position, else a Polygon.
+fn observed_area(points: &[Coord<f64>]) -> Option<Json> {
+    let first = points.first()?;
+    if points.iter().all(|p| p == first) {
+        return Some(json!({"type": "Point", "coordinates": [first.x, first.y]}));
+    }
+    let hull =
+        MultiPoint::from(points.iter().map(|c| Point::from(*c)).collect::<Vec<_>>()).convex_hull();
+    let ring: Vec<Json> = hull.exterior().coords().map(|c| json!([c.x, c.y])).collect();
+    Some(json!({"type": "Polygon", "coordinates": [ring]}))
+}
+
+impl Pending {
+    pub(crate) fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+}

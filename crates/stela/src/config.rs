@@ -1,0 +1,580 @@
+//! Configuration of `stela serve`: the file format, the `STELA_*` environment variables, the
+//! command-line flags, and [`load`], which merges them into one validated [`Config`].
+//!
+//! Precedence, from lowest to highest (this is the one place it is written down):
+//!
+//! 1. built-in defaults ([`Config::default`]; `config/stela.toml` lists every key at its default);
+//! 2. the TOML file named by `--config FILE`, or else by `STELA_CONFIG`. No file is read unless
+//!    one is named: `./stela.toml` is *not* picked up implicitly;
+//! 3. the environment: `STELA_LISTEN`, `STELA_DATA_DIR`, `STELA_DEFAULT_TOP`, `STELA_MAX_TOP`,
+//!    `STELA_MAX_BODY_BYTES`, `STELA_PUBLIC_URL`, `STELA_LOG`, `STELA_LOG_FORMAT`. A variable set to
+//!    the empty string counts as unset;
+//! 4. command-line flags (`--listen`, `--data-dir`, ...).
+//!
+//! Each layer overrides single keys, never whole sections. While merging, every value remembers
+//! where it came from ([`Origin`]), so that a validation error names the key and its source, e.g.
+//! `STELA_MAX_TOP: invalid number 'x'` or `query.max_top (config file): must be at least 1`.
+//!
+//! The flow is `file text + env map + flags → Raw → validate() → Config`; only a validated
+//! `Config` leaves this module. [`load`] takes the environment as a map, so tests never touch
+//! the process environment; [`process_env`] is the only function here that reads it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+/// The only configuration file version this build reads (the `version` key).
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Environment variable naming the configuration file (`--config` wins over it).
+pub const CONFIG_FILE_ENV: &str = "STELA_CONFIG";
+
+/// Name of the SQLite database file inside the data directory.
+pub const DATABASE_FILE_NAME: &str = "stela.db";
+
+/// The validated configuration of `stela serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// HTTP listener and wire-level limits (`[server]`).
+    pub server: ServerConfig,
+    /// Where data lives (`[storage]`).
+    pub storage: StorageConfig,
+    /// Paging limits of collection queries (`[query]`).
+    pub query: QueryConfig,
+    /// Diagnostics output (`[log]`).
+    pub log: LogConfig,
+}
+
+/// `[server]`: how the HTTP API is exposed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Socket address to bind; port 0 lets the OS pick a free port.
+    pub listen: SocketAddr,
+    /// Base URL clients see (behind a reverse proxy), without a trailing slash; `None` builds
+    /// links from the request's `Host` header.
+    pub public_url: Option<String>,
+    /// Largest request body accepted; larger bodies are refused with 413.
+    pub max_body_bytes: usize,
+}
+
+/// `[storage]`: where the embedded database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Directory holding `stela.db`; created when missing.
+    pub data_dir: PathBuf,
+}
+
+impl StorageConfig {
+    /// Path of the SQLite database file, `<data_dir>/stela.db`.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE_NAME)
+    }
+}
+
+/// `[query]`: paging limits applied to every collection request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryConfig {
+    /// Page size when a request has no `$top`.
+    pub default_top: u32,
+    /// Largest page a client may ask for with `$top`.
+    pub max_top: u32,
+}
+
+/// `[log]`: what is logged and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `tracing` filter directives, e.g. `info` or `info,stela_server=debug`.
+    pub level: String,
+    /// Human-readable text or one JSON object per line.
+    pub format: LogFormat,
+}
+
+/// Output format of the logs (written to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("invalid log format '{text}' (expected text or json)")),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                public_url: None,
+                max_body_bytes: 16 * 1024 * 1024,
+            },
+            storage: StorageConfig { data_dir: PathBuf::from("./stela-data") },
+            query: QueryConfig { default_top: 100, max_top: 10_000 },
+            log: LogConfig { level: "info".to_owned(), format: LogFormat::Text },
+        }
+    }
+}
+
+/// Command-line flags of `stela serve`; every one is optional and overrides the same key from
+/// the environment, the file and the defaults (see the module documentation).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Flags {
+    /// Configuration file (TOML) [env: STELA_CONFIG]; no file is read unless one is named
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, IP:PORT; port 0 picks a free port [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for the database (`stela.db`), created if missing [default: ./stela-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Page size of collections when a request has no $top [default: 100]
+    #[arg(long, value_name = "N")]
+    pub default_top: Option<u32>,
+    /// Largest $top a client may ask for [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_top: Option<u32>,
+    /// Largest request body accepted, in bytes [default: 16777216]
+    #[arg(long, value_name = "N")]
+    pub max_body_bytes: Option<usize>,
+    /// Base URL clients use to reach this server, used in links (default: from the Host header)
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Log output format [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Where a configuration value came from; printed in front of every validation error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default of the given file key.
+    Default(&'static str),
+    /// The given key of the configuration file.
+    File(&'static str),
+    /// The given environment variable.
+    Env(&'static str),
+    /// The given command-line flag.
+    Flag(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default(key) => write!(f, "{key} (default)"),
+            Origin::File(key) => write!(f, "{key} (config file)"),
+            Origin::Env(name) => f.write_str(name),
+            Origin::Flag(flag) => f.write_str(flag),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
+    #[error("config file: {0}")]
+    File(String),
+    /// A value is missing or not acceptable; `origin` names the key and its source.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// The key and source that set the offending value.
+        origin: Origin,
+        /// What is wrong with it, lowercase, no trailing period.
+        message: String,
+    },
+}
+
+/// Merges defaults, the configuration file, the environment and the flags, in that order of
+/// precedence, and validates the result.
+///
+/// `file_text` is the content of the configuration file when one was named (see
+/// [`config_file_path`]); `env` holds the `STELA_*` variables (others are ignored).
+pub fn load(
+    file_text: Option<&str>,
+    env: &HashMap<String, String>,
+    flags: &Flags,
+) -> Result<Config, ConfigError> {
+    let mut raw = Raw::defaults();
+    if let Some(text) = file_text {
+        raw.apply_file(parse_file(text)?);
+    }
+    raw.apply_env(env)?;
+    raw.apply_flags(flags);
+    raw.validate()
+}
+
+/// The configuration file to read: `--config`, else `STELA_CONFIG`, else none.
+pub fn config_file_path(env: &HashMap<String, String>, flags: &Flags) -> Option<PathBuf> {
+    flags.config.clone().or_else(|| env_text(env, CONFIG_FILE_ENV).map(PathBuf::from))
+}
+
+/// Collects the process's `STELA_*` environment variables; the one place that reads them.
+pub fn process_env() -> Result<HashMap<String, String>, ConfigError> {
+    let mut env = HashMap::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let Some(known) = ENV_NAMES.iter().find(|known| **known == name) else { continue };
+        let value = value.into_string().map_err(|_| ConfigError::Invalid {
+            origin: Origin::Env(known),
+            message: "value is not valid UTF-8".to_owned(),
+        })?;
+        env.insert(name.to_owned(), value);
+    }
+    Ok(env)
+}
+
+/// One configuration key under its three names.
+struct Key {
+    /// Dotted path in the TOML file.
+    file: &'static str,
+    /// Environment variable.
+    env: &'static str,
+    /// Command-line flag, when there is one.
+    flag: Option<&'static str>,
+}
+
+const LISTEN: Key = Key { file: "server.listen", env: "STELA_LISTEN", flag: Some("--listen") };
+const PUBLIC_URL: Key =
+    Key { file: "server.public_url", env: "STELA_PUBLIC_URL", flag: Some("--public-url") };
+const MAX_BODY_BYTES: Key = Key {
+    file: "server.max_body_bytes",
+    env: "STELA_MAX_BODY_BYTES",
+    flag: Some("--max-body-bytes"),
+};
+const DATA_DIR: Key =
+    Key { file: "storage.data_dir", env: "STELA_DATA_DIR", flag: Some("--data-dir") };
+const DEFAULT_TOP: Key =
+    Key { file: "query.default_top", env: "STELA_DEFAULT_TOP", flag: Some("--default-top") };
+const MAX_TOP: Key = Key { file: "query.max_top", env: "STELA_MAX_TOP", flag: Some("--max-top") };
+const LOG_LEVEL: Key = Key { file: "log.level", env: "STELA_LOG", flag: None };
+const LOG_FORMAT: Key =
+    Key { file: "log.format", env: "STELA_LOG_FORMAT", flag: Some("--log-format") };
+
+/// Every environment variable the configuration reads.
+const ENV_NAMES: [&str; 9] = [
+    CONFIG_FILE_ENV,
+    LISTEN.env,
+    PUBLIC_URL.env,
+    MAX_BODY_BYTES.env,
+    DATA_DIR.env,
+    DEFAULT_TOP.env,
+    MAX_TOP.env,
+    LOG_LEVEL.env,
+    LOG_FORMAT.env,
+];
+
+impl Key {
+    fn flag_origin(&self) -> Origin {
+        debug_assert!(self.flag.is_some(), "{} has no flag", self.file);
+        Origin::Flag(self.flag.unwrap_or(self.file))
+    }
+}
+
+/// The configuration file as written. Every key is optional except `version`, whose absence is
+/// reported with a hint rather than serde's generic message. Later sections (mqtt, log ledger,
+/// chain) get their own struct here when they exist.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    version: Option<u32>,
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    storage: FileStorage,
+    #[serde(default)]
+    query: FileQuery,
+    #[serde(default)]
+    log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStorage {
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileQuery {
+    default_top: Option<u32>,
+    max_top: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    level: Option<String>,
+    format: Option<LogFormat>,
+}
+
+fn parse_file(text: &str) -> Result<FileConfig, ConfigError> {
+    let file: FileConfig =
+        toml::from_str(text).map_err(|error| ConfigError::File(error.to_string()))?;
+    match file.version {
+        Some(CONFIG_VERSION) => Ok(file),
+        Some(other) => Err(ConfigError::Invalid {
+            origin: Origin::File("version"),
+            message: format!(
+                "unsupported configuration version {other} (this stela reads version = {CONFIG_VERSION})"
+            ),
+        }),
+        None => Err(ConfigError::Invalid {
+            origin: Origin::File("version"),
+            message: format!("missing; start the file with `version = {CONFIG_VERSION}`"),
+        }),
+    }
+}
+
+/// A value on its way through the layers, with the source that set it last.
+#[derive(Debug, Clone)]
+struct Setting<T> {
+    value: T,
+    origin: Origin,
+}
+
+impl<T> Setting<T> {
+    fn default_for(key: &Key, value: T) -> Self {
+        Setting { value, origin: Origin::Default(key.file) }
+    }
+
+    fn set(&mut self, value: T, origin: Origin) {
+        self.value = value;
+        self.origin = origin;
+    }
+
+    fn set_from_file(&mut self, value: Option<T>, key: &Key) {
+        if let Some(value) = value {
+            self.set(value, Origin::File(key.file));
+        }
+    }
+
+    fn set_from_flag(&mut self, value: Option<T>, key: &Key) {
+        if let Some(value) = value {
+            self.set(value, key.flag_origin());
+        }
+    }
+}
+
+/// Merged but unvalidated settings.
+#[derive(Debug)]
+struct Raw {
+    listen: Setting<String>,
+    public_url: Setting<Option<String>>,
+    max_body_bytes: Setting<usize>,
+    data_dir: Setting<PathBuf>,
+    default_top: Setting<u32>,
+    max_top: Setting<u32>,
+    log_level: Setting<String>,
+    log_format: Setting<LogFormat>,
+}
+
+impl Raw {
+    fn defaults() -> Raw {
+        let Config { server, storage, query, log } = Config::default();
+        Raw {
+            listen: Setting::default_for(&LISTEN, server.listen.to_string()),
+            public_url: Setting::default_for(&PUBLIC_URL, server.public_url),
+            max_body_bytes: Setting::default_for(&MAX_BODY_BYTES, server.max_body_bytes),
+            data_dir: Setting::default_for(&DATA_DIR, storage.data_dir),
+            default_top: Setting::default_for(&DEFAULT_TOP, query.default_top),
+            max_top: Setting::default_for(&MAX_TOP, query.max_top),
+            log_level: Setting::default_for(&LOG_LEVEL, log.level),
+            log_format: Setting::default_for(&LOG_FORMAT, log.format),
+        }
+    }
+
+    fn apply_file(&mut self, file: FileConfig) {
+        let FileConfig { version: _, server, storage, query, log } = file;
+        self.listen.set_from_file(server.listen, &LISTEN);
+        self.public_url.set_from_file(server.public_url.map(Some), &PUBLIC_URL);
+        self.max_body_bytes.set_from_file(server.max_body_bytes, &MAX_BODY_BYTES);
+        self.data_dir.set_from_file(storage.data_dir, &DATA_DIR);
+        self.default_top.set_from_file(query.default_top, &DEFAULT_TOP);
+        self.max_top.set_from_file(query.max_top, &MAX_TOP);
+        self.log_level.set_from_file(log.level, &LOG_LEVEL);
+        self.log_format.set_from_file(log.format, &LOG_FORMAT);
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        if let Some(text) = env_text(env, LISTEN.env) {
+            self.listen.set(text.to_owned(), Origin::Env(LISTEN.env));
+        }
+        if let Some(text) = env_text(env, PUBLIC_URL.env) {
+            self.public_url.set(Some(text.to_owned()), Origin::Env(PUBLIC_URL.env));
+        }
+        if let Some(text) = env_text(env, MAX_BODY_BYTES.env) {
+            self.max_body_bytes
+                .set(env_number(text, &MAX_BODY_BYTES)?, Origin::Env(MAX_BODY_BYTES.env));
+        }
+        if let Some(text) = env_text(env, DATA_DIR.env) {
+            self.data_dir.set(PathBuf::from(text), Origin::Env(DATA_DIR.env));
+        }
+        if let Some(text) = env_text(env, DEFAULT_TOP.env) {
+            self.default_top.set(env_number(text, &DEFAULT_TOP)?, Origin::Env(DEFAULT_TOP.env));
+        }
+        if let Some(text) = env_text(env, MAX_TOP.env) {
+            self.max_top.set(env_number(text, &MAX_TOP)?, Origin::Env(MAX_TOP.env));
+        }
+        if let Some(text) = env_text(env, LOG_LEVEL.env) {
+            self.log_level.set(text.to_owned(), Origin::Env(LOG_LEVEL.env));
+        }
+        if let Some(text) = env_text(env, LOG_FORMAT.env) {
+            let format = text.parse().map_err(|message| ConfigError::Invalid {
+                origin: Origin::Env(LOG_FORMAT.env),
+                message,
+            })?;
+            self.log_format.set(format, Origin::Env(LOG_FORMAT.env));
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, flags: &Flags) {
+        // `config` chose the file and is not a setting itself.
+        let Flags {
+            config: _,
+            listen,
+            data_dir,
+            default_top,
+            max_top,
+            max_body_bytes,
+            public_url,
+            log_format,
+        } = flags;
+        self.listen.set_from_flag(listen.clone(), &LISTEN);
+        self.public_url.set_from_flag(public_url.clone().map(Some), &PUBLIC_URL);
+        self.max_body_bytes.set_from_flag(*max_body_bytes, &MAX_BODY_BYTES);
+        self.data_dir.set_from_flag(data_dir.clone(), &DATA_DIR);
+        self.default_top.set_from_flag(*default_top, &DEFAULT_TOP);
+        self.max_top.set_from_flag(*max_top, &MAX_TOP);
+        self.log_format.set_from_flag(*log_format, &LOG_FORMAT);
+    }
+
+    fn validate(self) -> Result<Config, ConfigError> {
+        let Raw {
+            listen,
+            public_url,
+            max_body_bytes,
+            data_dir,
+            default_top,
+            max_top,
+            log_level,
+            log_format,
+        } = self;
+
+        let listen_addr = listen.value.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                listen.origin,
+                format!(
+                    "invalid address '{}' (expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)",
+                    listen.value
+                ),
+            )
+        })?;
+        let public_url_value = match public_url.value {
+            Some(url) => Some(
+                validate_public_url(&url).map_err(|message| invalid(public_url.origin, message))?,
+            ),
+            None => None,
+        };
+        if max_body_bytes.value == 0 {
+            return Err(invalid(max_body_bytes.origin, "must be at least 1".to_owned()));
+        }
+        if data_dir.value.as_os_str().is_empty() {
+            return Err(invalid(data_dir.origin, "must not be empty".to_owned()));
+        }
+        if max_top.value < 1 {
+            return Err(invalid(max_top.origin, "must be at least 1".to_owned()));
+        }
+        if default_top.value < 1 {
+            return Err(invalid(default_top.origin, "must be at least 1".to_owned()));
+        }
+        if default_top.value > max_top.value {
+            return Err(invalid(
+                default_top.origin,
+                format!(
+                    "default_top {} is larger than max_top {} (set by {})",
+                    default_top.value, max_top.value, max_top.origin
+                ),
+            ));
+        }
+        if let Err(error) = EnvFilter::builder().parse(&log_level.value) {
+            return Err(invalid(
+                log_level.origin,
+                format!("invalid log filter '{}': {error}", log_level.value),
+            ));
+        }
+
+        Ok(Config {
+            server: ServerConfig {
+                listen: listen_addr,
+                public_url: public_url_value,
+                max_body_bytes: max_body_bytes.value,
+            },
+            storage: StorageConfig { data_dir: data_dir.value },
+            query: QueryConfig { default_top: default_top.value, max_top: max_top.value },
+            log: LogConfig { level: log_level.value, format: log_format.value },
+        })
+    }
+}
+
+fn invalid(origin: Origin, message: String) -> ConfigError {
+    ConfigError::Invalid { origin, message }
+}
+
+/// The value of `name`, treating an empty value as unset.
+fn env_text<'env>(env: &'env HashMap<String, String>, name: &str) -> Option<&'env str> {
+    env.get(name).map(String::as_str).filter(|text| !text.is_empty())
+}
+
+fn env_number<T: FromStr>(text: &str, key: &Key) -> Result<T, ConfigError> {
+    text.parse().map_err(|_| invalid(Origin::Env(key.env), format!("invalid number '{text}'")))
+}
+
+/// Accepts `http(s)://host[:port][/path]` and returns it without trailing slashes, so that the
+/// server can append `/v1.1/...` directly.
+fn validate_public_url(url: &str) -> Result<String, String> {
+    let explain = || {
+        format!(
+            "invalid URL '{url}' (expected http:// or https:// followed by a host and an optional \
+             path, e.g. https://example.org/sta)"
+        )
+    };
+    let rest =
+        url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or_else(explain)?;
+    let host = rest.split('/').next().unwrap_or_default();
+    let has_forbidden_char =
+        url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#');
+    if host.is_empty() || has_forbidden_char {
+        return Err(explain());
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+#[path = "config_test.rs"]
+mod tests;

@@ -1,0 +1,394 @@
+//! Tests of configuration loading: defaults, the sample file, precedence, rejections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::{Config, ConfigError, Flags, LogFormat, config_file_path, load};
+
+/// The committed sample configuration.
+const SAMPLE: &str = include_str!("../../../config/stela.toml");
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("test address")
+}
+
+/// Loads and expects an error whose message is exactly `expected`.
+fn check_error(file: Option<&str>, env: &HashMap<String, String>, flags: &Flags, expected: &str) {
+    match load(file, env, flags) {
+        Ok(config) => panic!("expected error `{expected}`, got {config:?}"),
+        Err(error) => assert_eq!(error.to_string(), expected),
+    }
+}
+
+/// Loads and expects a file error whose message contains `needle`.
+fn check_file_error(file: &str, needle: &str) {
+    match load(Some(file), &HashMap::new(), &Flags::default()) {
+        Ok(config) => panic!("expected an error containing `{needle}`, got {config:?}"),
+        Err(error @ ConfigError::File(_)) => {
+            let message = error.to_string();
+            assert!(message.contains(needle), "`{needle}` not in: {message}");
+        }
+        Err(other) => panic!("expected a file error containing `{needle}`, got `{other}`"),
+    }
+}
+
+#[test]
+fn nothing_given_yields_the_documented_defaults() {
+    let config = load(None, &HashMap::new(), &Flags::default()).expect("defaults are valid");
+    assert_eq!(config, Config::default());
+    assert_eq!(config.server.listen, addr("127.0.0.1:8080"));
+    assert_eq!(config.server.public_url, None);
+    assert_eq!(config.server.max_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(config.storage.data_dir, PathBuf::from("./stela-data"));
+    assert_eq!(config.storage.database_path(), PathBuf::from("./stela-data/stela.db"));
+    assert_eq!(config.query.default_top, 100);
+    assert_eq!(config.query.max_top, 10_000);
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+#[test]
+fn sample_file_equals_the_defaults() {
+    let config = load(Some(SAMPLE), &HashMap::new(), &Flags::default())
+        .unwrap_or_else(|error| panic!("config/stela.toml does not load: {error}"));
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn sample_file_sets_every_key() {
+    // Every key appears uncommented, so that the sample really documents each default;
+    // public_url has no default value and is shown commented out.
+    for key in [
+        "version",
+        "listen",
+        "max_body_bytes",
+        "data_dir",
+        "default_top",
+        "max_top",
+        "level",
+        "format",
+    ] {
+        let prefix = format!("{key} = ");
+        assert!(SAMPLE.lines().any(|line| line.starts_with(&prefix)), "sample lacks `{key}`");
+    }
+    assert!(SAMPLE.lines().any(|line| line.starts_with("# public_url = ")));
+}
+
+const FILE_WITH_EVERY_KEY: &str = r#"
+version = 1
+
+[server]
+listen = "127.0.0.1:1001"
+public_url = "https://file.example/sta/"
+max_body_bytes = 1001
+
+[storage]
+data_dir = "/file/data"
+
+[query]
+default_top = 11
+max_top = 1001
+
+[log]
+level = "warn"
+format = "json"
+"#;
+
+fn env_with_every_key() -> HashMap<String, String> {
+    env(&[
+        ("STELA_LISTEN", "127.0.0.1:1002"),
+        ("STELA_PUBLIC_URL", "https://env.example/sta"),
+        ("STELA_MAX_BODY_BYTES", "1002"),
+        ("STELA_DATA_DIR", "/env/data"),
+        ("STELA_DEFAULT_TOP", "12"),
+        ("STELA_MAX_TOP", "1002"),
+        ("STELA_LOG", "debug"),
+        ("STELA_LOG_FORMAT", "text"),
+    ])
+}
+
+fn flags_with_every_key() -> Flags {
+    Flags {
+        config: Some(PathBuf::from("/ignored/by/load.toml")),
+        listen: Some("127.0.0.1:1003".to_owned()),
+        data_dir: Some(PathBuf::from("/flag/data")),
+        default_top: Some(13),
+        max_top: Some(1003),
+        max_body_bytes: Some(1003),
+        public_url: Some("http://flag.example".to_owned()),
+        log_format: Some(LogFormat::Json),
+    }
+}
+
+#[test]
+fn file_overrides_defaults() {
+    let config =
+        load(Some(FILE_WITH_EVERY_KEY), &HashMap::new(), &Flags::default()).expect("valid");
+    assert_eq!(config.server.listen, addr("127.0.0.1:1001"));
+    assert_eq!(config.server.public_url.as_deref(), Some("https://file.example/sta"));
+    assert_eq!(config.server.max_body_bytes, 1001);
+    assert_eq!(config.storage.data_dir, PathBuf::from("/file/data"));
+    assert_eq!(config.query.default_top, 11);
+    assert_eq!(config.query.max_top, 1001);
+    assert_eq!(config.log.level, "warn");
+    assert_eq!(config.log.format, LogFormat::Json);
+}
+
+#[test]
+fn env_overrides_file() {
+    let config =
+        load(Some(FILE_WITH_EVERY_KEY), &env_with_every_key(), &Flags::default()).expect("valid");
+    assert_eq!(config.server.listen, addr("127.0.0.1:1002"));
+    assert_eq!(config.server.public_url.as_deref(), Some("https://env.example/sta"));
+    assert_eq!(config.server.max_body_bytes, 1002);
+    assert_eq!(config.storage.data_dir, PathBuf::from("/env/data"));
+    assert_eq!(config.query.default_top, 12);
+    assert_eq!(config.query.max_top, 1002);
+    assert_eq!(config.log.level, "debug");
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+#[test]
+fn flags_override_env_and_file() {
+    let config = load(Some(FILE_WITH_EVERY_KEY), &env_with_every_key(), &flags_with_every_key())
+        .expect("valid");
+    assert_eq!(config.server.listen, addr("127.0.0.1:1003"));
+    assert_eq!(config.server.public_url.as_deref(), Some("http://flag.example"));
+    assert_eq!(config.server.max_body_bytes, 1003);
+    assert_eq!(config.storage.data_dir, PathBuf::from("/flag/data"));
+    assert_eq!(config.query.default_top, 13);
+    assert_eq!(config.query.max_top, 1003);
+    // The log level has no flag: the environment still decides it.
+    assert_eq!(config.log.level, "debug");
+    assert_eq!(config.log.format, LogFormat::Json);
+}
+
+#[test]
+fn layers_override_single_keys_not_sections() {
+    let file = "version = 1\n[query]\ndefault_top = 20\nmax_top = 50\n";
+    let config =
+        load(Some(file), &env(&[("STELA_MAX_TOP", "40")]), &Flags::default()).expect("valid");
+    assert_eq!((config.query.default_top, config.query.max_top), (20, 40));
+    assert_eq!(config.server, Config::default().server);
+}
+
+#[test]
+fn empty_env_value_counts_as_unset() {
+    let config =
+        load(None, &env(&[("STELA_MAX_TOP", ""), ("STELA_PUBLIC_URL", "")]), &Flags::default())
+            .expect("valid");
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn env_vars_other_than_stela_ones_are_ignored() {
+    let config = load(None, &env(&[("PORT", "x"), ("STELA_UNRELATED", "x")]), &Flags::default())
+        .expect("valid");
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn config_file_comes_from_flag_then_env() {
+    let from_env = env(&[("STELA_CONFIG", "/env/stela.toml")]);
+    let flag = Flags { config: Some(PathBuf::from("/flag/stela.toml")), ..Flags::default() };
+    assert_eq!(config_file_path(&from_env, &flag), Some(PathBuf::from("/flag/stela.toml")));
+    assert_eq!(
+        config_file_path(&from_env, &Flags::default()),
+        Some(PathBuf::from("/env/stela.toml"))
+    );
+    assert_eq!(config_file_path(&HashMap::new(), &Flags::default()), None);
+    assert_eq!(config_file_path(&env(&[("STELA_CONFIG", "")]), &Flags::default()), None);
+}
+
+#[test]
+fn unknown_top_level_key_is_rejected() {
+    check_file_error("version = 1\nlisten = \"127.0.0.1:1\"\n", "unknown field `listen`");
+}
+
+#[test]
+fn unknown_key_in_a_section_is_rejected() {
+    check_file_error("version = 1\n[server]\nlisen = \"127.0.0.1:1\"\n", "unknown field `lisen`");
+}
+
+#[test]
+fn unknown_section_is_rejected() {
+    check_file_error("version = 1\n[mqtt]\nlisten = \"127.0.0.1:1883\"\n", "unknown field `mqtt`");
+}
+
+#[test]
+fn wrong_type_in_file_is_rejected() {
+    check_file_error("version = 1\n[query]\nmax_top = \"ten\"\n", "max_top");
+    check_file_error("version = 1\n[query]\nmax_top = -1\n", "max_top");
+    check_file_error("version = 1\n[log]\nformat = \"xml\"\n", "xml");
+}
+
+#[test]
+fn invalid_toml_is_rejected() {
+    check_file_error("version = 1\n[server\n", "TOML parse error");
+}
+
+#[test]
+fn missing_or_unsupported_version_is_rejected() {
+    let no_env = HashMap::new();
+    let no_flags = Flags::default();
+    check_error(
+        Some("[query]\nmax_top = 5\n"),
+        &no_env,
+        &no_flags,
+        "version (config file): missing; start the file with `version = 1`",
+    );
+    check_error(
+        Some("version = 2\n"),
+        &no_env,
+        &no_flags,
+        "version (config file): unsupported configuration version 2 (this stela reads version = 1)",
+    );
+}
+
+#[test]
+fn bad_env_numbers_name_the_variable() {
+    let no_flags = Flags::default();
+    check_error(
+        None,
+        &env(&[("STELA_MAX_TOP", "x")]),
+        &no_flags,
+        "STELA_MAX_TOP: invalid number 'x'",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_DEFAULT_TOP", "-1")]),
+        &no_flags,
+        "STELA_DEFAULT_TOP: invalid number '-1'",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_MAX_BODY_BYTES", "16MiB")]),
+        &no_flags,
+        "STELA_MAX_BODY_BYTES: invalid number '16MiB'",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_MAX_TOP", "99999999999")]),
+        &no_flags,
+        "STELA_MAX_TOP: invalid number '99999999999'",
+    );
+}
+
+#[test]
+fn bad_log_settings_name_their_source() {
+    check_error(
+        None,
+        &env(&[("STELA_LOG_FORMAT", "xml")]),
+        &Flags::default(),
+        "STELA_LOG_FORMAT: invalid log format 'xml' (expected text or json)",
+    );
+    let error = load(None, &env(&[("STELA_LOG", "info,stela=loud")]), &Flags::default())
+        .expect_err("a bad level is rejected");
+    assert!(
+        error.to_string().starts_with("STELA_LOG: invalid log filter 'info,stela=loud'"),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_listen_address_names_its_source() {
+    let flags = Flags { listen: Some("localhost".to_owned()), ..Flags::default() };
+    check_error(
+        None,
+        &HashMap::new(),
+        &flags,
+        "--listen: invalid address 'localhost' (expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)",
+    );
+    check_error(
+        Some("version = 1\n[server]\nlisten = \"1.2.3.4\"\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "server.listen (config file): invalid address '1.2.3.4' (expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)",
+    );
+}
+
+#[test]
+fn ipv6_listen_address_is_accepted() {
+    let config =
+        load(None, &env(&[("STELA_LISTEN", "[::1]:0")]), &Flags::default()).expect("valid");
+    assert_eq!(config.server.listen, addr("[::1]:0"));
+}
+
+#[test]
+fn max_top_must_be_at_least_one() {
+    check_error(
+        Some("version = 1\n[query]\nmax_top = 0\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "query.max_top (config file): must be at least 1",
+    );
+    let flags = Flags { max_top: Some(0), ..Flags::default() };
+    check_error(None, &HashMap::new(), &flags, "--max-top: must be at least 1");
+}
+
+#[test]
+fn default_top_must_not_exceed_max_top() {
+    check_error(
+        None,
+        &env(&[("STELA_MAX_TOP", "50")]),
+        &Flags::default(),
+        "query.default_top (default): default_top 100 is larger than max_top 50 (set by STELA_MAX_TOP)",
+    );
+    let flags = Flags { default_top: Some(20_000), ..Flags::default() };
+    check_error(
+        None,
+        &HashMap::new(),
+        &flags,
+        "--default-top: default_top 20000 is larger than max_top 10000 (set by query.max_top (default))",
+    );
+    let flags = Flags { default_top: Some(50), max_top: Some(50), ..Flags::default() };
+    let config = load(None, &HashMap::new(), &flags).expect("equal values are fine");
+    assert_eq!((config.query.default_top, config.query.max_top), (50, 50));
+}
+
+#[test]
+fn zero_sizes_are_rejected() {
+    let flags = Flags { default_top: Some(0), ..Flags::default() };
+    check_error(None, &HashMap::new(), &flags, "--default-top: must be at least 1");
+    check_error(
+        None,
+        &env(&[("STELA_MAX_BODY_BYTES", "0")]),
+        &Flags::default(),
+        "STELA_MAX_BODY_BYTES: must be at least 1",
+    );
+    check_error(
+        Some("version = 1\n[storage]\ndata_dir = \"\"\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "storage.data_dir (config file): must not be empty",
+    );
+}
+
+#[test]
+fn public_url_is_checked_and_normalised() {
+    let flags =
+        Flags { public_url: Some("https://example.org/sta//".to_owned()), ..Flags::default() };
+    let config = load(None, &HashMap::new(), &flags).expect("valid");
+    assert_eq!(config.server.public_url.as_deref(), Some("https://example.org/sta"));
+
+    for bad in [
+        "example.org",
+        "ftp://example.org",
+        "http://",
+        "http:///sta",
+        "http://a b",
+        "http://a/?x=1",
+    ] {
+        let flags = Flags { public_url: Some(bad.to_owned()), ..Flags::default() };
+        let error = load(None, &HashMap::new(), &flags).expect_err(bad);
+        assert!(
+            error.to_string().starts_with(&format!("--public-url: invalid URL '{bad}'")),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! `stela serve`: opens the store, binds the listener, announces the address and runs the HTTP
+//! server until a shutdown signal.
+//!
+//! ```text
+//! data dir ─▶ Service::open_sqlite ─▶ bind ─▶ stdout: "stela listening on http://ADDR"
+//!                                               │
+//!               SIGINT / SIGTERM ─▶ shutdown ─▶ stela_server::run drains ─▶ exit 0
+//! ```
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use stela_server::ServerOptions;
+use stela_service::{Service, ServiceOptions};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::shutdown::ShutdownSignals;
+
+/// How long open requests may take to finish once shutdown has begun; past it the process
+/// exits anyway, with an error.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs the server described by `config` until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let Config { server, storage, query, log: _ } = config;
+
+    std::fs::create_dir_all(&storage.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (choose another with --data-dir or STELA_DATA_DIR)",
+            storage.data_dir.display()
+        )
+    })?;
+    let database_path = storage.database_path();
+    let service_options = ServiceOptions { default_top: query.default_top, max_top: query.max_top };
+    let service = Service::open_sqlite(&database_path, service_options)
+        .with_context(|| format!("cannot open the database {}", database_path.display()))?;
+
+    let signals = ShutdownSignals::install().context("cannot install the signal handlers")?;
+    let listener = bind(server.listen).await?;
+    let local_addr = listener.local_addr().context("cannot read the bound address")?;
+    tracing::info!(
+        address = %local_addr,
+        database = %database_path.display(),
+        "listening"
+    );
+    announce(local_addr)?;
+
+    let (shutdown_started_tx, shutdown_started_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let signal = signals.recv().await;
+        tracing::info!(signal, "shutdown requested, finishing open requests");
+        // The receiver only disappears once serving is over; nothing to tell then.
+        let _ = shutdown_started_tx.send(());
+    };
+    let server_options =
+        ServerOptions { max_body_bytes: server.max_body_bytes, public_url: server.public_url };
+    let running = stela_server::run(listener, service, server_options, shutdown);
+    let grace_expired = async {
+        if shutdown_started_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            // The server stopped without a signal; `running` completes at the same time.
+            std::future::pending::<()>().await;
+        }
+    };
+
+    tokio::select! {
+        result = running => {
+            result.context("the HTTP server failed")?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        () = grace_expired => Err(anyhow::anyhow!(
+            "open requests did not finish within {} s of the shutdown signal; exiting anyway",
+            SHUTDOWN_GRACE.as_secs()
+        )),
+    }
+}
+
+/// Binds `addr`, explaining how to choose another address when that fails.
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr}; choose another address with --listen ADDR \
+             (or STELA_LISTEN, or `listen` under [server] in the config file), \
+             e.g. --listen 127.0.0.1:0 for any free port"
+        )
+    })
+}
+
+/// Prints the line that scripts and tests wait for, and flushes it at once: stdout is a pipe
+/// for them, hence block-buffered.
+fn announce(local_addr: SocketAddr) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "stela listening on http://{local_addr}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write the listening address to stdout")
+}
