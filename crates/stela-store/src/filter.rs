@@ -12,8 +12,11 @@
 use std::fmt::Write as _;
 
 use rusqlite::types::Value as Sql;
+use stela_model::Relation;
 use stela_model::{EntityType, Link, PropertyKind};
-use stela_query::{BinaryOp, Expr, ExprKind, Function, Literal, OrderBy, UnaryOp};
+use stela_query::{
+    BinaryOp, Expr, ExprKind, Function, LambdaPredicate, Literal, OrderBy, Quantifier, UnaryOp,
+};
 
 use crate::StoreError;
 
@@ -36,6 +39,8 @@ enum Kind {
     Null,
     Date,
     TimeOfDay,
+    /// GeoJSON text of a stored geometry, or WKT text of a literal.
+    Geometry,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +67,10 @@ struct Context<'a> {
     option: &'static str,
     /// `FROM … WHERE …` pieces of the relation paths of the predicate being lowered.
     joins: Vec<(String, String)>,
+    /// The entity type of the collection being filtered (alias `t`).
+    root: EntityType,
+    /// Lambda variables in scope: name, entity type, SQL alias.
+    variables: Vec<(String, EntityType, String)>,
 }
 
 const MAX_DEPTH: usize = 64;
@@ -88,7 +97,14 @@ pub(crate) fn lower_filter(
     expr: &Expr,
     params: &mut Vec<Sql>,
 ) -> Result<String, StoreError> {
-    let mut context = Context { params, aliases: 0, option: "$filter", joins: Vec::new() };
+    let mut context = Context {
+        params,
+        aliases: 0,
+        option: "$filter",
+        joins: Vec::new(),
+        root: ty,
+        variables: Vec::new(),
+    };
     predicate(&mut context, ty, expr, 0)
 }
 
@@ -98,7 +114,14 @@ pub(crate) fn lower_orderby(
     orderby: &[OrderBy],
     params: &mut Vec<Sql>,
 ) -> Result<String, StoreError> {
-    let mut context = Context { params, aliases: 0, option: "$orderby", joins: Vec::new() };
+    let mut context = Context {
+        params,
+        aliases: 0,
+        option: "$orderby",
+        joins: Vec::new(),
+        root: ty,
+        variables: Vec::new(),
+    };
     let mut parts = Vec::new();
     for key in orderby {
         let lowered = value(&mut context, ty, "t", &key.expr, 0)?;
@@ -215,8 +238,8 @@ fn value(
             Ok(Lowered::new(format!("({})", alternatives.join(" OR ")), Kind::Bool))
         }
         ExprKind::Call { function, args } => call(cx, ty, alias, *function, args, expr, depth),
-        ExprKind::Lambda { .. } => {
-            Err(cx.error(format!("lambda operators are not supported yet: '{expr}'")))
+        ExprKind::Lambda { collection, quantifier, predicate: body } => {
+            lambda(cx, ty, alias, collection, *quantifier, body.as_ref(), expr, depth)
         }
     }
 }
@@ -259,10 +282,11 @@ fn literal_value(cx: &mut Context<'_>, literal: &Literal) -> Result<Lowered, Sto
                 Kind::Number,
             )
         }
-        Literal::Geography(_) | Literal::Geometry(_) => {
-            return Err(
-                cx.error("geometry literals are only supported as arguments of spatial functions")
-            );
+        Literal::Geography(wkt) | Literal::Geometry(wkt) => {
+            if crate::spatial::parse_geometry(wkt).is_none() {
+                return Err(cx.error(format!("'{wkt}' is not a valid WKT geometry")));
+            }
+            Lowered::new(cx.param(Sql::Text(wkt.clone())), Kind::Geometry)
         }
     })
 }
@@ -289,6 +313,16 @@ fn path(
         return Err(cx.error("empty path"));
     };
     let rest = &segments[1..];
+    if let Some((_, var_ty, var_alias)) =
+        cx.variables.iter().rev().find(|(name, _, _)| name == first).cloned()
+    {
+        if rest.is_empty() {
+            return Err(cx.error(format!(
+                "name a property of the lambda variable '{first}', e.g. {first}/id"
+            )));
+        }
+        return path(cx, var_ty, &var_alias, rest);
+    }
     if first == "id" || first == "@iot.id" {
         if !rest.is_empty() {
             return Err(cx.error(format!("'{first}' has no members")));
@@ -301,25 +335,7 @@ fn path(
                 "'{first}' is a relation; name one of its properties, e.g. {first}/id"
             )));
         }
-        let next = cx.alias();
-        let target = relation.target.table();
-        let (from, condition) = match relation.link {
-            Link::Forward { column } => {
-                (format!("{target} {next}"), format!("{next}.id = {alias}.{column}"))
-            }
-            Link::Reverse { column } => {
-                (format!("{target} {next}"), format!("{next}.{column} = {alias}.id"))
-            }
-            Link::Join { table, this_column, target_column } => {
-                let join = cx.alias();
-                (
-                    format!(
-                        "{table} {join} JOIN {target} {next} ON {next}.id = {join}.{target_column}"
-                    ),
-                    format!("{join}.{this_column} = {alias}.id"),
-                )
-            }
-        };
+        let (from, condition, next) = join_relation(cx, relation, alias);
         cx.joins.push((from, condition));
         return path(cx, relation.target, &next, rest);
     }
@@ -360,9 +376,8 @@ fn path(
             Err(cx.error(format!("'{first}' has no members ('{}')", rest.join("/"))))
         }
         PropertyKind::Text => Ok(Lowered::new(column, Kind::Text)),
-        PropertyKind::Json | PropertyKind::JsonObject | PropertyKind::Geometry => {
-            Ok(Lowered::new(column, Kind::Json))
-        }
+        PropertyKind::Json | PropertyKind::JsonObject => Ok(Lowered::new(column, Kind::Json)),
+        PropertyKind::Geometry => Ok(Lowered::new(column, Kind::Geometry)),
         PropertyKind::Instant => Ok(Lowered::new(column, Kind::Time)),
         PropertyKind::Interval | PropertyKind::InstantOrInterval => {
             let start = format!("{column}_start");
@@ -467,7 +482,11 @@ fn comparison(
         (K::Result, K::Text) => {
             // The standard casts a non-string result to a string for a string comparison.
             let code = left.result_type.unwrap_or_default();
-            Ok(format!("({code} <> 0 AND CAST({} AS TEXT) {sql_op} {})", left.sql, right.sql))
+            let text = format!(
+                "CASE {code} WHEN 1 THEN (CASE WHEN {0} THEN 'true' ELSE 'false' END) ELSE CAST({0} AS TEXT) END",
+                left.sql
+            );
+            Ok(format!("({code} <> 0 AND {text} {sql_op} {})", right.sql))
         }
         (K::Result, K::Number | K::JsonValue) => {
             let code = left.result_type.unwrap_or_default();
@@ -483,6 +502,9 @@ fn comparison(
         }
         (K::Time | K::Interval, K::Text) | (K::Text, K::Time | K::Interval) => {
             Err(cx.error("a time can only be compared with a date-time literal such as 2015-03-01T00:00:00Z"))
+        }
+        (K::Geometry, _) | (_, K::Geometry) => {
+            Err(cx.error("geometries are compared with spatial functions such as st_equals, not with operators"))
         }
         (K::Json, _) | (_, K::Json) => {
             Err(cx.error("a whole JSON object cannot be compared; compare one of its members, e.g. properties/name"))
@@ -632,15 +654,179 @@ fn call(
                 Kind::Number,
             )
         }
-        other => {
-            return Err(StoreError::query(
-                "$filter",
-                format!("the function '{}' is not supported yet", other.name()),
-            ));
+        F::GeoDistance
+        | F::GeoLength
+        | F::GeoIntersects
+        | F::StEquals
+        | F::StDisjoint
+        | F::StTouches
+        | F::StWithin
+        | F::StOverlaps
+        | F::StCrosses
+        | F::StIntersects
+        | F::StContains
+        | F::StRelate => {
+            let geometries = lowered.len().min(2);
+            for (i, arg) in lowered.iter().take(geometries).enumerate() {
+                if arg.kind != Kind::Geometry {
+                    return Err(StoreError::query(
+                        "$filter",
+                        format!(
+                            "argument {} of {} must be a geometry: '{}'",
+                            i + 1,
+                            function.name(),
+                            args[i]
+                        ),
+                    ));
+                }
+            }
+            let sql_name = format!("stela_{}", function.name().replace('.', "_"));
+            let arguments: Vec<String> = lowered.iter().map(|v| v.sql.clone()).collect();
+            let kind = if matches!(function, F::GeoDistance | F::GeoLength) {
+                Kind::Number
+            } else {
+                Kind::Bool
+            };
+            let call = format!("{sql_name}({})", arguments.join(", "));
+            // A geometry that does not parse gives NULL: no match rather than an error.
+            Lowered::new(
+                if kind == Kind::Bool { format!("COALESCE({call}, 0)") } else { call },
+                kind,
+            )
+        }
+        F::Before | F::After | F::Meets | F::During | F::Overlaps | F::Starts | F::Finishes => {
+            interval_relation(cx, function, &lowered, expr)?
         }
     })
 }
 
 fn cx_error_time(expr: &Expr) -> StoreError {
     StoreError::query("$filter", format!("'{expr}' needs a time argument"))
+}
+
+/// The interval relations of FROST-Server (Allen's relations on start/end pairs).
+fn interval_relation(
+    cx: &Context<'_>,
+    function: Function,
+    args: &[Lowered],
+    expr: &Expr,
+) -> Result<Lowered, StoreError> {
+    let bounds = |v: &Lowered| -> Option<(String, String)> {
+        match v.kind {
+            Kind::Interval => Some((v.sql.clone(), v.end.clone().unwrap_or_else(|| v.sql.clone()))),
+            Kind::Time => Some((v.sql.clone(), v.sql.clone())),
+            _ => None,
+        }
+    };
+    let (Some((s1, e1)), Some((s2, e2))) =
+        (args.first().and_then(bounds), args.get(1).and_then(bounds))
+    else {
+        return Err(cx.error(format!("'{expr}' needs two times or intervals")));
+    };
+    use Function as F;
+    let sql = match function {
+        F::Before => format!("({e1} < {s2})"),
+        F::After => format!("({s1} > {e2})"),
+        F::Meets => format!("({e1} = {s2} OR {e2} = {s1})"),
+        F::During => format!("({s1} >= {s2} AND {e1} <= {e2})"),
+        F::Overlaps => format!("({s1} < {e2} AND {e1} > {s2})"),
+        F::Starts => format!("({s1} = {s2})"),
+        F::Finishes => format!("({e1} = {e2})"),
+        _ => return Err(cx.error(format!("'{}' is not an interval relation", function.name()))),
+    };
+    Ok(Lowered::new(sql, Kind::Bool))
+}
+
+/// The FROM item and join condition that follow `relation` from the row aliased `alias`.
+fn join_relation(
+    cx: &mut Context<'_>,
+    relation: &Relation,
+    alias: &str,
+) -> (String, String, String) {
+    let next = cx.alias();
+    let target = relation.target.table();
+    let (from, condition) = match relation.link {
+        Link::Forward { column } => {
+            (format!("{target} {next}"), format!("{next}.id = {alias}.{column}"))
+        }
+        Link::Reverse { column } => {
+            (format!("{target} {next}"), format!("{next}.{column} = {alias}.id"))
+        }
+        Link::Join { table, this_column, target_column } => {
+            let join = cx.alias();
+            (
+                format!(
+                    "{table} {join} JOIN {target} {next} ON {next}.id = {join}.{target_column}"
+                ),
+                format!("{join}.{this_column} = {alias}.id"),
+            )
+        }
+    };
+    (from, condition, next)
+}
+
+/// `Datastreams/any(d: d/name eq 'x')` and `all(…)`: EXISTS over the related entities.
+#[allow(clippy::too_many_arguments)]
+fn lambda(
+    cx: &mut Context<'_>,
+    ty: EntityType,
+    alias: &str,
+    collection: &[String],
+    quantifier: Quantifier,
+    body: Option<&LambdaPredicate>,
+    expr: &Expr,
+    depth: usize,
+) -> Result<Lowered, StoreError> {
+    let (mut current_ty, mut current_alias) = (ty, alias.to_owned());
+    let mut segments = collection;
+    if let Some(first) = collection.first()
+        && let Some((_, var_ty, var_alias)) =
+            cx.variables.iter().rev().find(|(name, _, _)| name == first).cloned()
+    {
+        (current_ty, current_alias) = (var_ty, var_alias);
+        segments = &collection[1..];
+    }
+    if segments.is_empty() {
+        return Err(
+            cx.error(format!("'{expr}' needs a relation before {}()", quantifier.keyword()))
+        );
+    }
+    let mut from = Vec::new();
+    let mut conditions = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        let relation = current_ty
+            .relation(segment)
+            .ok_or_else(|| cx.error(format!("{current_ty} has no relation '{segment}'")))?;
+        let (item, condition, next) = join_relation(cx, relation, &current_alias);
+        if i == 0 {
+            from.push(item);
+            conditions.push(condition);
+        } else {
+            from.push(format!("{item} ON {condition}"));
+        }
+        (current_ty, current_alias) = (relation.target, next);
+    }
+    let body_sql = match body {
+        Some(body) => {
+            cx.variables.push((body.variable.clone(), current_ty, current_alias.clone()));
+            let root = cx.root;
+            let sql = predicate(cx, root, &body.body, depth + 1);
+            cx.variables.pop();
+            Some(sql?)
+        }
+        None => None,
+    };
+    let from = from.join(" JOIN ");
+    let conditions = conditions.join(" AND ");
+    let sql = match (quantifier, body_sql) {
+        (Quantifier::Any, None) => format!("EXISTS (SELECT 1 FROM {from} WHERE {conditions})"),
+        (Quantifier::Any, Some(b)) => {
+            format!("EXISTS (SELECT 1 FROM {from} WHERE {conditions} AND {b})")
+        }
+        (Quantifier::All, None) => "1".to_owned(),
+        (Quantifier::All, Some(b)) => {
+            format!("NOT EXISTS (SELECT 1 FROM {from} WHERE {conditions} AND NOT COALESCE({b}, 0))")
+        }
+    };
+    Ok(Lowered::new(sql, Kind::Bool))
 }

@@ -14,6 +14,7 @@ mod columns;
 mod filter;
 mod migrations;
 mod read;
+mod spatial;
 mod sqlite;
 mod write;
 

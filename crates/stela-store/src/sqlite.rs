@@ -51,6 +51,7 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
          PRAGMA cache_size = -32000;",
     )?;
     conn.set_prepared_statement_cache_capacity(256);
+    crate::spatial::register(conn)?;
     Ok(())
 }
 
@@ -119,5 +120,6 @@ impl SqliteStore {
 fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000;")?;
     conn.set_prepared_statement_cache_capacity(256);
+    crate::spatial::register(conn)?;
     Ok(())
 }

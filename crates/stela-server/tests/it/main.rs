@@ -4,6 +4,7 @@
 mod core;
 mod create;
 mod errors;
+mod filter;
 mod query;
 mod support;
 mod update_delete;
