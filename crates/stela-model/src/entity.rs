@@ -36,6 +36,9 @@ pub struct Page {
     pub count: Option<i64>,
     /// When more entities follow: the `$skip` of the next page.
     pub next_skip: Option<u64>,
+    /// When more entities follow and the order allows keyset paging: the sort key values of
+    /// the last entity (ending with its id), from which the next page continues.
+    pub next_after: Option<Vec<serde_json::Value>>,
 }
 
 impl Entity {

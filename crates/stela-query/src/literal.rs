@@ -103,7 +103,7 @@ fn date_from_parts(year: u32, month: u32, day: u32) -> Result<Date, &'static str
     if !(1..=12).contains(&month) {
         return Err("month out of range");
     }
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     let days_in_month = match month {
         2 if leap => 29,
         2 => 28,
@@ -163,7 +163,11 @@ pub(crate) fn parse_time_of_day(text: &str) -> Result<TimeOfDay, &'static str> {
 fn nanoseconds(fraction: &str) -> u32 {
     let mut value = 0;
     for position in 0..9 {
-        let digit = fraction.as_bytes().get(position).map_or(0, |b| u32::from(b - b'0'));
+        let digit = fraction
+            .as_bytes()
+            .get(position)
+            .filter(|b| b.is_ascii_digit())
+            .map_or(0, |b| u32::from(b - b'0'));
         value = value * 10 + digit;
     }
     value

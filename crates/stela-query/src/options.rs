@@ -219,36 +219,40 @@ impl Parser<'_> {
         }
     }
 
-    /// `name { "/" name } [ "(" options ")" ]`, normalised to one segment per level.
+    /// `name { "/" name } [ "(" options ")" ]`, normalised to one segment per level:
+    /// `A/B(opts)` becomes `A($expand=B(opts))`.
     fn parse_expand_item(&mut self) -> Result<ExpandItem, SyntaxError> {
-        let mut segments = vec![self.parse_name("a navigation property")?];
-        while let Some(slash) = self.eat_path_slash(segments.last().map_or(0, |(_, span)| span.end))
-        {
-            segments.push(self.parse_segment(slash.end, "a navigation property after '/'")?);
-        }
-        // Each segment is one level of the normalised tree.
-        if self.depth() + segments.len() > MAX_DEPTH {
-            let span = segments.last().map(|(_, span)| span.clone()).unwrap_or_default();
-            return Err(too_deep(span));
-        }
-        let (options, end) = match self.eat(&Tok::LParen) {
-            Some(open) => self.nested(open, Self::parse_nested_options)?,
-            None => {
-                let end = segments.last().map_or(0, |(_, span)| span.end);
-                (QueryOptions::default(), end)
+        let first = self.parse_name("a navigation property")?;
+        let mut end = first.1.end;
+        let mut segments = vec![first];
+        while let Some(slash) = self.eat_path_slash(end) {
+            let segment = self.parse_segment(slash.end, "a navigation property after '/'")?;
+            end = segment.1.end;
+            segments.push(segment);
+            // Each segment is one level of the normalised tree.
+            if self.depth() + segments.len() > MAX_DEPTH {
+                return Err(too_deep(slash.start..end));
             }
-        };
-        let mut options = Some(options);
-        let mut item: Option<ExpandItem> = None;
-        // Build from the innermost segment outwards.
-        while let Some((name, span)) = segments.pop() {
-            let options = match item.take() {
-                Some(inner) => QueryOptions { expand: vec![inner], ..QueryOptions::default() },
-                None => options.take().unwrap_or_default(),
-            };
-            item = Some(ExpandItem { path: vec![name], options, span: span.start..end });
         }
-        item.ok_or_else(|| self.expected("a navigation property"))
+        let options = match self.eat(&Tok::LParen) {
+            Some(open) => {
+                let (options, close_end) = self.nested(open, Self::parse_nested_options)?;
+                end = close_end;
+                options
+            }
+            None => QueryOptions::default(),
+        };
+        // Build from the innermost segment outwards; every item's span ends where the
+        // written item ends.
+        let Some((name, span)) = segments.pop() else {
+            return Err(self.expected("a navigation property"));
+        };
+        let mut item = ExpandItem { path: vec![name], options, span: span.start..end };
+        while let Some((name, span)) = segments.pop() {
+            let options = QueryOptions { expand: vec![item], ..QueryOptions::default() };
+            item = ExpandItem { path: vec![name], options, span: span.start..end };
+        }
+        Ok(item)
     }
 
     /// `option { ";" option } ")"` inside `$expand` parentheses; returns the options and the
@@ -315,15 +319,21 @@ impl Parser<'_> {
         }
     }
 
+    /// A `$top`/`$skip` value: plain digits. Past `i64::MAX` the lexer has made the digits a
+    /// decimal, which is still a valid `u64` here.
     fn parse_non_negative_token(&mut self) -> Result<u64, SyntaxError> {
-        match &self.peek().tok {
-            Tok::Literal(Literal::Int(number)) if *number >= 0 => {
-                let number = number.unsigned_abs();
-                self.bump();
-                Ok(number)
+        let number = match &self.peek().tok {
+            Tok::Literal(Literal::Int(number)) => u64::try_from(*number).ok(),
+            Tok::Literal(Literal::Decimal { text, .. })
+                if text.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                text.parse::<u64>().ok()
             }
-            _ => Err(self.expected("a non-negative integer")),
-        }
+            _ => None,
+        };
+        let number = number.ok_or_else(|| self.expected("a non-negative integer"))?;
+        self.bump();
+        Ok(number)
     }
 
     fn parse_bool_token(&mut self) -> Result<bool, SyntaxError> {

@@ -8,6 +8,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value as Json, json};
 use stela_model::{EntityType, ResourcePath, Tail, parse_resource_path, value_to_json};
 use stela_query::{QueryOptions, parse_query_options};
@@ -121,13 +123,14 @@ async fn resource(
                 .query()
                 .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default();
+            let (pairs, after) = take_skiptoken(pairs)?;
             let options = parse_query_options(&pairs)?;
             if let Some(format) = &options.result_format {
                 return Err(ApiError::bad_request(format!(
                     "$resultFormat '{format}' is not supported"
                 )));
             }
-            get_resource(&state, &links, &decoded, path, options, &pairs).await
+            get_resource(&state, &links, &decoded, path, options, &pairs, after).await
         }
         Method::POST => {
             let body = json_body(&state, &headers, body, false).await?;
@@ -168,9 +171,10 @@ async fn get_resource(
     path: ResourcePath,
     options: QueryOptions,
     pairs: &[(String, String)],
+    after: Option<Vec<Json>>,
 ) -> Result<Response, ApiError> {
     let tail = path.tail;
-    let result = state.service.read(path, options.clone()).await?;
+    let result = state.service.read(path, options.clone(), after).await?;
     let json = match (result, tail) {
         (ReadResult::Entity(entity), Tail::Property(index)) => {
             let property = &entity.ty.properties()[index];
@@ -194,7 +198,11 @@ async fn get_resource(
         (ReadResult::Entity(entity), Tail::Ref) => json!({"@iot.selfLink": links.entity(&entity)}),
         (ReadResult::Entity(entity), Tail::None) => entity_json(links, &entity, &options),
         (ReadResult::Collection { page, .. }, tail) => {
-            let next = page.next_skip.map(|skip| next_link(links, path_text, pairs, skip));
+            let next = match (&page.next_after, page.next_skip) {
+                (Some(after), _) => Some(keyset_link(links, path_text, pairs, after)),
+                (None, Some(skip)) => Some(next_link(links, path_text, pairs, skip)),
+                (None, None) => None,
+            };
             if tail == Tail::Ref {
                 refs_json(links, &page, next)
             } else {
@@ -222,6 +230,39 @@ fn next_link(links: &Links, path: &str, pairs: &[(String, String)], skip: u64) -
         pairs.iter().filter(|(key, _)| key != "$skip").map(|(k, v)| (k.as_str(), v.as_str()));
     let query = crate::encode_query(kept.chain([("$skip", skip.as_str())]));
     format!("{}/{}?{query}", links.root, path.trim_start_matches('/'))
+}
+
+/// The link to the next page of a keyset-paged collection: the same request, minus `$skip`,
+/// with a `$skiptoken` holding the last entity's sort keys. Deep pages cost as little as the
+/// first, because the database seeks to the token instead of counting skipped rows.
+fn keyset_link(links: &Links, path: &str, pairs: &[(String, String)], after: &[Json]) -> String {
+    let token = URL_SAFE_NO_PAD.encode(Json::Array(after.to_vec()).to_string());
+    let kept =
+        pairs.iter().filter(|(key, _)| key != "$skip").map(|(k, v)| (k.as_str(), v.as_str()));
+    let query = crate::encode_query(kept.chain([("$skiptoken", token.as_str())]));
+    format!("{}/{}?{query}", links.root, path.trim_start_matches('/'))
+}
+
+/// Removes `$skiptoken` from the query pairs and decodes it.
+fn take_skiptoken(
+    pairs: Vec<(String, String)>,
+) -> Result<(Vec<(String, String)>, Option<Vec<Json>>), ApiError> {
+    let mut after = None;
+    let mut rest = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        if key == "$skiptoken" {
+            let invalid =
+                || ApiError::bad_request("invalid $skiptoken; use the @iot.nextLink as given");
+            let bytes = URL_SAFE_NO_PAD.decode(value.as_bytes()).map_err(|_| invalid())?;
+            let Ok(Json::Array(values)) = serde_json::from_slice::<Json>(&bytes) else {
+                return Err(invalid());
+            };
+            after = Some(values);
+        } else {
+            rest.push((key, value));
+        }
+    }
+    Ok((rest, after))
 }
 
 fn is_json_patch(headers: &HeaderMap) -> bool {

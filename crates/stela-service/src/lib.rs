@@ -179,11 +179,13 @@ impl Service {
             .map_err(|e| ServiceError::Internal(format!("worker failed: {e}")))?
     }
 
-    /// Reads what `path` addresses with the query `options`.
+    /// Reads what `path` addresses with the query `options`; `after` continues a keyset-paged
+    /// collection after the given sort key values (from a `$skiptoken`).
     pub async fn read(
         &self,
         path: ResourcePath,
         options: QueryOptions,
+        after: Option<Vec<Json>>,
     ) -> Result<ReadResult, ServiceError> {
         let limits = self.limits();
         self.blocking(move |inner| {
@@ -196,7 +198,7 @@ impl Service {
                         rx.entity(ty, id, &options).map(ReadResult::Entity)
                     }
                     Resolved::Collection { ty, scope } => rx
-                        .collection(ty, scope, &options, limits)
+                        .collection(ty, scope, &options, limits, after.as_deref())
                         .map(|page| ReadResult::Collection { ty, page }),
                 }
             })?)

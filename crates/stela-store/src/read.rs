@@ -137,63 +137,62 @@ impl ReadTx<'_> {
         scope: Scope,
         options: &QueryOptions,
         limits: ReadLimits,
+        after: Option<&[serde_json::Value]>,
     ) -> Result<Page, StoreError> {
-        check_select(ty, options)?;
-        let mut params = Vec::new();
-        let (source, mut conditions) = match scope {
-            Scope::All => (format!("{} t", ty.table()), Vec::new()),
-            Scope::Related { relation, parent_id } => {
-                let (source, parent_key) = relation_source(relation, parent_of(relation));
-                params.push(Sql::Integer(parent_id));
-                (source, vec![format!("{parent_key} = ?{}", params.len())])
+        let plan = collection_sql(ty, scope, options, limits, after)?;
+        let count = match &plan.count {
+            Some((sql, params)) => {
+                let mut statement = self.conn.prepare_cached(sql)?;
+                Some(
+                    statement
+                        .query_row(params_from_iter(params.iter()), |row| row.get::<_, i64>(0))?,
+                )
             }
+            None => None,
         };
-        if let Some(filter) = &options.filter {
-            conditions.push(lower_filter(ty, filter, &mut params)?);
-        }
-        let where_clause = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
+        let Some((sql, params)) = &plan.page else {
+            return Ok(Page { items: Vec::new(), count, next_skip: None, next_after: None });
         };
-
-        let count = if options.count == Some(true) {
-            let sql = format!("SELECT COUNT(*) FROM {source}{where_clause}");
-            let mut statement = self.conn.prepare_cached(&sql)?;
-            Some(statement.query_row(params_from_iter(params.iter()), |row| row.get::<_, i64>(0))?)
-        } else {
-            None
-        };
-
-        let order = lower_orderby(ty, &options.orderby, &mut params)?;
-        let top = options.top.unwrap_or(limits.default_top).min(limits.max_top);
-        let skip = options.skip.unwrap_or(0);
-        if top == 0 {
-            return Ok(Page { items: Vec::new(), count, next_skip: None });
-        }
-        params.push(Sql::Integer(i64::try_from(top + 1).unwrap_or(i64::MAX)));
-        let limit_index = params.len();
-        params.push(Sql::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
-        let sql = format!(
-            "SELECT {} FROM {source}{where_clause} ORDER BY {order} LIMIT ?{limit_index} OFFSET ?{}",
-            select_columns(ty),
-            limit_index + 1
-        );
-        let mut statement = self.conn.prepare_cached(&sql)?;
+        let mut statement = self.conn.prepare_cached(sql)?;
         let mut rows = statement.query(params_from_iter(params.iter()))?;
         let mut items = Vec::new();
         while let Some(row) = rows.next()? {
             items.push(entity_from_row(ty, row, 0)?);
         }
         drop(rows);
-        let next_skip = if items.len() as u64 > top {
-            items.truncate(top as usize);
-            Some(skip + top)
+        let (next_skip, next_after) = if items.len() as u64 > plan.top {
+            items.truncate(plan.top as usize);
+            let after = match (&plan.keyset, items.last()) {
+                (Some(keys), Some(last)) => Some(keyset_values(keys, last)),
+                _ => None,
+            };
+            (Some(plan.skip + plan.top), after)
         } else {
-            None
+            (None, None)
         };
         self.expand(ty, &mut items, &options.expand, 0)?;
-        Ok(Page { items, count, next_skip })
+        Ok(Page { items, count, next_skip, next_after })
+    }
+
+    /// The query plans (`EXPLAIN QUERY PLAN` details) of the statements a collection read
+    /// runs: the `$count` statement first when there is one, then the page.
+    pub fn explain_collection(
+        &self,
+        ty: EntityType,
+        scope: Scope,
+        options: &QueryOptions,
+        limits: ReadLimits,
+        after: Option<&[serde_json::Value]>,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        let plan = collection_sql(ty, scope, options, limits, after)?;
+        let mut plans = Vec::new();
+        for (sql, params) in plan.count.iter().chain(plan.page.iter()) {
+            let mut statement = self.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let rows = statement
+                .query_map(params_from_iter(params.iter()), |row| row.get::<_, String>(3))?;
+            plans.push(rows.collect::<Result<Vec<_>, _>>()?);
+        }
+        Ok(plans)
     }
 
     /// Fills in the expanded relations of `items`, one query per relation and level.
@@ -297,6 +296,7 @@ impl ReadTx<'_> {
                             None
                         },
                         next_skip: has_more.get(&entity.id).copied(),
+                        next_after: None,
                     })
                 } else {
                     ExpandedContent::One(related.pop().map(Box::new))
@@ -408,6 +408,190 @@ fn require_exists(conn: &Connection, ty: EntityType, id: i64) -> Result<(), Stor
     } else {
         Err(StoreError::NotFound(format!("no {ty} with id {id}")))
     }
+}
+
+/// A sort key usable for keyset paging: a non-null column of the entity itself.
+#[derive(Debug, Clone)]
+pub(crate) struct KeysetKey {
+    /// `t.column`, or `t.id` for the final tiebreak.
+    column: String,
+    descending: bool,
+    /// The property the key reads, `None` for the id.
+    property: Option<usize>,
+}
+
+/// The keys of an order that keyset paging can continue: plain non-null columns, with the id
+/// appended in the direction of the last key (so that a single composite index serves it).
+pub(crate) fn keyset_keys(
+    ty: EntityType,
+    orderby: &[stela_query::OrderBy],
+) -> Option<Vec<KeysetKey>> {
+    let mut keys = Vec::new();
+    for key in orderby {
+        let stela_query::ExprKind::Path(segments) = &key.expr.kind else { return None };
+        let [name] = segments.as_slice() else { return None };
+        if name == "id" || name == "@iot.id" {
+            keys.push(KeysetKey {
+                column: "t.id".into(),
+                descending: key.descending,
+                property: None,
+            });
+            return Some(keys);
+        }
+        let index = ty.property_index(name)?;
+        let property = &ty.properties()[index];
+        let column = match (ty, property.kind) {
+            (EntityType::Observation, stela_model::PropertyKind::InstantOrInterval) => {
+                format!("t.{}_start", property.column)
+            }
+            (_, stela_model::PropertyKind::Text | stela_model::PropertyKind::Instant)
+                if property.required =>
+            {
+                format!("t.{}", property.column)
+            }
+            _ => return None,
+        };
+        keys.push(KeysetKey { column, descending: key.descending, property: Some(index) });
+    }
+    let descending = keys.last().is_some_and(|k| k.descending);
+    keys.push(KeysetKey { column: "t.id".into(), descending, property: None });
+    Some(keys)
+}
+
+fn keyset_order(keys: &[KeysetKey]) -> String {
+    keys.iter()
+        .map(|k| if k.descending { format!("{} DESC", k.column) } else { k.column.clone() })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `WHERE` condition selecting the rows after the given key values.
+fn keyset_condition(
+    keys: &[KeysetKey],
+    after: &[serde_json::Value],
+    params: &mut Vec<Sql>,
+) -> Result<String, StoreError> {
+    if after.len() != keys.len() {
+        return Err(StoreError::query("$skiptoken", "the $skiptoken does not fit this $orderby"));
+    }
+    let mut placeholders = Vec::new();
+    for value in after {
+        let sql = match value {
+            serde_json::Value::Number(n) if n.is_i64() => {
+                Sql::Integer(n.as_i64().unwrap_or_default())
+            }
+            serde_json::Value::String(s) => Sql::Text(s.clone()),
+            _ => return Err(StoreError::query("$skiptoken", "malformed $skiptoken")),
+        };
+        params.push(sql);
+        placeholders.push(format!("?{}", params.len()));
+    }
+    let uniform = keys.iter().all(|k| k.descending == keys[0].descending);
+    if uniform {
+        let columns: Vec<&str> = keys.iter().map(|k| k.column.as_str()).collect();
+        let op = if keys[0].descending { "<" } else { ">" };
+        return Ok(format!("({}) {op} ({})", columns.join(", "), placeholders.join(", ")));
+    }
+    // Mixed directions: (k1 > v1) OR (k1 = v1 AND k2 < v2) OR …
+    let mut alternatives = Vec::new();
+    for i in 0..keys.len() {
+        let mut parts: Vec<String> =
+            (0..i).map(|j| format!("{} = {}", keys[j].column, placeholders[j])).collect();
+        let op = if keys[i].descending { "<" } else { ">" };
+        parts.push(format!("{} {op} {}", keys[i].column, placeholders[i]));
+        alternatives.push(format!("({})", parts.join(" AND ")));
+    }
+    Ok(format!("({})", alternatives.join(" OR ")))
+}
+
+/// The key values of an entity, for the next page's `$skiptoken`.
+fn keyset_values(keys: &[KeysetKey], entity: &Entity) -> Vec<serde_json::Value> {
+    keys.iter()
+        .map(|key| match key.property.and_then(|i| entity.values.get(i).cloned().flatten()) {
+            None => serde_json::Value::from(entity.id),
+            Some(stela_model::Value::Time(t)) => serde_json::Value::from(t.start()),
+            Some(stela_model::Value::Text(text)) => serde_json::Value::String(text),
+            Some(_) => serde_json::Value::Null,
+        })
+        .collect()
+}
+
+/// The SQL statements of one collection read.
+#[derive(Debug)]
+struct CollectionSql {
+    count: Option<(String, Vec<Sql>)>,
+    /// `None` when `$top=0`.
+    page: Option<(String, Vec<Sql>)>,
+    keyset: Option<Vec<KeysetKey>>,
+    top: u64,
+    skip: u64,
+}
+
+fn collection_sql(
+    ty: EntityType,
+    scope: Scope,
+    options: &QueryOptions,
+    limits: ReadLimits,
+    after: Option<&[serde_json::Value]>,
+) -> Result<CollectionSql, StoreError> {
+    check_select(ty, options)?;
+    let mut params = Vec::new();
+    let (source, mut conditions) = match scope {
+        Scope::All => (format!("{} t", ty.table()), Vec::new()),
+        Scope::Related { relation, parent_id } => {
+            let (source, parent_key) = relation_source(relation, parent_of(relation));
+            params.push(Sql::Integer(parent_id));
+            (source, vec![format!("{parent_key} = ?{}", params.len())])
+        }
+    };
+    if let Some(filter) = &options.filter {
+        conditions.push(lower_filter(ty, filter, &mut params)?);
+    }
+    let count = if options.count == Some(true) {
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        Some((format!("SELECT COUNT(*) FROM {source}{where_clause}"), params.clone()))
+    } else {
+        None
+    };
+    let keyset = keyset_keys(ty, &options.orderby);
+    let order = match &keyset {
+        Some(keys) => keyset_order(keys),
+        None => lower_orderby(ty, &options.orderby, &mut params)?,
+    };
+    if let Some(after) = after {
+        let keys = keyset.as_ref().ok_or_else(|| {
+            StoreError::query(
+                "$skiptoken",
+                "the $skiptoken does not fit this $orderby; start again from the first page",
+            )
+        })?;
+        conditions.push(keyset_condition(keys, after, &mut params)?);
+    }
+    let top = options.top.unwrap_or(limits.default_top).min(limits.max_top);
+    let skip = options.skip.unwrap_or(0);
+    let page = if top == 0 {
+        None
+    } else {
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        params.push(Sql::Integer(i64::try_from(top + 1).unwrap_or(i64::MAX)));
+        let limit_index = params.len();
+        params.push(Sql::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT {} FROM {source}{where_clause} ORDER BY {order} LIMIT ?{limit_index} OFFSET ?{}",
+            select_columns(ty),
+            limit_index + 1
+        );
+        Some((sql, params))
+    };
+    Ok(CollectionSql { count, page, keyset, top, skip })
 }
 
 /// Rejects `$select` names that are neither a property nor a relation of `ty`.

@@ -1,6 +1,8 @@
 //! Installs the global `tracing` subscriber: an `EnvFilter` from `[log] level` / `STELA_LOG`,
 //! text or JSON lines, written to stderr (stdout carries only the `stela listening on` line).
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -12,7 +14,11 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::builder()
         .parse(&config.level)
         .map_err(|error| anyhow::anyhow!("invalid log filter '{}': {error}", config.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never into files or pipes.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -171,3 +171,34 @@ async fn expand_to_any_depth_with_nested_options() {
     let reply = server.get("Things?$expand=Datastreams($expand=Nothing)").await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn deep_pages_continue_by_keyset() {
+    let server = TestServer::start().await;
+    let g = seed_observations(&server).await;
+    let json = server
+        .get_ok(&format!(
+            "Datastreams({})/Observations?$orderby=phenomenonTime desc&$top=5&$count=true",
+            g.datastream
+        ))
+        .await;
+    assert_eq!(results(&json), [12, 11, 10, 9, 8]);
+    let next = json["@iot.nextLink"].as_str().unwrap().to_owned();
+    assert!(next.contains("$skiptoken="), "{next}");
+    assert!(!next.contains("$skip="), "{next}");
+    let json = server.get_ok(&next).await;
+    assert_eq!(results(&json), [7, 6, 5, 4, 3]);
+    assert_eq!(json["@iot.count"], json!(12));
+    let json = server.get_ok(json["@iot.nextLink"].as_str().unwrap()).await;
+    assert_eq!(results(&json), [2, 1]);
+    assert!(json.get("@iot.nextLink").is_none());
+    let reply = server.get("Observations?$skiptoken=garbage").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    let reply = server.get(&next.replace("phenomenonTime%20desc", "result")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "a token of another order is refused: {}",
+        reply.text
+    );
+}

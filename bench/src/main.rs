@@ -1,0 +1,2 @@
+//! Placeholder until the harness lands.
+fn main() {}

@@ -1,0 +1,155 @@
+//! Query plans on 100,000 Observations: the latest-Observation, count-per-Datastream and
+//! keyset-page queries are answered from indexes, without scanning or sorting.
+
+use serde_json::json;
+use stela_model::{DecodeMode, EntityType, decode_entity};
+use stela_query::parse_query_options;
+use stela_store::{ReadLimits, Scope, SqliteStore};
+
+const LIMITS: ReadLimits = ReadLimits { default_top: 100, max_top: 10_000 };
+
+fn options(query: &[(&str, &str)]) -> stela_query::QueryOptions {
+    let pairs: Vec<(String, String)> =
+        query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    parse_query_options(&pairs).expect("valid options")
+}
+
+/// A store with one Thing, one Datastream and `n` Observations, one per second.
+fn seeded(n: i64) -> (tempfile::TempDir, SqliteStore, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("stela.db")).unwrap();
+    let thing = json!({"name": "t", "description": "d",
+        "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json", "location": {"type": "Point", "coordinates": [1, 2]}}],
+        "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
+            "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
+            "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
+    let input = decode_entity(EntityType::Thing, &thing, DecodeMode::Create).unwrap();
+    store.write(0, |tx| tx.create(&input, None)).unwrap();
+    let datastream = EntityType::Datastream.relation("Observations").unwrap().inverse_relation();
+    store
+        .write(0, |tx| {
+            for i in 0..n {
+                let body = json!({"result": i, "phenomenonTime": format!("2020-01-01T00:00:00Z"), "resultTime": null});
+                let mut input = decode_entity(EntityType::Observation, &body, DecodeMode::Create).unwrap();
+                input.set_value("phenomenonTime", stela_model::Value::Time(stela_model::TimeValue::Instant(1_577_836_800_000_000 + i * 1_000_000)));
+                tx.create(&input, Some((datastream, 1)))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    (dir, store, 1)
+}
+
+fn observations_of(datastream: i64) -> Scope {
+    Scope::Related {
+        relation: EntityType::Datastream.relation("Observations").unwrap(),
+        parent_id: datastream,
+    }
+}
+
+fn assert_indexed(plan: &[String], index: &str) {
+    let text = plan.join(" | ");
+    assert!(text.contains(index), "expected {index} in the plan: {text}");
+    assert!(!text.contains("TEMP B-TREE"), "no sort step expected: {text}");
+    assert!(!text.contains("SCAN t") || text.contains("USING"), "no table scan expected: {text}");
+}
+
+#[test]
+fn reads_of_a_datastream_use_its_index() {
+    let (_dir, store, ds) = seeded(100_000);
+    store
+        .read(|rx| {
+            // The latest Observation of a Datastream.
+            let latest = options(&[("$orderby", "phenomenonTime desc"), ("$top", "1")]);
+            let plans = rx.explain_collection(
+                EntityType::Observation,
+                observations_of(ds),
+                &latest,
+                LIMITS,
+                None,
+            )?;
+            assert_indexed(&plans[0], "observations_by_datastream_time");
+            let page =
+                rx.collection(EntityType::Observation, observations_of(ds), &latest, LIMITS, None)?;
+            assert_eq!(
+                page.items[0].value("result"),
+                Some(&stela_model::Value::Json(json!(99_999)))
+            );
+
+            // $count on a Datastream's Observations: a covering index, no table rows.
+            let count = options(&[("$count", "true"), ("$top", "1")]);
+            let plans = rx.explain_collection(
+                EntityType::Observation,
+                observations_of(ds),
+                &count,
+                LIMITS,
+                None,
+            )?;
+            assert!(
+                plans[0].join(" ").contains("COVERING INDEX observations_by_datastream_time"),
+                "{:?}",
+                plans[0]
+            );
+            let page =
+                rx.collection(EntityType::Observation, observations_of(ds), &count, LIMITS, None)?;
+            assert_eq!(page.count, Some(100_000));
+
+            // A keyset page deep in the collection seeks instead of skipping.
+            let after = [json!(1_577_836_800_000_000_i64 + 50_000 * 1_000_000), json!(50_003)];
+            let plans = rx.explain_collection(
+                EntityType::Observation,
+                observations_of(ds),
+                &latest,
+                LIMITS,
+                Some(&after),
+            )?;
+            assert_indexed(&plans[0], "observations_by_datastream_time");
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn keyset_pages_equal_offset_pages() {
+    let (_dir, store, ds) = seeded(1_000);
+    store
+        .read(|rx| {
+            for order in ["phenomenonTime desc", "phenomenonTime", "id desc", "resultTime,id"] {
+                let by_offset = options(&[("$orderby", order), ("$top", "1000")]);
+                let all = rx.collection(
+                    EntityType::Observation,
+                    observations_of(ds),
+                    &by_offset,
+                    LIMITS,
+                    None,
+                )?;
+                let expected: Vec<i64> = all.items.iter().map(|e| e.id).collect();
+                let page_options = options(&[("$orderby", order), ("$top", "70")]);
+                let mut seen = Vec::new();
+                let mut after = None;
+                let mut skip = 0;
+                loop {
+                    let mut opts = page_options.clone();
+                    opts.skip = Some(skip);
+                    let page = rx.collection(
+                        EntityType::Observation,
+                        observations_of(ds),
+                        &opts,
+                        LIMITS,
+                        after.as_deref(),
+                    )?;
+                    seen.extend(page.items.iter().map(|e| e.id));
+                    match (page.next_after, page.next_skip) {
+                        (Some(next), _) => {
+                            after = Some(next);
+                        }
+                        (None, Some(next)) => skip = next,
+                        (None, None) => break,
+                    }
+                }
+                assert_eq!(seen, expected, "{order}");
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -1,0 +1,6 @@
+//! Black-box tests of the `stela` binary: each test starts the built executable on
+//! `127.0.0.1:0` with its own temporary data directory and talks to it over HTTP or signals.
+
+mod durability;
+mod lifecycle;
+mod support;
