@@ -34,11 +34,13 @@ pub struct ServiceOptions {
     pub default_top: u32,
     /// Largest `$top` a client may ask for; larger values are capped to this.
     pub max_top: u32,
+    /// How long one read may run before it is stopped with an error.
+    pub query_timeout: std::time::Duration,
 }
 
 impl Default for ServiceOptions {
     fn default() -> Self {
-        ServiceOptions { default_top: 100, max_top: 10_000 }
+        ServiceOptions { default_top: 100, max_top: 10_000, query_timeout: std::time::Duration::from_secs(30) }
     }
 }
 
@@ -53,6 +55,8 @@ pub enum ErrorCode {
     InvalidQuery,
     /// The operation is not allowed on the addressed resource.
     MethodNotAllowed,
+    /// A read ran longer than the query timeout.
+    QueryTimeout,
     /// Something failed inside the server.
     Internal,
 }
@@ -68,6 +72,8 @@ pub enum ServiceError {
     InvalidQuery(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    QueryTimeout(String),
     /// An internal failure; its text is logged, never shown to clients.
     #[error("internal error: {0}")]
     Internal(String),
@@ -80,6 +86,7 @@ impl ServiceError {
             ServiceError::BadRequest(_) => ErrorCode::BadRequest,
             ServiceError::InvalidQuery(_) => ErrorCode::InvalidQuery,
             ServiceError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ServiceError::QueryTimeout(_) => ErrorCode::QueryTimeout,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -93,6 +100,7 @@ impl From<StoreError> for ServiceError {
             StoreError::Query { option, message } => {
                 ServiceError::InvalidQuery(format!("invalid {option}: {message}"))
             }
+            StoreError::Timeout(_) => ServiceError::QueryTimeout(error.to_string()),
             StoreError::Database(rusqlite_error) => {
                 // A constraint violation is the client's doing; anything else is ours.
                 let text = rusqlite_error.to_string();
@@ -147,8 +155,9 @@ fn now_micros() -> Micros {
 impl Service {
     /// Opens (creating when missing) the SQLite database at `path`.
     pub fn open_sqlite(path: &Path, options: ServiceOptions) -> Result<Service, ServiceError> {
-        let store = SqliteStore::open(path)
+        let mut store = SqliteStore::open(path)
             .map_err(|e| ServiceError::Internal(format!("opening {}: {e}", path.display())))?;
+        store.set_query_timeout(options.query_timeout);
         let (events, _) = broadcast::channel(4096);
         Ok(Service { inner: Arc::new(Inner { store, options, events }) })
     }

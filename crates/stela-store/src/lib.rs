@@ -38,6 +38,9 @@ pub enum StoreError {
         option: &'static str,
         message: String,
     },
+    /// A read ran longer than the query timeout and was stopped.
+    #[error("the query ran longer than {}.{:03} s and was stopped; narrow it with $filter or $top", .0.as_secs(), .0.subsec_millis())]
+    Timeout(std::time::Duration),
     /// The database file was written by a newer schema, or cannot be migrated.
     #[error("schema: {0}")]
     Schema(String),

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -24,6 +25,9 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Reads running longer than this are interrupted (a runaway `$filter` must not hold a
+    /// reader and a CPU forever).
+    query_timeout: Duration,
 }
 
 /// A write transaction; every change of one request happens inside one.
@@ -65,7 +69,13 @@ impl SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            query_timeout: Duration::from_secs(30),
         })
+    }
+
+    /// Sets how long one read may run before it is interrupted.
+    pub fn set_query_timeout(&mut self, timeout: Duration) {
+        self.query_timeout = timeout;
     }
 
     /// Runs `f` in one write transaction; commits when it returns `Ok`, rolls back otherwise.
@@ -103,12 +113,21 @@ impl SqliteStore {
                 conn
             }
         };
+        let deadline = Instant::now() + self.query_timeout;
+        conn.progress_handler(10_000, Some(move || Instant::now() > deadline))?;
         let result = {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
             let result = f(&ReadTx { conn: &tx });
             tx.finish()?;
             result
         };
+        conn.progress_handler(0, None::<fn() -> bool>)?;
+        let result = result.map_err(|error| match error {
+            StoreError::Database(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+                StoreError::Timeout(self.query_timeout)
+            }
+            other => other,
+        });
         let mut readers = self.readers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if readers.len() < MAX_IDLE_READERS {
             readers.push(conn);

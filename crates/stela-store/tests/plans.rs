@@ -153,3 +153,22 @@ fn keyset_pages_equal_offset_pages() {
         })
         .unwrap();
 }
+
+#[test]
+fn runaway_queries_are_stopped_by_the_timeout() {
+    let (_dir, mut store, _) = seeded(3_000);
+    store.set_query_timeout(std::time::Duration::from_millis(20));
+    // Every Observation against every Observation of its Datastream: quadratic.
+    let heavy = options(&[("$filter", "Datastream/Observations/any(o: o/result add result eq -1)"), ("$count", "true")]);
+    let started = std::time::Instant::now();
+    let result = store.read(|rx| rx.collection(EntityType::Observation, Scope::All, &heavy, LIMITS, None));
+    match result {
+        Err(stela_store::StoreError::Timeout(_)) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // The connection is usable again afterwards.
+    store.set_query_timeout(std::time::Duration::from_secs(30));
+    let light = options(&[("$top", "1")]);
+    store.read(|rx| rx.collection(EntityType::Observation, Scope::All, &light, LIMITS, None)).unwrap();
+}

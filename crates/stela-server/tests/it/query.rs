@@ -61,7 +61,7 @@ async fn top_skip_count_and_next_links() {
 #[tokio::test]
 async fn next_link_keeps_every_other_option() {
     let server = TestServer::start_with(
-        ServiceOptions { default_top: 4, max_top: 5 },
+        ServiceOptions { default_top: 4, max_top: 5, ..ServiceOptions::default() },
         ServerOptions::default(),
     )
     .await;

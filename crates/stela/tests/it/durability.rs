@@ -85,9 +85,10 @@ async fn acknowledged_observations_survive_sigkill() {
 
     let restarted = Server::start(data_dir.path());
     let response = client
-        .get(restarted.url(&format!(
-            "/v1.1/Datastreams({datastream})/Observations?$count=true&$top=1"
-        )))
+        .get(
+            restarted
+                .url(&format!("/v1.1/Datastreams({datastream})/Observations?$count=true&$top=1")),
+        )
         .send()
         .await
         .expect("GET Observations after restart");

@@ -45,7 +45,11 @@ fn taken_port_fails_naming_the_listen_flag() {
     assert!(!finished.status.success(), "stela started on a taken port: {}", finished.stderr);
     assert!(finished.stderr.contains(&addr), "address not named:\n{}", finished.stderr);
     assert!(finished.stderr.contains("--listen"), "--listen not named:\n{}", finished.stderr);
-    assert!(!finished.stdout.contains("stela listening on"), "announced anyway: {}", finished.stdout);
+    assert!(
+        !finished.stdout.contains("stela listening on"),
+        "announced anyway: {}",
+        finished.stdout
+    );
     drop(taken);
 }
 
