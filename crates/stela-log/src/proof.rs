@@ -59,6 +59,14 @@ pub enum RangeError {
         /// The later tree size.
         new_size: u64,
     },
+    /// A tile whose hashes would lie beyond any tree of up to `u64::MAX` leaves.
+    #[error("tile {level}/{index} lies beyond the largest possible tree")]
+    TileOutOfRange {
+        /// The tile level (8 tree levels each).
+        level: u8,
+        /// The tile index.
+        index: u64,
+    },
 }
 
 /// Why a root or proof could not be computed from a [`HashReader`].

@@ -14,7 +14,7 @@
 //! ```
 
 mod error;
-mod render;
+pub mod render;
 mod routes;
 
 use std::future::Future;

@@ -7,13 +7,14 @@ use stela_query::{ExpandItem, QueryOptions};
 
 /// What the renderer needs to know about the request.
 #[derive(Debug, Clone)]
-pub(crate) struct Links {
+pub struct Links {
     /// The service root, e.g. `http://localhost:8080/v1.1`.
-    pub(crate) root: String,
+    pub root: String,
 }
 
 impl Links {
-    pub(crate) fn entity(&self, entity: &Entity) -> String {
+    /// The self link of an entity.
+    pub fn entity(&self, entity: &Entity) -> String {
         format!("{}/{}({})", self.root, entity.ty.set_name(), entity.id)
     }
 }
@@ -32,8 +33,8 @@ fn id_selected(options: &QueryOptions) -> bool {
     selected(options, "id") || selected(options, "@iot.id")
 }
 
-/// An entity as JSON, with what `options` (its `$select` and `$expand`) asks for.
-pub(crate) fn entity_json(links: &Links, entity: &Entity, options: &QueryOptions) -> Json {
+/// An entity as JSON (as HTTP and MQTT deliver it), with what `options` (its `$select` and `$expand`) asks for.
+pub fn entity_json(links: &Links, entity: &Entity, options: &QueryOptions) -> Json {
     let mut object = Map::new();
     let self_link = links.entity(entity);
     if id_selected(options) {
@@ -134,7 +135,7 @@ fn nested_query(options: &QueryOptions, skip: u64) -> String {
 }
 
 /// A collection page as JSON.
-pub(crate) fn collection_json(
+pub fn collection_json(
     links: &Links,
     page: &Page,
     options: &QueryOptions,
@@ -153,7 +154,7 @@ pub(crate) fn collection_json(
 }
 
 /// A collection of association links (`$ref`).
-pub(crate) fn refs_json(links: &Links, page: &Page, next_link: Option<String>) -> Json {
+pub fn refs_json(links: &Links, page: &Page, next_link: Option<String>) -> Json {
     let mut object = Map::new();
     if let Some(count) = page.count {
         object.insert("@iot.count".into(), Json::from(count));

@@ -25,8 +25,9 @@ use crate::render::{Links, collection_json, entity_json, refs_json};
 const VERSIONS: [&str; 2] = ["v1.0", "v1.1"];
 
 /// Requirement classes of SensorThings 1.1 that this server passes.
-const CONFORMANCE: [&str; 3] = [
+const CONFORMANCE: [&str; 4] = [
     "http://www.opengis.net/spec/iot_sensing/1.1/req/datamodel",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/resource-path/resource-path-to-entities",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/create-update-delete",
 ];
