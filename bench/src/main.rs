@@ -1,2 +1,263 @@
-//! Placeholder until the harness lands.
-fn main() {}
+//! `stela-bench`, the benchmark harness of Stela: starts the release server on a fresh data
+//! directory (or targets `--url`), seeds a realistic dataset through the API, measures ingest,
+//! reads, paging, memory and storage, prints a table and writes the figures as JSON.
+//!
+//! ```text
+//! cargo build --release -p stela
+//! cargo run --release -p stela-bench -- [--observations N] [--large] [--url URL] [--quick]
+//!                                       [--out bench/results/latest.json]
+//! ```
+//!
+//! ```text
+//! start server ─▶ memory at rest ─▶ seed Things (deep insert) ─▶ seed Observations
+//!   ─▶ reads ─▶ paging ─▶ ingest (adds Observations) ─▶ memory ─▶ table + JSON ─▶ stop server
+//! ```
+//!
+//! The harness never asserts times: it exits non-zero only when it cannot do its job (the
+//! server does not start, seeding fails). Features the server lacks are reported as
+//! "not available". docs/PERFORMANCE.md explains each figure.
+
+mod client;
+mod mqtt;
+mod report;
+mod runner;
+mod scenarios;
+mod seed;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::client::Api;
+use crate::report::{Machine, MemoryReport, Report, ServerInfo, Settings, StorageReport};
+use crate::scenarios::Bench;
+use crate::seed::Dataset;
+use crate::server::Server;
+
+/// Benchmark harness of Stela: seeds a server through its API and measures it.
+#[derive(Debug, Parser)]
+#[command(name = "stela-bench", version)]
+struct Args {
+    /// Observations to seed [default: 100,000; 1,000 with --quick; 10,000,000 with --large]
+    #[arg(long)]
+    observations: Option<u64>,
+    /// Seed 10 million Observations (the size the DESIGN.md targets for latest and $count)
+    #[arg(long)]
+    large: bool,
+    /// Smallest run (1,000 Observations, about 1 s per measurement): checks the harness works
+    #[arg(long)]
+    quick: bool,
+    /// Measure the server at this base URL (e.g. http://127.0.0.1:8080) instead of starting one
+    #[arg(long)]
+    url: Option<String>,
+    /// The server binary to start [default: $CARGO_TARGET_DIR or target, then /release/stela]
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Where the temporary data directory is created [default: the system temp directory]
+    #[arg(long)]
+    data_parent: Option<PathBuf>,
+    /// MQTT listener (HOST:PORT) when the server does not announce one on stdout
+    #[arg(long)]
+    mqtt: Option<String>,
+    /// Seconds of each measurement [default: 5; 1 with --quick]
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Requests in flight for the concurrent measurements and for seeding
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Where to write the JSON results [default: bench/results/latest.json; quick.json with --quick]
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let observations = args.observations.unwrap_or(if args.large {
+        10_000_000
+    } else if args.quick {
+        1_000
+    } else {
+        100_000
+    });
+    let seconds = args.duration.unwrap_or(if args.quick { 1.0 } else { 5.0 });
+    anyhow::ensure!(seconds > 0.0, "--duration must be positive");
+    let duration = Duration::from_secs_f64(seconds);
+    let concurrency = args.concurrency.max(1);
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.quick {
+            "bench/results/quick.json"
+        } else {
+            "bench/results/latest.json"
+        })
+    });
+    let data_parent = args.data_parent.clone().unwrap_or_else(std::env::temp_dir);
+    let mut machine = Machine::describe(&data_parent);
+
+    // The server under test.
+    let (server, info) = match &args.url {
+        Some(url) => {
+            let info = ServerInfo {
+                version: "external server (version unknown)".into(),
+                url: url.trim_end_matches('/').to_owned(),
+                started_by_harness: false,
+                binary: None,
+                mqtt: args.mqtt.clone(),
+            };
+            (None, info)
+        }
+        None => {
+            let bin = args.server_bin.clone().unwrap_or_else(server::default_server_bin);
+            anyhow::ensure!(
+                bin.exists(),
+                "the server binary {} does not exist; build it with `cargo build --release -p stela` \
+                 (or name one with --server-bin, or measure a running server with --url)",
+                bin.display()
+            );
+            let version = std::process::Command::new(&bin)
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
+            eprintln!(
+                "starting {} on a fresh data directory in {}",
+                bin.display(),
+                data_parent.display()
+            );
+            let server = Server::start(&bin, &data_parent)?;
+            let info = ServerInfo {
+                version,
+                url: server.base_url.clone(),
+                started_by_harness: true,
+                binary: Some(bin.display().to_string()),
+                mqtt: args.mqtt.clone(),
+            };
+            (Some(server), info)
+        }
+    };
+    let pid = server.as_ref().map(Server::pid);
+    let api = Api::new(&info.url, concurrency * 2)?;
+    api.get_json("")
+        .await
+        .with_context(|| format!("the service root {} does not answer", api.root))?;
+
+    let mut memory = MemoryReport {
+        at_rest: pid.and_then(server::memory),
+        target_at_rest: "≤ 30 MB",
+        target_under_ingest: "≤ 100 MB",
+        ..MemoryReport::default()
+    };
+
+    // Seeding: a failure here means the harness cannot measure anything.
+    eprintln!(
+        "seeding {} Things with {} Datastreams each, then {} Observations",
+        seed::THINGS,
+        seed::DATASTREAMS_PER_THING,
+        report::group_digits(observations)
+    );
+    let (things, locations, datastreams, entities_elapsed) =
+        seed::seed_entities(&api, concurrency).await.context("seeding the Things failed")?;
+    let data_dir = server.as_ref().map(|s| s.data_dir().to_owned());
+    let mut storage = StorageReport::default();
+    if let Some(dir) = &data_dir {
+        storage.before_observations = server::directory_files(dir);
+    }
+    let (seed_method, observations_elapsed) =
+        seed::seed_observations(&api, &datastreams, observations, concurrency)
+            .await
+            .context("seeding the Observations failed")?;
+    eprintln!(
+        "seeded {} Observations in {:.1} s ({:.0}/s) by {seed_method}",
+        report::group_digits(observations),
+        observations_elapsed.as_secs_f64(),
+        observations as f64 / observations_elapsed.as_secs_f64().max(1e-9)
+    );
+    if let Some(dir) = &data_dir {
+        storage.after_observations = server::directory_files(dir);
+        fill_storage(&mut storage, observations);
+    }
+    memory.after_seeding = pid.and_then(server::memory);
+    let observation_ids = if observations > 0 {
+        seed::observation_id_range(&api).await.context("reading the Observation ids failed")?
+    } else {
+        (1, 1)
+    };
+    let dataset = Dataset {
+        things,
+        locations,
+        datastreams,
+        observations,
+        observation_ids,
+        seed_method,
+        seed_entities_seconds: entities_elapsed.as_secs_f64(),
+        seed_observations_seconds: observations_elapsed.as_secs_f64(),
+    };
+
+    let mqtt = args.mqtt.clone().or_else(|| server.as_ref().and_then(Server::mqtt_announced));
+    let mut info = info;
+    info.mqtt.clone_from(&mqtt);
+    let bench = Bench::new(api, dataset.clone(), pid, duration, concurrency, mqtt);
+    let mut figures = scenarios::reads(&bench).await;
+    memory.after_reads = pid.and_then(server::memory);
+    figures.extend(scenarios::paging(&bench).await);
+    figures.extend(scenarios::ingest(&bench).await);
+    memory.after_ingest = pid.and_then(server::memory);
+    memory.met_at_rest = memory.at_rest.map(|m| m.peak_bytes <= 30_000_000);
+    memory.met_under_ingest = memory.after_ingest.map(|m| m.peak_bytes <= 100_000_000);
+    machine.load_average_end = report::load_average();
+
+    let report = Report {
+        timestamp: seed::iso(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        ),
+        harness_version: env!("CARGO_PKG_VERSION"),
+        server: info,
+        machine,
+        settings: Settings {
+            quick: args.quick,
+            seconds_per_measurement: seconds,
+            concurrency,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        },
+        dataset,
+        figures,
+        memory,
+        storage,
+    };
+    println!("{}", report.table());
+    report.write_json(&out)?;
+    println!("results written to {}", out.display());
+
+    if let Some(mut server) = server {
+        if !server.is_running() {
+            eprintln!("warning: the server exited during the run; its log:\n{}", server.log_tail());
+        }
+        server.stop();
+    }
+    Ok(())
+}
+
+/// Growth of the data directory per million Observations.
+fn fill_storage(storage: &mut StorageReport, observations: u64) {
+    if observations == 0 {
+        return;
+    }
+    let total = |files: &[(String, u64)]| files.iter().map(|(_, size)| size).sum::<u64>();
+    let database = |files: &[(String, u64)]| {
+        files.iter().filter(|(name, _)| name.ends_with(".db")).map(|(_, size)| size).sum::<u64>()
+    };
+    let per_million = |before: u64, after: u64| {
+        after.saturating_sub(before) as f64 / observations as f64 * 1_000_000.0
+    };
+    storage.bytes_per_million_observations =
+        Some(per_million(total(&storage.before_observations), total(&storage.after_observations)));
+    storage.database_bytes_per_million_observations = Some(per_million(
+        database(&storage.before_observations),
+        database(&storage.after_observations),
+    ));
+}

@@ -88,7 +88,9 @@ impl Publisher {
         let (kind, body) = publisher.read_packet().await?;
         match (kind, body.get(1)) {
             (0x20, Some(0)) => Ok(publisher),
-            (0x20, Some(code)) => Err(OpError(format!("MQTT: CONNACK refused the connection ({code})"))),
+            (0x20, Some(code)) => {
+                Err(OpError(format!("MQTT: CONNACK refused the connection ({code})")))
+            }
             _ => Err(OpError(format!("MQTT: expected CONNACK, got packet type {kind:#x}"))),
         }
     }

@@ -147,11 +147,7 @@ impl Machine {
 pub fn load_average() -> [f64; 3] {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut values = text.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0));
-    [
-        values.next().unwrap_or(0.0),
-        values.next().unwrap_or(0.0),
-        values.next().unwrap_or(0.0),
-    ]
+    [values.next().unwrap_or(0.0), values.next().unwrap_or(0.0), values.next().unwrap_or(0.0)]
 }
 
 /// `TYPE on DEVICE` of the mount holding `path` (the longest matching mount point).
@@ -165,7 +161,8 @@ fn filesystem_of(path: &Path) -> Option<String> {
             let device = fields.next()?;
             let mount_point = fields.next()?;
             let kind = fields.next()?;
-            path.starts_with(mount_point).then(|| (mount_point.len(), format!("{kind} on {device}")))
+            path.starts_with(mount_point)
+                .then(|| (mount_point.len(), format!("{kind} on {device}")))
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, text)| text)
@@ -273,7 +270,16 @@ impl Report {
         let _ = writeln!(
             out,
             "{:<44} {:>4} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8}  {:<24} {}",
-            "figure", "conc", "req/s", "items/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms", "target", "verdict"
+            "figure",
+            "conc",
+            "req/s",
+            "items/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "CPU ms",
+            "target",
+            "verdict"
         );
         let _ = writeln!(out, "{}", "-".repeat(140));
         for figure in &self.figures {
@@ -293,9 +299,8 @@ impl Report {
                 );
                 continue;
             }
-            let (p50, p95, p99) = figure
-                .latency_ms
-                .map_or((String::new(), String::new(), String::new()), |l| {
+            let (p50, p95, p99) =
+                figure.latency_ms.map_or((String::new(), String::new(), String::new()), |l| {
                     (ms(l.p50), ms(l.p95), ms(l.p99))
                 });
             let cpu = figure.server_cpu_ms_per_request.map_or(String::new(), ms);

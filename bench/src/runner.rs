@@ -362,11 +362,10 @@ mod tests {
         .await
         .expect("no failure");
         assert_eq!(seen.load(Ordering::Relaxed), 100);
-        let failed =
-            for_each("test", 100, 8, |n| async move {
-                if n == 50 { Err(OpError("HTTP 400: bad".into())) } else { Ok(1) }
-            })
-            .await;
+        let failed = for_each("test", 100, 8, |n| async move {
+            if n == 50 { Err(OpError("HTTP 400: bad".into())) } else { Ok(1) }
+        })
+        .await;
         assert!(failed.is_err_and(|e| e.to_string().contains("HTTP 400")));
     }
 }

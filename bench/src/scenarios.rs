@@ -99,7 +99,8 @@ fn fill(mut figure: Figure, concurrency: usize, result: Result<Run, String>) -> 
             figure.items_per_second = run.items_per_second();
             figure.latency_ms = Latency::from_histogram(&run.histogram);
             let attempts = (run.requests + run.errors).max(1) as f64;
-            figure.server_cpu_ms_per_request = run.server_cpu_seconds.map(|s| s * 1000.0 / attempts);
+            figure.server_cpu_ms_per_request =
+                run.server_cpu_seconds.map(|s| s * 1000.0 / attempts);
             figure.server_cpu_ms_per_item =
                 run.server_cpu_seconds.map(|s| s * 1000.0 / run.items.max(1) as f64);
             figure.harness_cpu_ms_per_request =
@@ -244,15 +245,21 @@ pub async fn reads(bench: &Bench) -> Vec<Figure> {
         "GET /v1.1/Things?$top=100&$expand=Datastreams($expand=Observations($top=5))".into(),
         "responses",
     );
-    let figure = read(bench, figure, 1, move |_| expand.clone(), |json| {
-        let things = json.get("value").and_then(Json::as_array)?;
-        let observations: usize = things
-            .iter()
-            .flat_map(|t| t.get("Datastreams").and_then(Json::as_array).into_iter().flatten())
-            .map(|d| d.get("Observations").and_then(Json::as_array).map_or(0, Vec::len))
-            .sum();
-        Some(format!("returns {} Things, {observations} Observations", things.len()))
-    })
+    let figure = read(
+        bench,
+        figure,
+        1,
+        move |_| expand.clone(),
+        |json| {
+            let things = json.get("value").and_then(Json::as_array)?;
+            let observations: usize = things
+                .iter()
+                .flat_map(|t| t.get("Datastreams").and_then(Json::as_array).into_iter().flatten())
+                .map(|d| d.get("Observations").and_then(Json::as_array).map_or(0, Vec::len))
+                .sum();
+            Some(format!("returns {} Things, {observations} Observations", things.len()))
+        },
+    )
     .await;
     figures.push(judge(figure, "p50 ≤ 5 ms", |f| p50(f) <= 5.0));
 
@@ -263,9 +270,13 @@ pub async fn reads(bench: &Bench) -> Vec<Figure> {
         "GET /v1.1/Observations?$count=true&$top=1".into(),
         "responses",
     );
-    let figure = read(bench, figure, 1, |_| "Observations?$count=true&$top=1".into(), |json| {
-        json.get("@iot.count").map(|c| format!("@iot.count = {c}"))
-    })
+    let figure = read(
+        bench,
+        figure,
+        1,
+        |_| "Observations?$count=true&$top=1".into(),
+        |json| json.get("@iot.count").map(|c| format!("@iot.count = {c}")),
+    )
     .await;
     figures.push(judge(figure, "≤ 50 ms (at 10 M)", |f| p50(f) <= 50.0));
 
@@ -282,9 +293,13 @@ pub async fn reads(bench: &Bench) -> Vec<Figure> {
         format!("GET /v1.1/Locations?$filter=st_within(location, geography'{polygon}')"),
         "responses",
     );
-    let figure = read(bench, figure, 1, move |_| spatial.clone(), |json| {
-        Some(format!("returns {} Locations", values(json)))
-    })
+    let figure = read(
+        bench,
+        figure,
+        1,
+        move |_| spatial.clone(),
+        |json| Some(format!("returns {} Locations", values(json))),
+    )
     .await;
     figures.push(figure);
     figures
@@ -411,7 +426,9 @@ pub async fn paging(bench: &Bench) -> Vec<Figure> {
         "paging_datastream",
         "paging",
         title,
-        format!("GET /v1.1/Datastreams(<id>)/Observations, then each @iot.nextLink (default page size)"),
+        format!(
+            "GET /v1.1/Datastreams(<id>)/Observations, then each @iot.nextLink (default page size)"
+        ),
         "pages",
     );
     figures.push(paging_figure(figure, result, expected));
@@ -484,7 +501,9 @@ pub async fn ingest(bench: &Bench) -> Vec<Figure> {
         "ingest_create_observations",
         "ingest",
         title,
-        format!("POST /v1.1/CreateObservations, {DATA_ARRAY_SIZE} Observations of one Datastream per request"),
+        format!(
+            "POST /v1.1/CreateObservations, {DATA_ARRAY_SIZE} Observations of one Datastream per request"
+        ),
         "Observations",
     );
     let worker = bench.clone();
@@ -524,8 +543,9 @@ pub async fn ingest(bench: &Bench) -> Vec<Figure> {
     let result = runner::measure(title, bench.plan(BULK_CONCURRENCY), bench.pid, move |n| {
         let requests: Vec<Json> = (0..BATCH_SIZE)
             .map(|i| {
-                let body: Json = serde_json::from_str(&single_post_body(&worker, n * BATCH_SIZE + i))
-                    .unwrap_or(Json::Null);
+                let body: Json =
+                    serde_json::from_str(&single_post_body(&worker, n * BATCH_SIZE + i))
+                        .unwrap_or(Json::Null);
                 json!({
                     "id": format!("r{i}"),
                     "method": "post",
@@ -732,10 +752,11 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
     figure.seconds = elapsed.as_secs_f64();
     figure.requests_per_second = published as f64 / bench.duration.as_secs_f64();
     figure.items_per_second = stored as f64 / figure.seconds;
-    figure.server_cpu_ms_per_item = match (cpu_before, bench.pid.and_then(crate::server::cpu_seconds)) {
-        (Some(before), Some(after)) => Some((after - before) * 1000.0 / stored as f64),
-        _ => None,
-    };
+    figure.server_cpu_ms_per_item =
+        match (cpu_before, bench.pid.and_then(crate::server::cpu_seconds)) {
+            (Some(before), Some(after)) => Some((after - before) * 1000.0 / stored as f64),
+            _ => None,
+        };
     figure.server_cpu_ms_per_request = figure.server_cpu_ms_per_item;
     figure.note = Some(format!(
         "published {published}, stored {stored} (QoS 0 has no acknowledgement: lost messages count as errors)"

@@ -328,23 +328,24 @@ pub async fn seed_observations(
                 }
             })
             .await?;
-            Ok(("CreateObservations (dataArray, 1,000 per request, 4 in flight)".into(), started.elapsed()))
+            Ok((
+                "CreateObservations (dataArray, 1,000 per request, 4 in flight)".into(),
+                started.elapsed(),
+            ))
         }
         Err(_) => {
             let api = api.clone();
             let streams = Arc::clone(&datastreams);
-            let elapsed = runner::for_each(
-                "seeding (single POST)",
-                total,
-                concurrency,
-                move |k| {
-                    let api = api.clone();
-                    let body = observation_body(&streams, k);
-                    async move { api.post("Observations", body).await.map(|_| 1) }
-                },
-            )
+            let elapsed = runner::for_each("seeding (single POST)", total, concurrency, move |k| {
+                let api = api.clone();
+                let body = observation_body(&streams, k);
+                async move { api.post("Observations", body).await.map(|_| 1) }
+            })
             .await?;
-            Ok((format!("single POST, {concurrency} in flight (CreateObservations not available)"), elapsed))
+            Ok((
+                format!("single POST, {concurrency} in flight (CreateObservations not available)"),
+                elapsed,
+            ))
         }
     }
 }
@@ -352,7 +353,8 @@ pub async fn seed_observations(
 /// Smallest and largest Observation id.
 pub async fn observation_id_range(api: &Api) -> anyhow::Result<(i64, i64)> {
     let first = |order: &'static str| async move {
-        let page = api.get_json(&format!("Observations?$select=id&$orderby=id {order}&$top=1")).await?;
+        let page =
+            api.get_json(&format!("Observations?$select=id&$orderby=id {order}&$top=1")).await?;
         page.pointer("/value/0/@iot.id")
             .and_then(Json::as_i64)
             .ok_or_else(|| OpError("no Observation found".into()))

@@ -79,13 +79,8 @@ impl Server {
             }
         });
 
-        let mut server = Server {
-            child,
-            data_dir,
-            log_path,
-            base_url: String::new(),
-            mqtt_announced,
-        };
+        let mut server =
+            Server { child, data_dir, log_path, base_url: String::new(), mqtt_announced };
         match ready_rx.recv_timeout(START_TIMEOUT) {
             Ok(url) => server.base_url = url,
             Err(_) => {

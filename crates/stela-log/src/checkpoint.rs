@@ -95,7 +95,8 @@ impl Checkpoint {
 
 fn parse_size(line: &str) -> Result<u64, CheckpointError> {
     let invalid = || CheckpointError::InvalidSize(line.to_owned());
-    let canonical = line.bytes().all(|b| b.is_ascii_digit()) && (line == "0" || !line.starts_with('0'));
+    let canonical =
+        line.bytes().all(|b| b.is_ascii_digit()) && (line == "0" || !line.starts_with('0'));
     if !canonical {
         return Err(invalid());
     }

@@ -32,7 +32,8 @@ impl MemoryTree {
         I: IntoIterator<Item = E>,
         E: AsRef<[u8]>,
     {
-        let leaves: Vec<Hash> = entries.into_iter().map(|entry| leaf_hash(entry.as_ref())).collect();
+        let leaves: Vec<Hash> =
+            entries.into_iter().map(|entry| leaf_hash(entry.as_ref())).collect();
         let mut tree = MemoryTree::new();
         tree.append_leaf_hashes(&leaves)?;
         Ok(tree)

@@ -148,7 +148,10 @@ mod tests {
     fn range_nodes_of_whole_trees() {
         assert_eq!(range_nodes(0, 0), vec![]);
         assert_eq!(range_nodes(0, 1), vec![NodeId::new(0, 0)]);
-        assert_eq!(range_nodes(0, 7), vec![NodeId::new(2, 0), NodeId::new(1, 2), NodeId::new(0, 6)]);
+        assert_eq!(
+            range_nodes(0, 7),
+            vec![NodeId::new(2, 0), NodeId::new(1, 2), NodeId::new(0, 6)]
+        );
         assert_eq!(range_nodes(4, 7), vec![NodeId::new(1, 2), NodeId::new(0, 6)]);
         assert_eq!(range_nodes(0, u64::MAX).len(), 64);
     }

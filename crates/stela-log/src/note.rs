@@ -381,7 +381,8 @@ impl NoteSignature {
 
     fn parse_line(line: &str, number: usize) -> Result<NoteSignature, NoteError> {
         let malformed = |reason| NoteError::MalformedSignatureLine { line: number, reason };
-        let rest = line.strip_prefix(SIGNATURE_PREFIX).ok_or(malformed("does not start with \"— \""))?;
+        let rest =
+            line.strip_prefix(SIGNATURE_PREFIX).ok_or(malformed("does not start with \"— \""))?;
         let (name, encoded) = rest.split_once(' ').ok_or(malformed("no space after key name"))?;
         if !is_valid_key_name(name) {
             return Err(malformed("invalid key name"));
@@ -483,8 +484,9 @@ pub fn open_note(message: &str, verifiers: &[VerifierKey]) -> Result<OpenedNote,
     let mut unverified = Vec::new();
     let mut unverified_seen = BTreeSet::new();
     for signature in note.signatures {
-        let mut matching =
-            verifiers.iter().filter(|key| key.name == signature.name && key.key_id == signature.key_id);
+        let mut matching = verifiers
+            .iter()
+            .filter(|key| key.name == signature.name && key.key_id == signature.key_id);
         let Some(key) = matching.next() else {
             if unverified_seen.insert(signature.clone()) {
                 unverified.push(signature);
@@ -495,7 +497,10 @@ pub fn open_note(message: &str, verifiers: &[VerifierKey]) -> Result<OpenedNote,
             return Err(NoteError::AmbiguousKey { name: signature.name, key_id: signature.key_id });
         }
         if !key.verify(note.text.as_bytes(), &signature.signature) {
-            return Err(NoteError::InvalidSignature { name: signature.name, key_id: signature.key_id });
+            return Err(NoteError::InvalidSignature {
+                name: signature.name,
+                key_id: signature.key_id,
+            });
         }
         if verified_keys.insert((signature.name.clone(), signature.key_id)) {
             verified.push(signature);

@@ -127,7 +127,8 @@ pub fn tree_root<R: HashReader>(size: u64, reader: &R) -> Result<Hash, TreeError
     if size == 0 {
         return Ok(EMPTY_ROOT);
     }
-    let mut hashes = read_ranges(reader, &[vec![0..size]])?;
+    let whole_tree: Vec<Range<u64>> = std::iter::once(0..size).collect();
+    let mut hashes = read_ranges(reader, &[whole_tree])?;
     hashes.pop().and_then(|mut root| root.pop()).ok_or(TreeError::ReaderCount { asked: 1, got: 0 })
 }
 
@@ -185,11 +186,8 @@ fn consistency_plan(old_size: u64, new_size: u64) -> Result<Vec<Range<u64>>, Ran
 
 /// Distinct ids of all ranges of all plans, sorted.
 fn distinct_ids(plans: &[Vec<Range<u64>>]) -> Vec<NodeId> {
-    let mut ids: Vec<NodeId> = plans
-        .iter()
-        .flatten()
-        .flat_map(|range| range_nodes(range.start, range.end))
-        .collect();
+    let mut ids: Vec<NodeId> =
+        plans.iter().flatten().flat_map(|range| range_nodes(range.start, range.end)).collect();
     ids.sort_unstable();
     ids.dedup();
     ids

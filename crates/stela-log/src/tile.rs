@@ -185,7 +185,8 @@ impl TileId {
             return Err(out_of_range);
         };
         let width = u64::from(self.width.clamp(1, TILE_WIDTH));
-        let last = NodeId::new(merkle_level, first.checked_add(width - 1).ok_or(out_of_range.clone())?);
+        let last =
+            NodeId::new(merkle_level, first.checked_add(width - 1).ok_or(out_of_range.clone())?);
         if last.leaf_range().is_none() {
             return Err(out_of_range);
         }
@@ -269,7 +270,8 @@ pub fn parse_tile_path(path: &str) -> Result<TilePath, TileError> {
             (index_text, u16::try_from(width).map_err(|_| invalid("partial width too large"))?)
         }
     };
-    let index = parse_index(index_text).ok_or(invalid("index is not canonical x001/x234/067 form"))?;
+    let index =
+        parse_index(index_text).ok_or(invalid("index is not canonical x001/x234/067 form"))?;
     if kind == "entries" {
         return Ok(TilePath::Entries(EntryBundleId { index, width }));
     }
@@ -412,17 +414,15 @@ where
         if bytes.len() != expected {
             return Err(TileFetchError::WrongLength { tile, expected, got: bytes.len() });
         }
-        let hashes: Vec<Hash> = bytes
-            .chunks_exact(HASH_SIZE)
-            .filter_map(|chunk| Hash::try_from(chunk).ok())
-            .collect();
+        let hashes: Vec<Hash> =
+            bytes.chunks_exact(HASH_SIZE).filter_map(|chunk| Hash::try_from(chunk).ok()).collect();
         self.cache.borrow_mut().insert(tile, hashes.clone());
         Ok(hashes)
     }
 
     fn read_one(&self, node: NodeId) -> Result<Hash, TileFetchError<E>> {
         let not_in_tree = TileFetchError::NotInTree { node, size: self.size };
-        if !node.leaf_range().is_some_and(|range| range.end <= self.size) {
+        if node.leaf_range().is_none_or(|range| range.end > self.size) {
             return Err(not_in_tree);
         }
         let tile_level = node.level / TILE_HEIGHT;
@@ -446,11 +446,14 @@ where
 fn perfect_root(hashes: &[Hash]) -> Hash {
     let mut level: Vec<Hash> = hashes.to_vec();
     while level.len() > 1 {
-        level = level.chunks(2).map(|pair| match pair {
-            [left, right] => node_hash(left, right),
-            [single] => *single,
-            _ => crate::hash::EMPTY_ROOT,
-        }).collect();
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [left, right] => node_hash(left, right),
+                [single] => *single,
+                _ => crate::hash::EMPTY_ROOT,
+            })
+            .collect();
     }
     level.first().copied().unwrap_or(crate::hash::EMPTY_ROOT)
 }

@@ -146,8 +146,7 @@ pub fn verify_consistency(
     };
     // Step 2: when the old tree is a perfect subtree its root is the proof's implicit first
     // element.
-    let (seed, path) =
-        if old_size.is_power_of_two() { (old_root, proof) } else { (first, rest) };
+    let (seed, path) = if old_size.is_power_of_two() { (old_root, proof) } else { (first, rest) };
     // Step 3.
     let mut node = old_size - 1;
     let mut last = new_size - 1;

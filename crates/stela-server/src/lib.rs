@@ -31,12 +31,41 @@ pub struct ServerOptions {
     /// Externally visible base URL (e.g. `https://example.org/sta`) used in self links;
     /// when `None`, links are built from the request's `Host` header.
     pub public_url: Option<String>,
+    /// Endpoints (`mqtt://host:port`) of the MQTT extension, advertised in `serverSettings`
+    /// under both MQTT conformance classes; empty when MQTT is off.
+    pub mqtt_endpoints: Vec<String>,
+    /// Reports of other parts of the process (the MQTT broker) shown by `GET /health`; this
+    /// hook keeps the HTTP crate independent of them.
+    pub health: Vec<std::sync::Arc<dyn HealthProvider>>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { max_body_bytes: 16 * 1024 * 1024, public_url: None }
+        ServerOptions {
+            max_body_bytes: 16 * 1024 * 1024,
+            public_url: None,
+            mqtt_endpoints: Vec::new(),
+            health: Vec::new(),
+        }
     }
+}
+
+/// A part of the process that reports its state under `GET /health`.
+pub trait HealthProvider: Send + Sync + std::fmt::Debug {
+    /// The member of the health document holding this report, e.g. `mqtt`.
+    fn name(&self) -> &'static str;
+    /// The current state as a JSON object; `healthy: false` makes the overall status
+    /// `degraded`.
+    fn report(&self) -> HealthReport;
+}
+
+/// One part's state, as shown by `GET /health`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthReport {
+    /// Whether the part works as configured (an external broker that is unreachable is not).
+    pub healthy: bool,
+    /// Details: counters, states; rendered as given.
+    pub details: serde_json::Value,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains open requests.

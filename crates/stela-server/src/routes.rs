@@ -32,6 +32,13 @@ const CONFORMANCE: [&str; 4] = [
     "http://www.opengis.net/spec/iot_sensing/1.1/req/create-update-delete",
 ];
 
+/// Requirement classes of the MQTT extension, advertised (with their endpoints) only when MQTT
+/// runs.
+const MQTT_CONFORMANCE: [&str; 2] = [
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/create-observations-via-mqtt/observations-creation",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/receive-updates-via-mqtt/receive-updates",
+];
+
 #[derive(Debug, Clone)]
 struct AppState {
     service: Service,
@@ -43,6 +50,7 @@ pub fn app(service: Service, options: ServerOptions) -> Router {
     let state = AppState { service, options: Arc::new(options) };
     Router::new()
         .route("/", get(landing))
+        .route("/health", get(health))
         .route("/{version}", any(service_root))
         .route("/{version}/", any(service_root))
         .route("/{version}/{*path}", any(resource))
@@ -61,6 +69,19 @@ pub fn app(service: Service, options: ServerOptions) -> Router {
 async fn landing() -> Response {
     axum::Json(json!({"name": "Stela", "versions": VERSIONS, "serviceRoot": "/v1.1"}))
         .into_response()
+}
+
+/// `GET /health`: the overall status and the report of each registered part (MQTT).
+async fn health(State(state): State<AppState>) -> Response {
+    let mut body = serde_json::Map::new();
+    let mut healthy = true;
+    for provider in &state.options.health {
+        let report = provider.report();
+        healthy &= report.healthy;
+        body.insert(provider.name().to_owned(), report.details);
+    }
+    body.insert("status".to_owned(), json!(if healthy { "ok" } else { "degraded" }));
+    axum::Json(Json::Object(body)).into_response()
 }
 
 /// The base URL of links: the configured public URL, or the request's host.
@@ -97,7 +118,16 @@ async fn service_root(
         .collect();
     let mut body = json!({"value": sets});
     if version == "v1.1" {
-        body["serverSettings"] = json!({"conformance": CONFORMANCE});
+        let mut settings = json!({"conformance": CONFORMANCE});
+        if !state.options.mqtt_endpoints.is_empty() {
+            for class in MQTT_CONFORMANCE {
+                if let Some(list) = settings["conformance"].as_array_mut() {
+                    list.push(json!(class));
+                }
+                settings[class] = json!({"endpoints": state.options.mqtt_endpoints});
+            }
+        }
+        body["serverSettings"] = settings;
     }
     Ok(axum::Json(body).into_response())
 }
@@ -244,10 +274,13 @@ fn keyset_link(links: &Links, path: &str, pairs: &[(String, String)], after: &[J
     format!("{}/{}?{query}", links.root, path.trim_start_matches('/'))
 }
 
+/// Decoded `key=value` pairs of a query string, in order.
+type QueryPairs = Vec<(String, String)>;
+
 /// Removes `$skiptoken` from the query pairs and decodes it.
 fn take_skiptoken(
     pairs: Vec<(String, String)>,
-) -> Result<(Vec<(String, String)>, Option<Vec<Json>>), ApiError> {
+) -> Result<(QueryPairs, Option<Vec<Json>>), ApiError> {
     let mut after = None;
     let mut rest = Vec::with_capacity(pairs.len());
     for (key, value) in pairs {

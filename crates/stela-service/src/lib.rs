@@ -40,7 +40,11 @@ pub struct ServiceOptions {
 
 impl Default for ServiceOptions {
     fn default() -> Self {
-        ServiceOptions { default_top: 100, max_top: 10_000, query_timeout: std::time::Duration::from_secs(30) }
+        ServiceOptions {
+            default_top: 100,
+            max_top: 10_000,
+            query_timeout: std::time::Duration::from_secs(30),
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod columns;
 mod filter;
+mod ledger;
 mod migrations;
 mod read;
 mod spatial;

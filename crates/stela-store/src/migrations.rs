@@ -8,7 +8,8 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The schema, one entry per version. Never edit a released entry: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE things (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -105,7 +106,29 @@ CREATE TABLE observations (
 );
 CREATE INDEX observations_by_datastream_time ON observations(datastream_id, phenomenon_time_start, id);
 CREATE INDEX observations_by_feature ON observations(feature_id);
-"#];
+"#,
+    r#"
+-- The verifiable log: one entry per committed change (RFC 8785 canonical JSON), the hashes of
+-- the perfect subtrees of its Merkle tree (RFC 6962), and the signed checkpoints.
+CREATE TABLE log_entries (
+    idx INTEGER PRIMARY KEY,
+    entity_type TEXT NOT NULL,
+    entity_id INTEGER NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE INDEX log_entries_by_entity ON log_entries(entity_type, entity_id, idx);
+CREATE TABLE log_nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE log_checkpoints (
+    size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL
+);
+"#,
+];
 
 /// Brings the schema of `conn` up to the newest version.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

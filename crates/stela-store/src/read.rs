@@ -125,8 +125,8 @@ impl ReadTx<'_> {
         let mut entity = entity_from_row(ty, row, 0)?;
         drop(rows);
         check_select(ty, options)?;
-        let mut items = std::slice::from_mut(&mut entity);
-        self.expand(ty, &mut items, &options.expand, 0)?;
+        let items = std::slice::from_mut(&mut entity);
+        self.expand(ty, items, &options.expand, 0)?;
         Ok(entity)
     }
 

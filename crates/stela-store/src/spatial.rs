@@ -38,10 +38,13 @@ fn geometry_argument(ctx: &Context<'_>, index: usize) -> Option<Geometry<f64>> {
     }
 }
 
+/// A DE-9IM test on the intersection matrix of two geometries.
+type Predicate = fn(&geo::relate::IntersectionMatrix) -> bool;
+
 /// Registers `stela_st_*`, `stela_geo_distance` and `stela_geo_length` on a connection.
 pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    let predicates: [(&str, fn(&geo::relate::IntersectionMatrix) -> bool); 9] = [
+    let predicates: [(&str, Predicate); 9] = [
         ("stela_st_equals", |m| m.is_equal_topo()),
         ("stela_st_disjoint", |m| m.is_disjoint()),
         ("stela_st_touches", |m| m.is_touches()),

@@ -23,11 +23,19 @@ const MAX_IDLE_READERS: usize = 8;
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     /// Reads running longer than this are interrupted (a runaway `$filter` must not hold a
     /// reader and a CPU forever).
     query_timeout: Duration,
+}
+
+/// The write connection and the log's right edge, guarded together: the appender advances
+/// exactly when a transaction with log entries commits.
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    log: stela_log::Appender,
 }
 
 /// A write transaction; every change of one request happens inside one.
@@ -65,9 +73,10 @@ impl SqliteStore {
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
         migrate(&mut writer)?;
+        let log = crate::ledger::load_appender(&writer)?;
         Ok(SqliteStore {
             path: path.to_owned(),
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer { conn: writer, log }),
             readers: Mutex::new(Vec::new()),
             query_timeout: Duration::from_secs(30),
         })
@@ -85,15 +94,24 @@ impl SqliteStore {
         now: Micros,
         f: impl FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError>,
     ) -> Result<(R, Vec<Change>), StoreError> {
-        let mut conn = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Writer { conn, log } = &mut *writer;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut write_tx = WriteTx { tx, pending: Pending::default() };
         write_tx.set_now(now);
         let result = f(&mut write_tx)?;
         write_tx.flush()?;
         let changes = write_tx.pending.take_changes();
+        let next_log = write_tx.append_to_log(log, &changes, now)?;
         write_tx.tx.commit()?;
+        *log = next_log;
         Ok((result, changes))
+    }
+
+    /// Stores a signed checkpoint of the log (not itself a logged change).
+    pub fn store_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        let writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        crate::ledger::store_checkpoint(&writer.conn, size, note)
     }
 
     /// Runs `f` on a consistent snapshot.
@@ -123,7 +141,9 @@ impl SqliteStore {
         };
         conn.progress_handler(0, None::<fn() -> bool>)?;
         let result = result.map_err(|error| match error {
-            StoreError::Database(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+            StoreError::Database(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) =>
+            {
                 StoreError::Timeout(self.query_timeout)
             }
             other => other,

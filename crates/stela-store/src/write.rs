@@ -659,6 +659,16 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Appends the log entries of `changes`; returns the appender to keep after the commit.
+    pub(crate) fn append_to_log(
+        &self,
+        log: &stela_log::Appender,
+        changes: &[Change],
+        now: Micros,
+    ) -> Result<stela_log::Appender, StoreError> {
+        crate::ledger::append_changes(&self.tx, log, changes, now, |ty, id| self.entity(ty, id))
+    }
+
     /// Writes the deferred Datastream extents; called once before commit.
     pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
         let extents = std::mem::take(&mut self.pending.extents);

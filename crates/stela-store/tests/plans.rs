@@ -159,9 +159,13 @@ fn runaway_queries_are_stopped_by_the_timeout() {
     let (_dir, mut store, _) = seeded(3_000);
     store.set_query_timeout(std::time::Duration::from_millis(20));
     // Every Observation against every Observation of its Datastream: quadratic.
-    let heavy = options(&[("$filter", "Datastream/Observations/any(o: o/result add result eq -1)"), ("$count", "true")]);
+    let heavy = options(&[
+        ("$filter", "Datastream/Observations/any(o: o/result add result eq -1)"),
+        ("$count", "true"),
+    ]);
     let started = std::time::Instant::now();
-    let result = store.read(|rx| rx.collection(EntityType::Observation, Scope::All, &heavy, LIMITS, None));
+    let result =
+        store.read(|rx| rx.collection(EntityType::Observation, Scope::All, &heavy, LIMITS, None));
     match result {
         Err(stela_store::StoreError::Timeout(_)) => {}
         other => panic!("expected a timeout, got {other:?}"),
@@ -170,5 +174,7 @@ fn runaway_queries_are_stopped_by_the_timeout() {
     // The connection is usable again afterwards.
     store.set_query_timeout(std::time::Duration::from_secs(30));
     let light = options(&[("$top", "1")]);
-    store.read(|rx| rx.collection(EntityType::Observation, Scope::All, &light, LIMITS, None)).unwrap();
+    store
+        .read(|rx| rx.collection(EntityType::Observation, Scope::All, &light, LIMITS, None))
+        .unwrap();
 }

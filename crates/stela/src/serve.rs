@@ -34,8 +34,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let database_path = storage.database_path();
-    let service_options =
-        ServiceOptions { default_top: query.default_top, max_top: query.max_top, ..ServiceOptions::default() };
+    let service_options = ServiceOptions {
+        default_top: query.default_top,
+        max_top: query.max_top,
+        ..ServiceOptions::default()
+    };
     let service = Service::open_sqlite(&database_path, service_options)
         .with_context(|| format!("cannot open the database {}", database_path.display()))?;
 

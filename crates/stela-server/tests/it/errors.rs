@@ -54,7 +54,7 @@ async fn bad_bodies_are_400_naming_the_field() {
 async fn media_type_method_and_size_errors() {
     let server = TestServer::start_with(
         ServiceOptions::default(),
-        ServerOptions { max_body_bytes: 1024, public_url: None },
+        ServerOptions { max_body_bytes: 1024, public_url: None, ..ServerOptions::default() },
     )
     .await;
     let reply = server.send(Method::POST, "Things", Some("text/plain"), Some(b"{}".to_vec())).await;

@@ -1,0 +1,267 @@
+//! The verifiable log in the store: one entry per committed change, appended in the same
+//! transaction as the change itself, and the perfect-subtree hashes of the Merkle tree.
+//!
+//! ```text
+//!   WriteTx::flush ─► for each Change: entity JSON after the write (or {"@iot.id"} for a
+//!                     delete) ─► LogEntry (RFC 8785 canonical JSON) ─► leaf hash
+//!                 ─► Appender (a copy of the store's) ─► new perfect-subtree hashes
+//!                 ─► INSERT log_entries, log_nodes          (same transaction)
+//!   commit ok    ─► the copy replaces the store's Appender  (rollback: it is dropped)
+//! ```
+//!
+//! Invariant: a change is never committed without its entry, an entry never without its
+//! change. Entities removed by a cascade are covered by the entry of the delete that caused it.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value as Json};
+use stela_log::{Appender, Hash, HashReader, LogEntry, NodeId, Operation};
+use stela_model::{Entity, EntityType, Link, format_instant, value_to_json};
+
+use crate::StoreError;
+use crate::write::{Change, ChangeKind};
+
+/// Reads stored perfect-subtree hashes.
+pub(crate) struct NodeReader<'a> {
+    pub(crate) conn: &'a Connection,
+}
+
+impl HashReader for NodeReader<'_> {
+    type Error = StoreError;
+
+    fn read_hashes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        let mut statement =
+            self.conn.prepare_cached("SELECT hash FROM log_nodes WHERE level = ?1 AND idx = ?2")?;
+        let mut hashes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let index = i64::try_from(id.index)
+                .map_err(|_| StoreError::Corrupt("log node index".into()))?;
+            let bytes: Option<Vec<u8>> = statement
+                .query_row(params![i64::from(id.level), index], |r| r.get(0))
+                .optional()?;
+            let bytes = bytes.ok_or_else(|| {
+                StoreError::Corrupt(format!("log node ({}, {}) is missing", id.level, id.index))
+            })?;
+            let hash: Hash = bytes.try_into().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "log node ({}, {}) is not 32 bytes",
+                    id.level, id.index
+                ))
+            })?;
+            hashes.push(hash);
+        }
+        Ok(hashes)
+    }
+}
+
+/// Restores the appender from the stored tree.
+pub(crate) fn load_appender(conn: &Connection) -> Result<Appender, StoreError> {
+    let size: i64 = conn.query_row("SELECT COUNT(*) FROM log_entries", [], |r| r.get(0))?;
+    let size = u64::try_from(size).unwrap_or(0);
+    let ids = Appender::right_edge_ids(size);
+    let edge = NodeReader { conn }.read_hashes(&ids)?;
+    Appender::restore(size, edge).map_err(|e| StoreError::Corrupt(format!("log: {e}")))
+}
+
+/// The JSON body of an entity as logged: its properties, `@iot.id`, and the ids of the
+/// entities it links to (`"Datastream": {"@iot.id": 5}`).
+fn entity_body(conn: &Connection, entity: &Entity) -> Result<Json, StoreError> {
+    let mut object = Map::new();
+    object.insert("@iot.id".into(), Json::from(entity.id));
+    for (property, value) in entity.ty.properties().iter().zip(&entity.values) {
+        if let Some(value) = value {
+            let json = value_to_json(value);
+            if !json.is_null() || property.required {
+                object.insert(property.name.into(), json);
+            }
+        }
+    }
+    for relation in entity.ty.relations() {
+        if let Link::Forward { column } = relation.link {
+            let sql = format!("SELECT {column} FROM {} WHERE id = ?1", entity.ty.table());
+            let target: Option<i64> = conn
+                .prepare_cached(&sql)?
+                .query_row([entity.id], |r| r.get(0))
+                .optional()?
+                .flatten();
+            if let Some(target) = target {
+                object.insert(relation.name.into(), serde_json::json!({"@iot.id": target}));
+            }
+        }
+    }
+    Ok(Json::Object(object))
+}
+
+/// Appends one entry per change to the log; returns the appender after the append.
+pub(crate) fn append_changes(
+    conn: &Connection,
+    appender: &Appender,
+    changes: &[Change],
+    now: i64,
+    read_entity: impl Fn(EntityType, i64) -> Result<Entity, StoreError>,
+) -> Result<Appender, StoreError> {
+    let mut next = appender.clone();
+    if changes.is_empty() {
+        return Ok(next);
+    }
+    let committed_at = format_instant(now);
+    let mut leaves = Vec::with_capacity(changes.len());
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO log_entries (idx, entity_type, entity_id, entry) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (offset, change) in changes.iter().enumerate() {
+        let entry = match change.kind {
+            ChangeKind::Deleted => LogEntry::delete(change.ty.name(), change.id, &committed_at, ""),
+            kind => {
+                let entity = read_entity(change.ty, change.id)?;
+                LogEntry {
+                    op: if kind == ChangeKind::Created {
+                        Operation::Create
+                    } else {
+                        Operation::Update
+                    },
+                    entity_type: change.ty.name().to_owned(),
+                    entity_id: change.id,
+                    body: entity_body(conn, &entity)?,
+                    committed_at: committed_at.clone(),
+                    actor: String::new(),
+                }
+            }
+        };
+        let text = entry
+            .to_canonical_json()
+            .map_err(|e| StoreError::Corrupt(format!("log entry: {e}")))?;
+        leaves.push(stela_log::leaf_hash(text.as_bytes()));
+        let index = i64::try_from(appender.size() + offset as u64).unwrap_or(i64::MAX);
+        insert.execute(params![index, change.ty.name(), change.id, text])?;
+    }
+    let appended = next.append(&leaves).map_err(|e| StoreError::Corrupt(format!("log: {e}")))?;
+    let mut node = conn.prepare_cached(
+        "INSERT OR REPLACE INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
+    )?;
+    for (id, hash) in appended.nodes {
+        let index = i64::try_from(id.index).unwrap_or(i64::MAX);
+        node.execute(params![i64::from(id.level), index, hash.as_slice()])?;
+    }
+    Ok(next)
+}
+
+/// Log queries shared by readers.
+pub(crate) fn entries_of(
+    conn: &Connection,
+    ty: EntityType,
+    id: i64,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT idx, entry FROM log_entries WHERE entity_type = ?1 AND entity_id = ?2 ORDER BY idx",
+    )?;
+    let rows = statement
+        .query_map(params![ty.name(), id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (index, text) = row?;
+        entries.push((u64::try_from(index).unwrap_or(0), text));
+    }
+    Ok(entries)
+}
+
+pub(crate) fn entries_range(
+    conn: &Connection,
+    start: u64,
+    count: u64,
+) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT entry FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+    )?;
+    let start = i64::try_from(start).unwrap_or(i64::MAX);
+    let end = start.saturating_add(i64::try_from(count).unwrap_or(i64::MAX));
+    let rows = statement.query_map(params![start, end], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(crate) fn log_size(conn: &Connection) -> Result<u64, StoreError> {
+    let size: Option<i64> =
+        conn.query_row("SELECT MAX(idx) + 1 FROM log_entries", [], |r| r.get(0))?;
+    Ok(size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+}
+
+pub(crate) fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String)>, StoreError> {
+    let row: Option<(i64, String)> = conn
+        .query_row("SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(row.map(|(size, note)| (u64::try_from(size).unwrap_or(0), note)))
+}
+
+pub(crate) fn checkpoint_at(conn: &Connection, size: u64) -> Result<Option<String>, StoreError> {
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    Ok(conn
+        .query_row("SELECT note FROM log_checkpoints WHERE size = ?1", [size], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn store_checkpoint(conn: &Connection, size: u64, note: &str) -> Result<(), StoreError> {
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    conn.execute(
+        "INSERT OR REPLACE INTO log_checkpoints (size, note) VALUES (?1, ?2)",
+        params![size, note],
+    )?;
+    Ok(())
+}
+
+impl crate::ReadTx<'_> {
+    /// The number of entries in the log.
+    pub fn log_size(&self) -> Result<u64, StoreError> {
+        log_size(self.conn)
+    }
+
+    /// The root of the log's tree at `size` entries.
+    pub fn log_root(&self, size: u64) -> Result<Hash, StoreError> {
+        stela_log::tree_root(size, &NodeReader { conn: self.conn }).map_err(tree_error)
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        stela_log::inclusion_proof(index, size, &NodeReader { conn: self.conn }).map_err(tree_error)
+    }
+
+    /// The consistency proof between the trees of `old_size` and `new_size` entries.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, StoreError> {
+        stela_log::consistency_proof(old_size, new_size, &NodeReader { conn: self.conn })
+            .map_err(tree_error)
+    }
+
+    /// The bytes of a hash tile (C2SP tlog-tiles).
+    pub fn log_tile(&self, tile: &stela_log::TileId) -> Result<Vec<u8>, StoreError> {
+        stela_log::read_tile(tile, &NodeReader { conn: self.conn }).map_err(tree_error)
+    }
+
+    /// The entries of a bundle, in order.
+    pub fn log_entries(&self, start: u64, count: u64) -> Result<Vec<String>, StoreError> {
+        entries_range(self.conn, start, count)
+    }
+
+    /// Every log entry of one entity (its whole history), with its index.
+    pub fn entity_log(&self, ty: EntityType, id: i64) -> Result<Vec<(u64, String)>, StoreError> {
+        entries_of(self.conn, ty, id)
+    }
+
+    /// The newest signed checkpoint and its tree size.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        latest_checkpoint(self.conn)
+    }
+
+    /// The signed checkpoint of a given tree size, when one was signed.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<String>, StoreError> {
+        checkpoint_at(self.conn, size)
+    }
+}
+
+fn tree_error<E: std::fmt::Display>(error: E) -> StoreError {
+    let text = error.to_string();
+    if text.contains("missing") || text.contains("32 bytes") {
+        StoreError::Corrupt(text)
+    } else {
+        StoreError::NotFound(text)
+    }
+}
