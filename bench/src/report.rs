@@ -269,17 +269,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<44} {:>4} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8}  {:<24} {}",
-            "figure",
-            "conc",
-            "req/s",
-            "items/s",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "CPU ms",
-            "target",
-            "verdict"
+            "{:<44} {:>4} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8}  {:<24} verdict",
+            "figure", "conc", "req/s", "items/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms", "target",
         );
         let _ = writeln!(out, "{}", "-".repeat(140));
         for figure in &self.figures {
@@ -410,7 +401,7 @@ pub fn group_digits(value: u64) -> String {
     let digits = value.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

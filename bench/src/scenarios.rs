@@ -339,7 +339,7 @@ async fn walk(bench: &Bench, label: &str, start: &str, budget: Duration) -> Resu
         })?;
         items += values(&page) as u64;
         next = page.get("@iot.nextLink").and_then(Json::as_str).map(str::to_owned);
-        if page_micros.len() % 20 == 0 {
+        if page_micros.len().is_multiple_of(20) {
             bar.set_message(format!("{label}: page {}", page_micros.len()));
             bar.tick();
         }
@@ -426,9 +426,8 @@ pub async fn paging(bench: &Bench) -> Vec<Figure> {
         "paging_datastream",
         "paging",
         title,
-        format!(
-            "GET /v1.1/Datastreams(<id>)/Observations, then each @iot.nextLink (default page size)"
-        ),
+        "GET /v1.1/Datastreams(<id>)/Observations, then each @iot.nextLink (default page size)"
+            .into(),
         "pages",
     );
     figures.push(paging_figure(figure, result, expected));
@@ -694,7 +693,7 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
                     mqtt_topic_and_payload(&worker, seq.fetch_add(1, Ordering::Relaxed));
                 publisher.publish_qos0(&topic, &payload).await?;
                 sent += 1;
-                if sent % 64 == 0 {
+                if sent.is_multiple_of(64) {
                     publisher.flush().await?;
                 }
             }

@@ -371,8 +371,8 @@ mod tests {
     #[test]
     fn observations_are_spread_one_a_minute_per_datastream() {
         let streams = [11, 12, 13];
-        let body: Json = serde_json::from_str(&observation_body(&streams, 4)).expect("json");
-        assert_eq!(body["Datastream"]["@iot.id"], 12);
+        let body: Json = serde_json::from_str(&observation_body(&streams, 3)).expect("json");
+        assert_eq!(body["Datastream"]["@iot.id"], 11);
         assert_eq!(body["phenomenonTime"], "2024-01-01T00:01:00Z");
         assert!(body["result"].as_f64().is_some_and(|v| (0.0..30.0).contains(&v)));
     }

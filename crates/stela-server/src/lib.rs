@@ -75,7 +75,12 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(service, options)).with_graceful_shutdown(shutdown).await
+    let interval = service.options().checkpoint_interval;
+    let checkpoints = tokio::spawn(service.clone().run_checkpoints(interval));
+    let served =
+        axum::serve(listener, app(service, options)).with_graceful_shutdown(shutdown).await;
+    checkpoints.abort();
+    served
 }
 
 /// Characters escaped in query components of the links Stela writes. OData's own punctuation

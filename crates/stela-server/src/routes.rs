@@ -50,6 +50,11 @@ pub fn app(service: Service, options: ServerOptions) -> Router {
     let state = AppState { service, options: Arc::new(options) };
     Router::new()
         .route("/", get(landing))
+        .route("/log/checkpoint", get(log_checkpoint))
+        .route("/log/key", get(log_key))
+        .route("/log/tile/{*path}", get(log_tile))
+        .route("/log/proof/inclusion", get(inclusion_proof))
+        .route("/log/proof/consistency", get(consistency_proof))
         .route("/health", get(health))
         .route("/{version}", any(service_root))
         .route("/{version}/", any(service_root))
@@ -145,6 +150,12 @@ async fn resource(
     let decoded = percent_encoding::percent_decode_str(&raw_path)
         .decode_utf8()
         .map_err(|_| ApiError::bad_request("the path is not valid UTF-8"))?;
+    if let Some(entity_path) = decoded.strip_suffix("/$receipt") {
+        if method != Method::GET {
+            return Err(ApiError::method_not_allowed("receipts are read-only"));
+        }
+        return receipt(&state, entity_path).await;
+    }
     let path = parse_resource_path(&decoded).map_err(|e| ApiError::not_found(e.to_string()))?;
     let root = format!("{}/{version}", base_url(&state.options, &headers));
     let links = Links { root };
@@ -340,4 +351,88 @@ async fn json_body(
         })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// `…/Set(id)/$receipt`: the entity's log entries with inclusion proofs and a checkpoint.
+async fn receipt(state: &AppState, entity_path: &str) -> Result<Response, ApiError> {
+    let path = parse_resource_path(entity_path).map_err(|e| ApiError::not_found(e.to_string()))?;
+    let [step] = path.steps.as_slice() else {
+        return Err(ApiError::not_found(
+            "receipts are served for entities addressed as Set(id), e.g. Observations(1)/$receipt",
+        ));
+    };
+    let (Some(id), Tail::None) = (step.id, path.tail) else {
+        return Err(ApiError::not_found(
+            "receipts are served for entities addressed as Set(id), e.g. Observations(1)/$receipt",
+        ));
+    };
+    let receipt = state.service.receipt(step.ty, id).await?;
+    Ok(axum::Json(receipt).into_response())
+}
+
+/// `/log/checkpoint`: the newest signed checkpoint (C2SP signed note).
+async fn log_checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let note = state.service.checkpoint().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        note,
+    )
+        .into_response())
+}
+
+/// `/log/key`: the verifier key of the log's checkpoints.
+async fn log_key(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", state.service.log_verifier_key()),
+    )
+        .into_response()
+}
+
+/// `/log/tile/…`: hash tiles and entry bundles (C2SP tlog-tiles). Full tiles never change.
+async fn log_tile(
+    State(state): State<AppState>,
+    UrlPath(path): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let (bytes, full) = state.service.log_tile(format!("tile/{path}")).await?;
+    let cache = if full { "public, max-age=31536000, immutable" } else { "no-store" };
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream"), (header::CACHE_CONTROL, cache)],
+        bytes,
+    )
+        .into_response())
+}
+
+fn number_param(uri: &Uri, name: &str) -> Result<u64, ApiError> {
+    let pairs: Vec<(String, String)> = uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let value = pairs
+        .iter()
+        .find(|(key, _)| key == name)
+        .ok_or_else(|| ApiError::bad_request(format!("missing query parameter '{name}'")))?;
+    value.1.parse().map_err(|_| {
+        ApiError::bad_request(format!("'{name}' must be a non-negative integer, got '{}'", value.1))
+    })
+}
+
+/// `/log/proof/inclusion?index=…&size=…`
+async fn inclusion_proof(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let (index, size) = (number_param(&uri, "index")?, number_param(&uri, "size")?);
+    if index >= size {
+        return Err(ApiError::bad_request(format!("index {index} is not below size {size}")));
+    }
+    let proof = state.service.inclusion_proof(index, size).await?;
+    Ok(axum::Json(json!({"index": index, "size": size, "proof": proof.hashes})).into_response())
+}
+
+/// `/log/proof/consistency?from=…&to=…`
+async fn consistency_proof(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let (from, to) = (number_param(&uri, "from")?, number_param(&uri, "to")?);
+    if from > to {
+        return Err(ApiError::bad_request(format!("'from' ({from}) must not exceed 'to' ({to})")));
+    }
+    let proof = state.service.consistency_proof(from, to).await?;
+    Ok(axum::Json(json!({"from": from, "to": to, "proof": proof.hashes})).into_response())
 }

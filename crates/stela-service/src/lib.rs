@@ -12,6 +12,8 @@
 //! Invariant: nothing else writes to the store. Later issues hook the verifiable log into the
 //! transaction here and MQTT onto the change events.
 
+mod ledger;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,7 +27,9 @@ use stela_query::QueryOptions;
 use stela_store::{Change, ReadLimits, Resolved, SqliteStore, StoreError};
 use tokio::sync::broadcast;
 
-pub use stela_store::ChangeKind;
+pub use ledger::{KEY_FILE, Proof, verifier_key_in};
+pub use stela_log::Receipt;
+pub use stela_store::{AuditReport, ChangeKind};
 
 /// Options of the read and write API that do not depend on the transport.
 #[derive(Debug, Clone)]
@@ -36,6 +40,11 @@ pub struct ServiceOptions {
     pub max_top: u32,
     /// How long one read may run before it is stopped with an error.
     pub query_timeout: std::time::Duration,
+    /// The origin line of the log's checkpoints and the name of its signing key, a
+    /// schema-less URL naming this log (C2SP tlog-checkpoint).
+    pub log_origin: String,
+    /// How often a checkpoint is signed while the log grows.
+    pub checkpoint_interval: std::time::Duration,
 }
 
 impl Default for ServiceOptions {
@@ -44,6 +53,8 @@ impl Default for ServiceOptions {
             default_top: 100,
             max_top: 10_000,
             query_timeout: std::time::Duration::from_secs(30),
+            log_origin: "stela.localhost/log".to_owned(),
+            checkpoint_interval: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -145,6 +156,8 @@ pub struct Service {
 #[derive(Debug)]
 struct Inner {
     store: SqliteStore,
+    /// The node's log signing key.
+    signer: stela_log::SignerKey,
     options: ServiceOptions,
     events: broadcast::Sender<ChangeEvent>,
 }
@@ -162,8 +175,11 @@ impl Service {
         let mut store = SqliteStore::open(path)
             .map_err(|e| ServiceError::Internal(format!("opening {}: {e}", path.display())))?;
         store.set_query_timeout(options.query_timeout);
+        let data_dir =
+            path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let signer = ledger::load_or_create_key(data_dir, &options.log_origin)?;
         let (events, _) = broadcast::channel(4096);
-        Ok(Service { inner: Arc::new(Inner { store, options, events }) })
+        Ok(Service { inner: Arc::new(Inner { store, signer, options, events }) })
     }
 
     pub fn options(&self) -> &ServiceOptions {

@@ -265,3 +265,120 @@ fn tree_error<E: std::fmt::Display>(error: E) -> StoreError {
         StoreError::NotFound(text)
     }
 }
+
+/// The outcome of an audit of the log against the data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Entries re-hashed.
+    pub entries: u64,
+    /// Signed checkpoints checked against the recomputed tree.
+    pub checkpoints: u64,
+    /// Current entities compared with their newest log entry.
+    pub entities: u64,
+    /// Every problem found; empty when the log and the data agree.
+    pub problems: Vec<String>,
+}
+
+impl crate::ReadTx<'_> {
+    /// Audits the log: re-hashes every entry and recomputes the tree from them, compares it
+    /// with the stored tree and with every signed checkpoint (signature included), and checks
+    /// that every current entity equals the body of its newest entry.
+    pub fn audit_log(&self, verifier: &stela_log::VerifierKey) -> Result<AuditReport, StoreError> {
+        let mut report = AuditReport::default();
+        let mut tree = stela_log::MemoryTree::new();
+        {
+            let mut statement = self.conn.prepare(
+                "SELECT idx, entity_type, entity_id, entry FROM log_entries ORDER BY idx",
+            )?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let index: i64 = row.get(0)?;
+                let ty: String = row.get(1)?;
+                let id: i64 = row.get(2)?;
+                let text: String = row.get(3)?;
+                if u64::try_from(index).ok() != Some(report.entries) {
+                    report
+                        .problems
+                        .push(format!("entry {index}: expected index {}", report.entries));
+                }
+                match LogEntry::from_canonical_json(&text) {
+                    Ok(entry) if entry.entity_type == ty && entry.entity_id == id => {}
+                    Ok(entry) => report.problems.push(format!(
+                        "entry {index}: indexed as {ty}({id}) but records {}({})",
+                        entry.entity_type, entry.entity_id
+                    )),
+                    Err(e) => report
+                        .problems
+                        .push(format!("entry {index}: not a canonical log entry: {e}")),
+                }
+                if tree.append_entry(text.as_bytes()).is_err() {
+                    report.problems.push(format!("entry {index}: the tree cannot grow"));
+                }
+                report.entries += 1;
+            }
+        }
+        let size = tree.size();
+        match self.log_root(size) {
+            Ok(stored) if stored == tree.root() => {}
+            Ok(_) => report
+                .problems
+                .push(format!("the stored tree of {size} entries does not match the entries")),
+            Err(e) => report.problems.push(format!("the stored tree cannot be read: {e}")),
+        }
+        let mut statement =
+            self.conn.prepare("SELECT size, note FROM log_checkpoints ORDER BY size")?;
+        let checkpoints = statement
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (checkpoint_size, note) in checkpoints {
+            report.checkpoints += 1;
+            let opened = match stela_log::open_note(&note, std::slice::from_ref(verifier)) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    report.problems.push(format!("checkpoint {checkpoint_size}: signature: {e}"));
+                    continue;
+                }
+            };
+            let checkpoint = match stela_log::Checkpoint::parse(&opened.text) {
+                Ok(checkpoint) => checkpoint,
+                Err(e) => {
+                    report.problems.push(format!("checkpoint {checkpoint_size}: {e}"));
+                    continue;
+                }
+            };
+            let expected = stela_log::tree_root(checkpoint.size, &tree);
+            if u64::try_from(checkpoint_size).ok() != Some(checkpoint.size)
+                || expected.ok() != Some(checkpoint.root)
+            {
+                report.problems.push(format!(
+                    "checkpoint {checkpoint_size}: its root is not the root of the first {} entries",
+                    checkpoint.size
+                ));
+            }
+        }
+        for ty in EntityType::ALL {
+            let sql = format!(
+                "SELECT {} FROM {} t ORDER BY t.id",
+                crate::read::select_columns(ty),
+                ty.table()
+            );
+            let mut statement = self.conn.prepare(&sql)?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let entity = crate::read::entity_from_row(ty, row, 0)?;
+                report.entities += 1;
+                let body = entity_body(self.conn, &entity)?;
+                let newest = entries_of(self.conn, ty, entity.id)?.pop();
+                let logged = newest.and_then(|(_, text)| LogEntry::from_canonical_json(&text).ok());
+                match logged {
+                    Some(entry) if entry.op != Operation::Delete && entry.body == body => {}
+                    Some(_) => report
+                        .problems
+                        .push(format!("{ty}({}) differs from its newest log entry", entity.id)),
+                    None => report.problems.push(format!("{ty}({}) has no log entry", entity.id)),
+                }
+            }
+        }
+        Ok(report)
+    }
+}

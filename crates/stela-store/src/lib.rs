@@ -19,6 +19,7 @@ mod spatial;
 mod sqlite;
 mod write;
 
+pub use ledger::AuditReport;
 pub use read::{ReadLimits, Resolved, Scope};
 pub use sqlite::{ReadTx, SqliteStore, WriteTx};
 pub use write::{Change, ChangeKind};

@@ -5,6 +5,7 @@ mod core;
 mod create;
 mod errors;
 mod filter;
+mod ledger;
 mod query;
 mod support;
 mod update_delete;

@@ -80,6 +80,19 @@ impl TestServer {
         Reply { status, location, json, text }
     }
 
+    /// GET of a URL relative to the server (e.g. `/log/tile/0/000`), as raw bytes.
+    pub async fn get_bytes(&self, path: &str) -> (StatusCode, Vec<u8>, Option<String>) {
+        let base = self.root.trim_end_matches("/v1.1");
+        let response = self.client.get(format!("{base}{path}")).send().await.expect("request");
+        let status = response.status();
+        let cache = response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (status, response.bytes().await.expect("body").to_vec(), cache)
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, None, None).await
     }
