@@ -309,9 +309,6 @@ impl Report {
                 figure.target.unwrap_or_default(),
                 verdict
             );
-            for (key, value) in &figure.extra {
-                let _ = writeln!(out, "{:<6}{key}: {value}", "");
-            }
             if figure.errors > 0 {
                 let _ = writeln!(
                     out,
@@ -381,7 +378,6 @@ fn ms(value: f64) -> String {
 fn short_item(item: &str) -> &str {
     match item {
         "Observations" => "obs",
-        "pages" => "pg",
         _ => "",
     }
 }

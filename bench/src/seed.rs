@@ -270,9 +270,16 @@ pub async fn seed_entities(
     things.sort_unstable();
     let things: Vec<i64> = things.into_iter().map(|(_, id)| id).collect();
 
+    let (locations, datastreams) = related(api, &things).await?;
+    Ok((things, locations, datastreams, elapsed))
+}
+
+/// The Locations and Datastreams of `things`, in the order of `things` and then of ids: the
+/// order that maps Observation `k` to Datastream `k % D`.
+async fn related(api: &Api, things: &[i64]) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
     let mut locations = Vec::with_capacity(things.len());
     let mut datastreams = Vec::with_capacity(things.len() * DATASTREAMS_PER_THING);
-    for thing in &things {
+    for thing in things {
         let found = ids(api, &format!("Things({thing})/Locations?$select=id&$orderby=id")).await?;
         locations.extend(found);
         let found = ids(api, &format!("Things({thing})/Datastreams?$select=id&$orderby=id"))
@@ -280,12 +287,26 @@ pub async fn seed_entities(
             .context("reading back the Datastreams")?;
         anyhow::ensure!(
             found.len() == DATASTREAMS_PER_THING,
-            "Thing {thing} has {} Datastreams after its deep insert, not {DATASTREAMS_PER_THING}",
+            "Thing {thing} has {} Datastreams, not {DATASTREAMS_PER_THING}",
             found.len()
         );
         datastreams.extend(found);
     }
-    Ok((things, locations, datastreams, elapsed))
+    Ok((locations, datastreams))
+}
+
+/// Finds a dataset an earlier run seeded (`--no-seed`): its Things, their Locations and
+/// Datastreams, and the number of Observations.
+pub async fn discover(api: &Api) -> anyhow::Result<(Vec<i64>, Vec<i64>, Vec<i64>, u64)> {
+    let things = ids(api, "Things?$select=id&$orderby=id").await?;
+    anyhow::ensure!(!things.is_empty(), "the server holds no Things; run once without --no-seed");
+    let (locations, datastreams) = related(api, &things).await?;
+    let page = api.get_json("Observations?$count=true&$top=0").await?;
+    let observations = page
+        .get("@iot.count")
+        .and_then(Json::as_u64)
+        .context("the server did not count the Observations")?;
+    Ok((things, locations, datastreams, observations))
 }
 
 /// Writes Observations `0..total` and tells which path it used.

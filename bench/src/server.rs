@@ -28,8 +28,9 @@ const TICKS_PER_SECOND: f64 = 100.0;
 #[derive(Debug)]
 pub struct Server {
     child: Child,
-    /// The data directory; removed when the server is dropped.
-    data_dir: tempfile::TempDir,
+    /// The data directory: a temporary one (removed when the server is dropped) or one the
+    /// user named with `--data-dir` (kept).
+    data_dir: DataDir,
     /// Where the server's log (stderr) goes, to show when something fails.
     log_path: PathBuf,
     /// `http://ADDR`, from the listening line.
@@ -39,12 +40,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `bin` on a fresh data directory under `parent` and waits for its listening line.
-    pub fn start(bin: &Path, parent: &Path) -> anyhow::Result<Server> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("stela-bench-")
-            .tempdir_in(parent)
-            .with_context(|| format!("cannot create a data directory in {}", parent.display()))?;
+    /// Starts `bin` on `kept` (created if missing), or else on a fresh data directory under
+    /// `parent`, and waits for its listening line.
+    pub fn start(bin: &Path, parent: &Path, kept: Option<&Path>) -> anyhow::Result<Server> {
+        let data_dir = match kept {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                DataDir::Kept(dir.to_owned())
+            }
+            None => DataDir::Temporary(
+                tempfile::Builder::new().prefix("stela-bench-").tempdir_in(parent).with_context(
+                    || format!("cannot create a data directory in {}", parent.display()),
+                )?,
+            ),
+        };
         let log_path = parent.join(format!(
             "{}.log",
             data_dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("stela-bench")
@@ -121,15 +131,49 @@ impl Server {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Stops the server and removes its data directory and log.
-    pub fn stop(mut self) {
+    /// Stops the server as an operator would (SIGTERM) and waits up to `grace` for it to exit,
+    /// so that SQLite folds its WAL into the database file; kills it past that. Returns whether
+    /// it exited by itself.
+    pub fn shut_down(&mut self, grace: Duration) -> bool {
+        // Sending a signal needs `kill(2)`; the `kill` command keeps this crate free of unsafe.
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if signalled {
+            let deadline = std::time::Instant::now() + grace;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.kill();
+        false
     }
 
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+/// Where the server keeps its data.
+#[derive(Debug)]
+enum DataDir {
+    Temporary(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl DataDir {
+    fn path(&self) -> &Path {
+        match self {
+            DataDir::Temporary(dir) => dir.path(),
+            DataDir::Kept(dir) => dir,
+        }
     }
 }
 

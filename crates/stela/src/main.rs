@@ -10,6 +10,7 @@
 //! the `config` module.
 
 mod config;
+mod ledger_cli;
 mod logging;
 mod serve;
 mod shutdown;
@@ -32,6 +33,15 @@ enum Command {
     /// Settings come from built-in defaults, then the file named by --config (or STELA_CONFIG),
     /// then STELA_* environment variables, then these flags; later ones win.
     Serve(config::Flags),
+    /// The verifiable log of a data directory
+    Log {
+        #[command(subcommand)]
+        command: ledger_cli::LogCommand,
+    },
+    /// Verify a receipt offline, or a server's log against a checkpoint saved earlier
+    Verify(ledger_cli::VerifyArgs),
+    /// Audit a data directory: re-hash the log, check checkpoints and entities (exit 1 on problems)
+    Audit(ledger_cli::AuditArgs),
 }
 
 #[tokio::main]
@@ -43,6 +53,9 @@ async fn main() -> anyhow::Result<()> {
             logging::init(&config.log)?;
             serve::serve(config).await
         }
+        Command::Log { command } => ledger_cli::log_command(command),
+        Command::Verify(args) => ledger_cli::verify(args).await,
+        Command::Audit(args) => ledger_cli::audit(args).await,
     }
 }
 

@@ -59,8 +59,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // The receiver only disappears once serving is over; nothing to tell then.
         let _ = shutdown_started_tx.send(());
     };
-    let server_options =
-        ServerOptions { max_body_bytes: server.max_body_bytes, public_url: server.public_url };
+    let server_options = ServerOptions {
+        max_body_bytes: server.max_body_bytes,
+        public_url: server.public_url,
+        ..ServerOptions::default()
+    };
     let running = stela_server::run(listener, service, server_options, shutdown);
     let grace_expired = async {
         if shutdown_started_rx.await.is_ok() {

@@ -45,10 +45,12 @@ fn verifier_key_parses_and_manglings_do_not() {
         assert!(VerifierKey::parse(&mangled).is_err(), "accepted {mangled:?}");
     }
     // Wrong key length and unknown algorithm, each with a key ID adjusted to match.
-    assert!(VerifierKey::parse(
-        "PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY=="
-    )
-    .is_err());
+    assert!(
+        VerifierKey::parse(
+            "PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY=="
+        )
+        .is_err()
+    );
     assert_eq!(
         VerifierKey::parse("PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"),
         Err(KeyError::UnsupportedAlgorithm(0x65))
@@ -153,7 +155,9 @@ fn open_matches_go_behaviour() {
         format!("{TEXT}\n"),
         format!("{TEXT}\n{}", &PETER_SIG[..PETER_SIG.len() - 1]),
         format!("\u{1}{TEXT}\n{PETER_SIG}"),
-        format!("{TEXT}\n— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM="),
+        format!(
+            "{TEXT}\n— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM="
+        ),
         format!("{TEXT}\n{PETER_SIG}Unexpected line.\n"),
     ];
     for message in bad_messages {
@@ -163,9 +167,15 @@ fn open_matches_go_behaviour() {
 
     // A signature under the right key ID but another name is just unknown.
     let misnamed = format!("{TEXT}\n{}", PETER_SIG.replace("PeterNeumann", "CarmenSandiego"));
-    assert_eq!(open_note(&misnamed, &[peter()]), Err(NoteError::NoTrustedSignature { unverified: 1 }));
+    assert_eq!(
+        open_note(&misnamed, &[peter()]),
+        Err(NoteError::NoTrustedSignature { unverified: 1 })
+    );
     let wrong_id = format!("{TEXT}\n{}", PETER_SIG.replace("x08g", "xxxx"));
-    assert_eq!(open_note(&wrong_id, &[peter()]), Err(NoteError::NoTrustedSignature { unverified: 1 }));
+    assert_eq!(
+        open_note(&wrong_id, &[peter()]),
+        Err(NoteError::NoTrustedSignature { unverified: 1 })
+    );
 }
 
 /// The structural parse and its display are inverse.

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use stela_log::tile::TILE_WIDTH;
 use stela_log::{
-    EntryBundleId, MemoryTree, TileFetchError, TileId, TilePath, TreeError, decode_entry_bundle,
-    encode_entry_bundle, entry_bundles_for_growth, inclusion_proof, leaf_hash, parse_tile_path,
-    read_tile, root_from_tiles, tiles_for_growth, tree_root, verify_inclusion, TileHashReader,
+    EntryBundleId, MemoryTree, TileFetchError, TileHashReader, TileId, TilePath, TreeError,
+    decode_entry_bundle, encode_entry_bundle, entry_bundles_for_growth, inclusion_proof, leaf_hash,
+    parse_tile_path, read_tile, root_from_tiles, tiles_for_growth, tree_root, verify_inclusion,
 };
 
 fn hashes(level: u8, index: u64, width: u16) -> TilePath {
@@ -97,7 +97,10 @@ fn spec_examples_of_tiles_for_a_size() {
         ]
     );
     assert_eq!(tiles.len(), 277);
-    assert_eq!(tiles_for_growth(0, 256), vec![TileId::full(0, 0), TileId { level: 1, index: 0, width: 1 }]);
+    assert_eq!(
+        tiles_for_growth(0, 256),
+        vec![TileId::full(0, 0), TileId { level: 1, index: 0, width: 1 }]
+    );
     assert_eq!(TileId::at_size(1, 1, 70_000), Some(TileId { level: 1, index: 1, width: 17 }));
     assert_eq!(TileId::at_size(1, 2, 70_000), None);
     assert_eq!(TileId::at_size(3, 0, 70_000), None);
@@ -188,7 +191,11 @@ fn roots_and_proofs_from_served_tiles() {
             .map(|tile| (tile, read_tile(&tile, &tree).expect("stored")))
             .collect();
         let fetch = |tile: &TileId| partials.get(tile).cloned().ok_or("not served");
-        assert_eq!(root_from_tiles(smaller, fetch).ok(), tree_root(smaller, &tree).ok(), "size {smaller}");
+        assert_eq!(
+            root_from_tiles(smaller, fetch).ok(),
+            tree_root(smaller, &tree).ok(),
+            "size {smaller}"
+        );
     }
 
     // Tampered and truncated tiles are caught.
@@ -210,6 +217,9 @@ fn roots_and_proofs_from_served_tiles() {
         Err(TreeError::Read(TileFetchError::WrongLength { .. }))
     ));
     let missing = |_: &TileId| Err::<Vec<u8>, _>("offline");
-    assert!(matches!(root_from_tiles(size, missing), Err(TreeError::Read(TileFetchError::Fetch { .. }))));
+    assert!(matches!(
+        root_from_tiles(size, missing),
+        Err(TreeError::Read(TileFetchError::Fetch { .. }))
+    ));
     assert_eq!(usize::from(TILE_WIDTH), 256);
 }
