@@ -1,6 +1,8 @@
 //! The HTTP client of the harness: one keep-alive connection pool shared by every worker, plain
 //! HTTP, and helpers that turn a non-2xx answer into an error carrying the server's message.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::CONTENT_TYPE;
@@ -24,6 +26,8 @@ pub struct Api {
     client: reqwest::Client,
     /// `http://ADDR/v1.1`.
     pub root: String,
+    /// Requests sent a second time because a pooled connection was gone (see [`Api::send`]).
+    retries: Arc<AtomicU64>,
 }
 
 impl Api {
@@ -37,7 +41,34 @@ impl Api {
             .no_proxy()
             .timeout(Duration::from_secs(300))
             .build()?;
-        Ok(Api { client, root: format!("{}/v1.1", base_url.trim_end_matches('/')) })
+        Ok(Api {
+            client,
+            root: format!("{}/v1.1", base_url.trim_end_matches('/')),
+            retries: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// How many requests were sent twice so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request, once more when sending failed: a server closes a keep-alive connection
+    /// after an error answer whose request body it did not read, and the pool may hand out
+    /// that connection before it notices. The request never reached a handler then, so
+    /// sending it again duplicates nothing.
+    async fn send(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, OpError> {
+        match build().send().await {
+            Ok(response) => Ok(response),
+            Err(error) if error.is_request() && !error.is_timeout() => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                build().send().await.map_err(transport)
+            }
+            Err(error) => Err(transport(error)),
+        }
     }
 
     /// The absolute URL of `path` (e.g. `Things(1)`), or `path` itself when it is absolute.
@@ -51,7 +82,8 @@ impl Api {
 
     /// GETs `path` and returns the body; a non-2xx answer is an error.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, OpError> {
-        let response = self.client.get(self.url(path)).send().await.map_err(transport)?;
+        let url = self.url(path);
+        let response = self.send(|| self.client.get(&url)).await?;
         read_ok(response).await
     }
 
@@ -63,14 +95,12 @@ impl Api {
 
     /// POSTs a JSON text to `path` and returns the body; a non-2xx answer is an error.
     pub async fn post(&self, path: &str, json: String) -> Result<Vec<u8>, OpError> {
+        let url = self.url(path);
         let response = self
-            .client
-            .post(self.url(path))
-            .header(CONTENT_TYPE, "application/json")
-            .body(json)
-            .send()
-            .await
-            .map_err(transport)?;
+            .send(|| {
+                self.client.post(&url).header(CONTENT_TYPE, "application/json").body(json.clone())
+            })
+            .await?;
         read_ok(response).await
     }
 

@@ -24,6 +24,7 @@ mod runner;
 mod scenarios;
 mod seed;
 mod server;
+mod storage;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,6 +60,15 @@ struct Args {
     /// Where the temporary data directory is created [default: the system temp directory]
     #[arg(long)]
     data_parent: Option<PathBuf>,
+    /// Run the server on this data directory and keep it afterwards (to reuse with --no-seed)
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Do not seed: measure the dataset an earlier run left (with --data-dir or --url)
+    #[arg(long)]
+    no_seed: bool,
+    /// Measure only these figures: comma-separated ids or prefixes, e.g. read_expand,ingest_post
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// MQTT listener (HOST:PORT) when the server does not announce one on stdout
     #[arg(long)]
     mqtt: Option<String>,
@@ -106,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 started_by_harness: false,
                 binary: None,
                 mqtt: args.mqtt.clone(),
+                exited_during_run: false,
             };
             (None, info)
         }
@@ -127,13 +138,14 @@ async fn main() -> anyhow::Result<()> {
                 bin.display(),
                 data_parent.display()
             );
-            let server = Server::start(&bin, &data_parent)?;
+            let server = Server::start(&bin, &data_parent, args.data_dir.as_deref())?;
             let info = ServerInfo {
                 version,
                 url: server.base_url.clone(),
                 started_by_harness: true,
                 binary: Some(bin.display().to_string()),
                 mqtt: args.mqtt.clone(),
+                exited_during_run: false,
             };
             (Some(server), info)
         }
@@ -151,55 +163,38 @@ async fn main() -> anyhow::Result<()> {
         ..MemoryReport::default()
     };
 
-    // Seeding: a failure here means the harness cannot measure anything.
-    eprintln!(
-        "seeding {} Things with {} Datastreams each, then {} Observations",
-        seed::THINGS,
-        seed::DATASTREAMS_PER_THING,
-        report::group_digits(observations)
-    );
-    let (things, locations, datastreams, entities_elapsed) =
-        seed::seed_entities(&api, concurrency).await.context("seeding the Things failed")?;
     let data_dir = server.as_ref().map(|s| s.data_dir().to_owned());
     let mut storage = StorageReport::default();
-    if let Some(dir) = &data_dir {
-        storage.before_observations = server::directory_files(dir);
-    }
-    let (seed_method, observations_elapsed) =
-        seed::seed_observations(&api, &datastreams, observations, concurrency)
-            .await
-            .context("seeding the Observations failed")?;
-    eprintln!(
-        "seeded {} Observations in {:.1} s ({:.0}/s) by {seed_method}",
-        report::group_digits(observations),
-        observations_elapsed.as_secs_f64(),
-        observations as f64 / observations_elapsed.as_secs_f64().max(1e-9)
-    );
-    if let Some(dir) = &data_dir {
-        storage.after_observations = server::directory_files(dir);
-        fill_storage(&mut storage, observations);
-    }
-    memory.after_seeding = pid.and_then(server::memory);
-    let observation_ids = if observations > 0 {
-        seed::observation_id_range(&api).await.context("reading the Observation ids failed")?
+    let dataset = if args.no_seed {
+        let (things, locations, datastreams, observations) =
+            seed::discover(&api).await.context("finding the dataset of an earlier run failed")?;
+        eprintln!(
+            "reusing {} Things, {} Datastreams, {} Observations",
+            things.len(),
+            datastreams.len(),
+            report::group_digits(observations)
+        );
+        Dataset {
+            things,
+            locations,
+            datastreams,
+            observations,
+            observation_ids: seed::observation_id_range(&api).await?,
+            seed_method: "reused from an earlier run (--no-seed)".into(),
+            seed_entities_seconds: 0.0,
+            seed_observations_seconds: 0.0,
+        }
     } else {
-        (1, 1)
+        seed_dataset(&api, observations, concurrency, data_dir.as_deref(), &mut storage).await?
     };
-    let dataset = Dataset {
-        things,
-        locations,
-        datastreams,
-        observations,
-        observation_ids,
-        seed_method,
-        seed_entities_seconds: entities_elapsed.as_secs_f64(),
-        seed_observations_seconds: observations_elapsed.as_secs_f64(),
-    };
+    memory.after_seeding = pid.and_then(server::memory);
 
     let mqtt = args.mqtt.clone().or_else(|| server.as_ref().and_then(Server::mqtt_announced));
     let mut info = info;
     info.mqtt.clone_from(&mqtt);
-    let bench = Bench::new(api, dataset.clone(), pid, duration, concurrency, mqtt);
+    let mut server = server;
+    let mut bench = Bench::new(api.clone(), dataset.clone(), pid, duration, concurrency, mqtt);
+    bench.only.clone_from(&args.only);
     let mut figures = scenarios::reads(&bench).await;
     memory.after_reads = pid.and_then(server::memory);
     figures.extend(scenarios::paging(&bench).await);
@@ -208,6 +203,38 @@ async fn main() -> anyhow::Result<()> {
     memory.met_at_rest = memory.at_rest.map(|m| m.peak_bytes <= 30_000_000);
     memory.met_under_ingest = memory.after_ingest.map(|m| m.peak_bytes <= 100_000_000);
     machine.load_average_end = report::load_average();
+
+    // The size of the database once the server has shut down cleanly (SQLite folds the WAL
+    // into the database file then), over every Observation stored.
+    let stored = api
+        .get_json("Observations?$count=true&$top=0")
+        .await
+        .ok()
+        .and_then(|page| page.get("@iot.count").and_then(serde_json::Value::as_u64));
+    if let Some(server) = server.as_mut() {
+        if !server.is_running() {
+            eprintln!("warning: the server exited during the run; its log:\n{}", server.log_tail());
+            info.exited_during_run = true;
+        } else if !server.shut_down(Duration::from_secs(30)) {
+            eprintln!("warning: the server did not stop within 30 s of SIGTERM; it was killed");
+        }
+        let database = server.data_dir().join("stela.db");
+        match storage::inspect(&database) {
+            Ok(objects) => storage.objects = objects,
+            Err(error) => eprintln!("warning: cannot inspect {}: {error}", database.display()),
+        }
+        storage.after_shutdown = server::directory_files(server.data_dir());
+        storage.observations_stored = stored;
+        if let Some(count) = stored.filter(|c| *c > 0) {
+            let database: u64 = storage
+                .after_shutdown
+                .iter()
+                .filter(|(name, _)| !name.ends_with("-shm"))
+                .map(|(_, size)| size)
+                .sum();
+            storage.bytes_per_observation_after_shutdown = Some(database as f64 / count as f64);
+        }
+    }
 
     let report = Report {
         timestamp: seed::iso(
@@ -223,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
             seconds_per_measurement: seconds,
             concurrency,
             command: std::env::args().collect::<Vec<_>>().join(" "),
+            http_retries: api.retries(),
         },
         dataset,
         figures,
@@ -233,13 +261,59 @@ async fn main() -> anyhow::Result<()> {
     report.write_json(&out)?;
     println!("results written to {}", out.display());
 
-    if let Some(mut server) = server {
-        if !server.is_running() {
-            eprintln!("warning: the server exited during the run; its log:\n{}", server.log_tail());
-        }
-        server.stop();
-    }
+    drop(server);
     Ok(())
+}
+
+/// Seeds the Things and `observations` Observations, noting the data directory's growth.
+async fn seed_dataset(
+    api: &Api,
+    observations: u64,
+    concurrency: usize,
+    data_dir: Option<&std::path::Path>,
+    storage: &mut StorageReport,
+) -> anyhow::Result<Dataset> {
+    // A failure here means the harness cannot measure anything.
+    eprintln!(
+        "seeding {} Things with {} Datastreams each, then {} Observations",
+        seed::THINGS,
+        seed::DATASTREAMS_PER_THING,
+        report::group_digits(observations)
+    );
+    let (things, locations, datastreams, entities_elapsed) =
+        seed::seed_entities(api, concurrency).await.context("seeding the Things failed")?;
+    if let Some(dir) = data_dir {
+        storage.before_observations = server::directory_files(dir);
+    }
+    let (seed_method, observations_elapsed) =
+        seed::seed_observations(api, &datastreams, observations, concurrency)
+            .await
+            .context("seeding the Observations failed")?;
+    eprintln!(
+        "seeded {} Observations in {:.1} s ({:.0}/s) by {seed_method}",
+        report::group_digits(observations),
+        observations_elapsed.as_secs_f64(),
+        observations as f64 / observations_elapsed.as_secs_f64().max(1e-9)
+    );
+    if let Some(dir) = data_dir {
+        storage.after_observations = server::directory_files(dir);
+        fill_storage(storage, observations);
+    }
+    let observation_ids = if observations > 0 {
+        seed::observation_id_range(api).await.context("reading the Observation ids failed")?
+    } else {
+        (1, 1)
+    };
+    Ok(Dataset {
+        things,
+        locations,
+        datastreams,
+        observations,
+        observation_ids,
+        seed_method,
+        seed_entities_seconds: entities_elapsed.as_secs_f64(),
+        seed_observations_seconds: observations_elapsed.as_secs_f64(),
+    })
 }
 
 /// Growth of the data directory per million Observations.

@@ -196,6 +196,15 @@ pub struct StorageReport {
     pub bytes_per_million_observations: Option<f64>,
     /// The same for the database file alone (without the WAL, which SQLite reuses).
     pub database_bytes_per_million_observations: Option<f64>,
+    /// Files and sizes once the server has shut down cleanly, at the end of the run.
+    pub after_shutdown: Vec<(String, u64)>,
+    /// Observations stored at the end (seeded and ingested).
+    pub observations_stored: Option<u64>,
+    /// The database files after shutdown over `observations_stored`: the real cost of one
+    /// Observation on disk, indexes included.
+    pub bytes_per_observation_after_shutdown: Option<f64>,
+    /// Tables and indexes by size, after shutdown (the WAL folded in).
+    pub objects: Vec<crate::storage::ObjectSize>,
 }
 
 /// The server the figures are about.
@@ -207,6 +216,8 @@ pub struct ServerInfo {
     pub started_by_harness: bool,
     pub binary: Option<String>,
     pub mqtt: Option<String>,
+    /// The server died before the harness stopped it.
+    pub exited_during_run: bool,
 }
 
 /// How the run was configured.
@@ -216,6 +227,8 @@ pub struct Settings {
     pub seconds_per_measurement: f64,
     pub concurrency: usize,
     pub command: String,
+    /// Requests the client sent twice because a pooled keep-alive connection had been closed.
+    pub http_retries: u64,
 }
 
 /// Everything a run produced.
@@ -356,10 +369,28 @@ impl Report {
         if let Some(bytes) = self.storage.bytes_per_million_observations {
             let _ = writeln!(
                 out,
-                "\ndata directory: {:.1} MiB per million Observations ({:.1} MiB in the database file alone)",
+                "\ndata directory growth while seeding: {:.1} MiB per million Observations",
                 bytes / 1048576.0,
-                self.storage.database_bytes_per_million_observations.unwrap_or(0.0) / 1048576.0
             );
+        }
+        if let (Some(bytes), Some(count)) =
+            (self.storage.bytes_per_observation_after_shutdown, self.storage.observations_stored)
+        {
+            let _ = writeln!(
+                out,
+                "database after a clean shutdown: {:.0} bytes per Observation = {:.1} MiB per million ({} Observations stored)",
+                bytes,
+                bytes * 1e6 / 1048576.0,
+                group_digits(count)
+            );
+            let objects: Vec<String> = self
+                .storage
+                .objects
+                .iter()
+                .take(6)
+                .map(|o| format!("{} {:.1} MiB", o.name, o.bytes as f64 / 1048576.0))
+                .collect();
+            let _ = writeln!(out, "  largest: {}", objects.join(", "));
         }
         out
     }

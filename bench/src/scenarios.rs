@@ -191,7 +191,10 @@ pub async fn reads(bench: &Bench) -> Vec<Figure> {
         "responses",
     );
     let figure = read(bench, figure, 1, by_id, |_| None).await;
-    figures.extend(figure.map(|f| judge(f, "p50 ≤ 0.3 ms, p99 ≤ 3 ms", |f| p50(f) <= 0.3 && p99(f) <= 3.0)));
+    figures.extend(
+        figure
+            .map(|f| judge(f, "p50 ≤ 0.3 ms, p99 ≤ 3 ms", |f| p50(f) <= 0.3 && p99(f) <= 3.0)),
+    );
 
     let figure = Figure::new(
         "read_get_by_id_c32",
@@ -516,9 +519,11 @@ pub async fn ingest(bench: &Bench) -> Vec<Figure> {
     let figure =
         single_posts(bench, "ingest_post_c32", "single POST, 32 connections", bench.concurrency)
             .await;
-    figures.extend(figure.map(|f| judge(f, "≥ 20,000/s, CPU ≤ 0.1 ms", |f| {
-        f.items_per_second >= 20_000.0 && f.server_cpu_ms_per_item.is_none_or(|c| c <= 0.1)
-    })));
+    figures.extend(figure.map(|f| {
+        judge(f, "≥ 20,000/s, CPU ≤ 0.1 ms", |f| {
+            f.items_per_second >= 20_000.0 && f.server_cpu_ms_per_item.is_none_or(|c| c <= 0.1)
+        })
+    }));
 
     figures.extend(create_observations(bench).await);
     figures.extend(batch(bench).await);

@@ -62,12 +62,16 @@ pub(crate) fn load_appender(conn: &Connection) -> Result<Appender, StoreError> {
     Appender::restore(size, edge).map_err(|e| StoreError::Corrupt(format!("log: {e}")))
 }
 
-/// The JSON body of an entity as logged: its properties, `@iot.id`, and the ids of the
-/// entities it links to (`"Datastream": {"@iot.id": 5}`).
+/// The JSON body of an entity as logged: its properties (not the server-maintained ones),
+/// `@iot.id`, and the ids of the entities it links to (`"Datastream": {"@iot.id": 5}`).
 fn entity_body(conn: &Connection, entity: &Entity) -> Result<Json, StoreError> {
     let mut object = Map::new();
     object.insert("@iot.id".into(), Json::from(entity.id));
     for (property, value) in entity.ty.properties().iter().zip(&entity.values) {
+        // Values the server derives (a Datastream's extents) are not the entity's own state.
+        if property.server_maintained {
+            continue;
+        }
         if let Some(value) = value {
             let json = value_to_json(value);
             if !json.is_null() || property.required {
@@ -135,9 +139,8 @@ pub(crate) fn append_changes(
         insert.execute(params![index, change.ty.name(), change.id, text])?;
     }
     let appended = next.append(&leaves).map_err(|e| StoreError::Corrupt(format!("log: {e}")))?;
-    let mut node = conn.prepare_cached(
-        "INSERT OR REPLACE INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
-    )?;
+    let mut node =
+        conn.prepare_cached("INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
     for (id, hash) in appended.nodes {
         let index = i64::try_from(id.index).unwrap_or(i64::MAX);
         node.execute(params![i64::from(id.level), index, hash.as_slice()])?;
@@ -377,6 +380,30 @@ impl crate::ReadTx<'_> {
                         .push(format!("{ty}({}) differs from its newest log entry", entity.id)),
                     None => report.problems.push(format!("{ty}({}) has no log entry", entity.id)),
                 }
+            }
+        }
+        // Entities the log says exist must exist.
+        let mut statement = self.conn.prepare(
+            "SELECT e.entity_type, e.entity_id, e.entry FROM log_entries e
+             JOIN (SELECT entity_type, entity_id, MAX(idx) AS idx FROM log_entries GROUP BY entity_type, entity_id) n
+               ON n.idx = e.idx",
+        )?;
+        let newest = statement
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (type_name, id, text) in newest {
+            let Some(ty) = EntityType::ALL.into_iter().find(|t| t.name() == type_name) else {
+                report.problems.push(format!("the log names an unknown entity type '{type_name}'"));
+                continue;
+            };
+            let deleted =
+                LogEntry::from_canonical_json(&text).is_ok_and(|e| e.op == Operation::Delete);
+            if !deleted && !crate::read::entity_exists(self.conn, ty, id)? {
+                report
+                    .problems
+                    .push(format!("{ty}({id}) is in the log but missing from the store"));
             }
         }
         Ok(report)

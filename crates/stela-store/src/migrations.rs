@@ -127,6 +127,19 @@ CREATE TABLE log_checkpoints (
     size INTEGER PRIMARY KEY,
     note TEXT NOT NULL
 );
+-- The log is append-only: the store itself refuses to change or remove what it recorded.
+CREATE TRIGGER log_entries_append_only_update BEFORE UPDATE ON log_entries
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_entries_append_only_delete BEFORE DELETE ON log_entries
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_nodes_append_only_update BEFORE UPDATE ON log_nodes
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_nodes_append_only_delete BEFORE DELETE ON log_nodes
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_checkpoints_append_only_update BEFORE UPDATE ON log_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_checkpoints_append_only_delete BEFORE DELETE ON log_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
 "#,
 ];
 

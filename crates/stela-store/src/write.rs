@@ -653,10 +653,61 @@ impl WriteTx<'_> {
             }
             _ => {}
         }
+        // Entities the cascade removes are deleted too, and each gets its own log entry, so
+        // that the log accounts for every entity that ever existed.
+        for (dependent_ty, dependent) in self.cascade_of(ty, id)? {
+            self.pending.changes.push(Change {
+                kind: ChangeKind::Deleted,
+                ty: dependent_ty,
+                id: dependent,
+            });
+        }
         let sql = format!("DELETE FROM {} WHERE id = ?1", ty.table());
         self.tx.prepare_cached(&sql)?.execute([id])?;
         self.pending.changes.push(Change { kind: ChangeKind::Deleted, ty, id });
         Ok(())
+    }
+
+    /// The entities deleting `ty(id)` removes with it, dependents first.
+    fn cascade_of(&self, ty: EntityType, id: i64) -> Result<Vec<(EntityType, i64)>, StoreError> {
+        let ids = |sql: &str| query_ids(&self.tx, sql, &[Sql::Integer(id)]);
+        let datastreams = match ty {
+            EntityType::Thing => ids("SELECT id FROM datastreams WHERE thing_id = ?1")?,
+            EntityType::Sensor => ids("SELECT id FROM datastreams WHERE sensor_id = ?1")?,
+            EntityType::ObservedProperty => {
+                ids("SELECT id FROM datastreams WHERE observed_property_id = ?1")?
+            }
+            _ => Vec::new(),
+        };
+        let mut cascade = Vec::new();
+        for datastream in &datastreams {
+            let observations = query_ids(
+                &self.tx,
+                "SELECT id FROM observations WHERE datastream_id = ?1",
+                &[Sql::Integer(*datastream)],
+            )?;
+            cascade.extend(observations.into_iter().map(|o| (EntityType::Observation, o)));
+        }
+        cascade.extend(datastreams.into_iter().map(|d| (EntityType::Datastream, d)));
+        let (dependent_ty, sql) = match ty {
+            EntityType::Thing => (
+                EntityType::HistoricalLocation,
+                "SELECT id FROM historical_locations WHERE thing_id = ?1",
+            ),
+            EntityType::Location => (
+                EntityType::HistoricalLocation,
+                "SELECT historical_location_id FROM locations_historical_locations WHERE location_id = ?1",
+            ),
+            EntityType::Datastream => {
+                (EntityType::Observation, "SELECT id FROM observations WHERE datastream_id = ?1")
+            }
+            EntityType::FeatureOfInterest => {
+                (EntityType::Observation, "SELECT id FROM observations WHERE feature_id = ?1")
+            }
+            _ => return Ok(cascade),
+        };
+        cascade.extend(ids(sql)?.into_iter().map(|d| (dependent_ty, d)));
+        Ok(cascade)
     }
 
     /// Appends the log entries of `changes`; returns the appender to keep after the commit.

@@ -67,7 +67,7 @@ fn flip(hash: &Hash, bit: usize) -> Hash {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn roots_and_inclusion_proofs_match_rfc(
@@ -111,7 +111,7 @@ proptest! {
         let size = n as u64;
         let indexes: Vec<u64> = picks.iter().map(|pick| pick % size).collect();
         let batched = inclusion_proofs(&indexes, size, &store).expect("stored");
-        prop_assert_eq!(store.asked.borrow().len(), 1);
+        prop_assert!(store.asked.borrow().len() <= 1, "one read at most");
         for (index, proof) in indexes.iter().zip(&batched) {
             prop_assert_eq!(proof, &path(*index as usize, &leaves));
         }

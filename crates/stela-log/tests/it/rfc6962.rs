@@ -336,7 +336,8 @@ fn consistency_edge_cases() {
     let root1 = leaf_hash(b"don't care 1");
     let root2 = leaf_hash(b"don't care 2");
     let proof2 = [EMPTY_ROOT];
-    let cases: [(u64, u64, Hash, Hash, &[Hash], bool); 13] = [
+    type Case<'a> = (u64, u64, Hash, Hash, &'a [Hash], bool);
+    let cases: [Case<'_>; 13] = [
         (0, 0, root1, root2, &[], false),
         (1, 1, root1, root2, &[], false),
         (0, 0, EMPTY_ROOT, EMPTY_ROOT, &[], true),
