@@ -59,13 +59,22 @@ impl CheckpointError {
 
 impl Checkpoint {
     /// The note text: `origin\nsize\nbase64(root)\n` followed by one line per extension.
-    pub fn to_text(&self) -> String {
+    ///
+    /// Fails, rather than produce a text that would read back differently, when the origin or
+    /// an extension is empty or contains a newline or another control character.
+    pub fn to_text(&self) -> Result<String, CheckpointError> {
+        let free_lines = std::iter::once((1, self.origin.as_str()))
+            .chain(self.extensions.iter().enumerate().map(|(i, line)| (i + 4, line.as_str())));
+        for (number, line) in free_lines {
+            check_line(number, line)?;
+        }
         let mut text = format!("{}\n{}\n{}\n", self.origin, self.size, STANDARD.encode(self.root));
         for extension in &self.extensions {
             text.push_str(extension);
             text.push('\n');
         }
-        text
+        debug_assert_eq!(Checkpoint::parse(&text).as_ref(), Ok(self));
+        Ok(text)
     }
 
     /// Parses a note text strictly: exactly the format [`Checkpoint::to_text`] writes, with
@@ -74,12 +83,7 @@ impl Checkpoint {
         let body = text.strip_suffix('\n').ok_or(CheckpointError::MissingFinalNewline)?;
         let lines: Vec<&str> = body.split('\n').collect();
         for (number, line) in lines.iter().enumerate() {
-            if line.is_empty() {
-                return Err(CheckpointError::EmptyLine(number + 1));
-            }
-            if line.chars().any(|c| c.is_ascii_control()) {
-                return Err(CheckpointError::ControlCharacter(number + 1));
-            }
+            check_line(number + 1, line)?;
         }
         let [origin, size, root, extensions @ ..] = lines.as_slice() else {
             return Err(CheckpointError::TooFewLines(lines.len()));
@@ -91,6 +95,17 @@ impl Checkpoint {
             extensions: extensions.iter().map(|line| (*line).to_owned()).collect(),
         })
     }
+}
+
+/// Every line must be non-empty and free of control characters (newline included).
+fn check_line(number: usize, line: &str) -> Result<(), CheckpointError> {
+    if line.is_empty() {
+        return Err(CheckpointError::EmptyLine(number));
+    }
+    if line.chars().any(|c| c.is_ascii_control()) {
+        return Err(CheckpointError::ControlCharacter(number));
+    }
+    Ok(())
 }
 
 fn parse_size(line: &str) -> Result<u64, CheckpointError> {
@@ -134,7 +149,7 @@ mod tests {
             root: leaf_hash(b"hello world"),
             extensions: vec![],
         };
-        assert_eq!(checkpoint.to_text(), GO_TREE);
+        assert_eq!(checkpoint.to_text().as_deref(), Ok(GO_TREE));
         assert_eq!(Checkpoint::parse(GO_TREE), Ok(checkpoint));
     }
 
@@ -146,7 +161,26 @@ mod tests {
             root: crate::hash::EMPTY_ROOT,
             extensions: vec!["a b".to_owned(), "— c".to_owned()],
         };
-        assert_eq!(Checkpoint::parse(&checkpoint.to_text()), Ok(checkpoint));
+        let text = checkpoint.to_text().expect("valid");
+        assert_eq!(Checkpoint::parse(&text), Ok(checkpoint));
+    }
+
+    #[test]
+    fn refuses_to_write_what_would_not_read_back() {
+        let valid = Checkpoint {
+            origin: "o".to_owned(),
+            size: 1,
+            root: crate::hash::EMPTY_ROOT,
+            extensions: vec![],
+        };
+        for origin in ["", "a\nb", "a\rb"] {
+            let checkpoint = Checkpoint { origin: origin.to_owned(), ..valid.clone() };
+            assert!(checkpoint.to_text().is_err(), "{origin:?}");
+        }
+        for extension in ["", "x\n", "\u{1}"] {
+            let checkpoint = Checkpoint { extensions: vec![extension.to_owned()], ..valid.clone() };
+            assert!(checkpoint.to_text().is_err(), "{extension:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 /// A SHA-256 digest: a leaf hash, an interior node hash or a tree root.
 pub type Hash = [u8; 32];
 
-/// Length in bytes of a [`Hash`].
+/// Length in bytes of a [`Hash`](type@Hash).
 pub const HASH_SIZE: usize = 32;
 
 /// Root of the empty tree: `SHA-256("")` (RFC 9162 §2.1.1).

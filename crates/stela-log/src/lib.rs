@@ -7,27 +7,61 @@
 //! [`HashReader`].
 //!
 //! ```text
-//!   write path (server)                              read / verify path (anyone)
-//!   ───────────────────                              ───────────────────────────
-//!   LogEntry ──to_canonical_json (RFC 8785)──► bytes ──leaf_hash──► Hash
-//!                                                                    │
-//!   Appender::restore(size, right edge)                              │
-//!        │ append(&[Hash])                                           │
-//!        ▼                                                           │
-//!   Appended { nodes: (NodeId, Hash)…, root } ──persist──► store of perfect subtrees
-//!        │                                                  │ HashReader::read_hashes
-//!        │                                                  ▼
-//!        │                         tree_root / inclusion_proof(s) / consistency_proof
-//!        │                         read_tile (tile/<L>/<N>)      │
-//!        ▼                                                        ▼
-//!   Checkpoint { origin, size, root } ──sign_note(SignerKey)──► signed note
-//!                                                                 │
-//!   Receipt { entries + proofs, tree_size, checkpoint } ◄─────────┘
-//!        │
-//!        └─verify_receipt(VerifierKey)──► open_note ─► Checkpoint::parse
-//!                                          ─► verify_inclusion (RFC 9162 §2.1.3.2)
-//!   witnesses / monitors: verify_consistency (RFC 9162 §2.1.4.2),
-//!                         root_from_tiles / TileHashReader over fetched tiles
+//!  SERVER (write path)                          STORE                 ANYONE (verify path)
+//!
+//!  LogEntry
+//!    │ to_canonical_json (RFC 8785 JCS)
+//!    ▼
+//!  bytes ─► leaf_hash ─► Appender::append ──(NodeId, Hash)…──► perfect
+//!                         ▲       │ root                       subtree
+//!                         │       ▼                            hashes
+//!      Appender::restore ─┘  Checkpoint                          │
+//!      (size, right edge)     │ to_text                          │ HashReader
+//!                             ▼                                  ▼
+//!                     sign_note(SignerKey)       inclusion_proof(s), consistency_proof,
+//!                             │                  tree_root, read_tile ─► tile/<L>/<N>
+//!                             ▼                                  │
+//!                  Receipt { entries, proofs, tree_size, checkpoint note }
+//!                             │
+//!                             ▼
+//!  verify_receipt(VerifierKey): open_note ─► Checkpoint::parse ─► leaf_hash
+//!                               ─► verify_inclusion (RFC 9162 §2.1.3.2)
+//!  witnesses, monitors:         verify_consistency (§2.1.4.2),
+//!                               root_from_tiles / TileHashReader over fetched tiles
+//! ```
+//!
+//! One write, one checkpoint, one receipt, verified offline:
+//!
+//! ```
+//! use stela_log::{
+//!     Checkpoint, LogEntry, MemoryTree, Receipt, ReceiptEntry, SignerKey, inclusion_proof,
+//!     sign_note, verify_receipt,
+//! };
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The server: canonical entry → leaf → tree (a database-backed HashReader in Stela).
+//! let entry = LogEntry::delete("Thing", 7, "2026-11-02T10:00:00Z", "").to_canonical_json()?;
+//! let mut tree = MemoryTree::new();
+//! let index = tree.append_entry(entry.as_bytes())?;
+//! let signer = SignerKey::from_seed("stela.example/log", &[1; 32])?; // key bytes from config
+//! let checkpoint = Checkpoint {
+//!     origin: "stela.example/log".into(),
+//!     size: tree.size(),
+//!     root: tree.root(),
+//!     extensions: vec![],
+//! };
+//! let note = sign_note(&checkpoint.to_text()?, &[&signer])?;
+//! let proof = inclusion_proof(index, tree.size(), &tree)?;
+//! let receipt = Receipt {
+//!     entries: vec![ReceiptEntry::new(index, entry, &proof)],
+//!     tree_size: tree.size(),
+//!     checkpoint: note,
+//! };
+//!
+//! // Anyone holding the log's verifier key, later and offline.
+//! let verified = verify_receipt(&receipt, &signer.verifier_key())?;
+//! assert_eq!(verified.entries[0].entry.entity_id, 7);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Module map: [`hash`] (leaf/node hashing), [`node`] (perfect-subtree addresses),

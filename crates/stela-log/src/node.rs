@@ -117,7 +117,7 @@ pub(crate) fn consistency_ranges(old_size: u64, new_size: u64) -> Vec<Range<u64>
             break;
         }
         let middle = begin + split_point(end - begin);
-        if old_size < middle {
+        if old_size <= middle {
             ranges.push(middle..end);
             end = middle;
         } else {

@@ -3,7 +3,7 @@
 //! every failure says which check failed.
 
 use crate::error::ErrorCode;
-use crate::hash::{EMPTY_ROOT, Hash, node_hash};
+use crate::hash::{EMPTY_ROOT, Hash, node_hash, to_hex};
 
 /// Why a proof did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +34,11 @@ pub enum ProofError {
     #[error("consistency proof is empty")]
     EmptyProof,
     /// The root computed from the proof is not the expected root.
-    #[error("computed root {computed} does not match expected root {expected}", computed = crate::hash::to_hex(.computed), expected = crate::hash::to_hex(.expected))]
+    #[error(
+        "computed root {computed} does not match expected root {expected}",
+        computed = to_hex(.computed),
+        expected = to_hex(.expected)
+    )]
     RootMismatch {
         /// What the proof hashes to.
         computed: Hash,
@@ -42,7 +46,11 @@ pub enum ProofError {
         expected: Hash,
     },
     /// The old root computed from a consistency proof is not the expected old root.
-    #[error("computed old root {computed} does not match expected old root {expected}", computed = crate::hash::to_hex(.computed), expected = crate::hash::to_hex(.expected))]
+    #[error(
+        "computed old root {computed} does not match expected old root {expected}",
+        computed = to_hex(.computed),
+        expected = to_hex(.expected)
+    )]
     OldRootMismatch {
         /// What the proof hashes to.
         computed: Hash,

@@ -218,6 +218,10 @@ fn decode_property(
             Json::Object(_) => Ok(Value::Json(member.clone())),
             _ => Err(error(pointer, format!("'{name}' must be a JSON object"))),
         },
+        PropertyKind::JsonArray => match member {
+            Json::Array(_) => Ok(Value::Json(member.clone())),
+            _ => Err(error(pointer, format!("'{name}' must be a JSON array"))),
+        },
         PropertyKind::Geometry => {
             let encoding = object.get("encodingType").and_then(Json::as_str);
             if encoding.is_none_or(is_geojson_encoding) {

@@ -15,6 +15,7 @@ pub enum EntityType {
     ObservedProperty,
     Observation,
     FeatureOfInterest,
+    MultiDatastream,
 }
 
 /// How a property's value is validated, stored and rendered.
@@ -26,6 +27,8 @@ pub enum PropertyKind {
     Json,
     /// A JSON object, kept as given (`properties`, `parameters`, `unitOfMeasurement`).
     JsonObject,
+    /// A JSON array, kept as given (`unitOfMeasurements`, `multiObservationDataTypes`).
+    JsonArray,
     /// A GeoJSON geometry or feature, validated (`location`, `feature`, `observedArea`).
     Geometry,
     /// An ISO 8601 instant.
@@ -59,8 +62,15 @@ pub enum Link {
     Forward { column: &'static str },
     /// The target's table holds this entity's id in `column` (to-many).
     Reverse { column: &'static str },
-    /// A join table with this entity's id in `this_column` and the target's in `target_column`.
-    Join { table: &'static str, this_column: &'static str, target_column: &'static str },
+    /// A join table with this entity's id in `this_column` and the target's in `target_column`;
+    /// `ordered` join tables keep the order of linking in a `rank` column (a MultiDatastream's
+    /// ObservedProperties are ordered like its result arrays).
+    Join {
+        table: &'static str,
+        this_column: &'static str,
+        target_column: &'static str,
+        ordered: bool,
+    },
 }
 
 /// A navigation property.
@@ -125,12 +135,24 @@ static OBSERVATION_PROPERTIES: [Property; 6] = [
     prop("validTime", "valid_time", K::Interval, false),
     prop("parameters", "parameters", K::JsonObject, false),
 ];
+static MULTI_DATASTREAM_PROPERTIES: [Property; 9] = [
+    NAME,
+    DESCRIPTION,
+    prop("unitOfMeasurements", "unit_of_measurements", K::JsonArray, true),
+    // Fixed to OM_ComplexObservation; the server fills it in when it is omitted.
+    prop("observationType", "observation_type", K::Text, false),
+    prop("multiObservationDataTypes", "multi_observation_data_types", K::JsonArray, true),
+    maintained("observedArea", "observed_area", K::Geometry),
+    maintained("phenomenonTime", "phenomenon_time", K::Interval),
+    maintained("resultTime", "result_time", K::Interval),
+    PROPERTIES,
+];
 static FEATURE_PROPERTIES: [Property; 5] =
     [NAME, DESCRIPTION, ENCODING_TYPE, prop("feature", "feature", K::Geometry, true), PROPERTIES];
 
 use EntityType as E;
 
-static THING_RELATIONS: [Relation; 3] = [
+static THING_RELATIONS: [Relation; 4] = [
     Relation {
         name: "Locations",
         target: E::Location,
@@ -141,6 +163,7 @@ static THING_RELATIONS: [Relation; 3] = [
             table: "things_locations",
             this_column: "thing_id",
             target_column: "location_id",
+            ordered: false,
         },
     },
     Relation {
@@ -159,6 +182,14 @@ static THING_RELATIONS: [Relation; 3] = [
         inverse: "Thing",
         link: Link::Reverse { column: "thing_id" },
     },
+    Relation {
+        name: "MultiDatastreams",
+        target: E::MultiDatastream,
+        many: true,
+        required: false,
+        inverse: "Thing",
+        link: Link::Reverse { column: "thing_id" },
+    },
 ];
 static LOCATION_RELATIONS: [Relation; 2] = [
     Relation {
@@ -171,6 +202,7 @@ static LOCATION_RELATIONS: [Relation; 2] = [
             table: "things_locations",
             this_column: "location_id",
             target_column: "thing_id",
+            ordered: false,
         },
     },
     Relation {
@@ -183,6 +215,7 @@ static LOCATION_RELATIONS: [Relation; 2] = [
             table: "locations_historical_locations",
             this_column: "location_id",
             target_column: "historical_location_id",
+            ordered: false,
         },
     },
 ];
@@ -205,6 +238,7 @@ static HISTORICAL_LOCATION_RELATIONS: [Relation; 2] = [
             table: "locations_historical_locations",
             this_column: "historical_location_id",
             target_column: "location_id",
+            ordered: false,
         },
     },
 ];
@@ -242,28 +276,93 @@ static DATASTREAM_RELATIONS: [Relation; 4] = [
         link: Link::Reverse { column: "datastream_id" },
     },
 ];
-static SENSOR_RELATIONS: [Relation; 1] = [Relation {
-    name: "Datastreams",
-    target: E::Datastream,
-    many: true,
-    required: false,
-    inverse: "Sensor",
-    link: Link::Reverse { column: "sensor_id" },
-}];
-static OBSERVED_PROPERTY_RELATIONS: [Relation; 1] = [Relation {
-    name: "Datastreams",
-    target: E::Datastream,
-    many: true,
-    required: false,
-    inverse: "ObservedProperty",
-    link: Link::Reverse { column: "observed_property_id" },
-}];
-static OBSERVATION_RELATIONS: [Relation; 2] = [
+static SENSOR_RELATIONS: [Relation; 2] = [
+    Relation {
+        name: "Datastreams",
+        target: E::Datastream,
+        many: true,
+        required: false,
+        inverse: "Sensor",
+        link: Link::Reverse { column: "sensor_id" },
+    },
+    Relation {
+        name: "MultiDatastreams",
+        target: E::MultiDatastream,
+        many: true,
+        required: false,
+        inverse: "Sensor",
+        link: Link::Reverse { column: "sensor_id" },
+    },
+];
+static OBSERVED_PROPERTY_RELATIONS: [Relation; 2] = [
+    Relation {
+        name: "Datastreams",
+        target: E::Datastream,
+        many: true,
+        required: false,
+        inverse: "ObservedProperty",
+        link: Link::Reverse { column: "observed_property_id" },
+    },
+    Relation {
+        name: "MultiDatastreams",
+        target: E::MultiDatastream,
+        many: true,
+        required: false,
+        inverse: "ObservedProperties",
+        link: Link::Join {
+            table: "multi_datastreams_observed_properties",
+            this_column: "observed_property_id",
+            target_column: "multi_datastream_id",
+            ordered: true,
+        },
+    },
+];
+static MULTI_DATASTREAM_RELATIONS: [Relation; 4] = [
+    Relation {
+        name: "Thing",
+        target: E::Thing,
+        many: false,
+        required: true,
+        inverse: "MultiDatastreams",
+        link: Link::Forward { column: "thing_id" },
+    },
+    Relation {
+        name: "Sensor",
+        target: E::Sensor,
+        many: false,
+        required: true,
+        inverse: "MultiDatastreams",
+        link: Link::Forward { column: "sensor_id" },
+    },
+    Relation {
+        name: "ObservedProperties",
+        target: E::ObservedProperty,
+        many: true,
+        required: false,
+        inverse: "MultiDatastreams",
+        link: Link::Join {
+            table: "multi_datastreams_observed_properties",
+            this_column: "multi_datastream_id",
+            target_column: "observed_property_id",
+            ordered: true,
+        },
+    },
+    Relation {
+        name: "Observations",
+        target: E::Observation,
+        many: true,
+        required: false,
+        inverse: "MultiDatastream",
+        link: Link::Reverse { column: "multi_datastream_id" },
+    },
+];
+static OBSERVATION_RELATIONS: [Relation; 3] = [
     Relation {
         name: "Datastream",
         target: E::Datastream,
         many: false,
-        required: true,
+        // Exactly one of Datastream and MultiDatastream; the store checks it.
+        required: false,
         inverse: "Observations",
         link: Link::Forward { column: "datastream_id" },
     },
@@ -275,6 +374,14 @@ static OBSERVATION_RELATIONS: [Relation; 2] = [
         required: false,
         inverse: "Observations",
         link: Link::Forward { column: "feature_id" },
+    },
+    Relation {
+        name: "MultiDatastream",
+        target: E::MultiDatastream,
+        many: false,
+        required: false,
+        inverse: "Observations",
+        link: Link::Forward { column: "multi_datastream_id" },
     },
 ];
 static FEATURE_RELATIONS: [Relation; 1] = [Relation {
@@ -288,7 +395,7 @@ static FEATURE_RELATIONS: [Relation; 1] = [Relation {
 
 impl EntityType {
     /// All entity types, in the order of the service root document.
-    pub const ALL: [EntityType; 8] = [
+    pub const ALL: [EntityType; 9] = [
         E::Thing,
         E::Location,
         E::HistoricalLocation,
@@ -297,6 +404,7 @@ impl EntityType {
         E::ObservedProperty,
         E::Observation,
         E::FeatureOfInterest,
+        E::MultiDatastream,
     ];
 
     /// Singular name (`Thing`).
@@ -310,6 +418,7 @@ impl EntityType {
             E::ObservedProperty => "ObservedProperty",
             E::Observation => "Observation",
             E::FeatureOfInterest => "FeatureOfInterest",
+            E::MultiDatastream => "MultiDatastream",
         }
     }
 
@@ -324,6 +433,7 @@ impl EntityType {
             E::ObservedProperty => "ObservedProperties",
             E::Observation => "Observations",
             E::FeatureOfInterest => "FeaturesOfInterest",
+            E::MultiDatastream => "MultiDatastreams",
         }
     }
 
@@ -338,6 +448,7 @@ impl EntityType {
             E::ObservedProperty => "observed_properties",
             E::Observation => "observations",
             E::FeatureOfInterest => "features",
+            E::MultiDatastream => "multi_datastreams",
         }
     }
 
@@ -355,6 +466,7 @@ impl EntityType {
             E::ObservedProperty => &OBSERVED_PROPERTY_PROPERTIES,
             E::Observation => &OBSERVATION_PROPERTIES,
             E::FeatureOfInterest => &FEATURE_PROPERTIES,
+            E::MultiDatastream => &MULTI_DATASTREAM_PROPERTIES,
         }
     }
 
@@ -368,6 +480,7 @@ impl EntityType {
             E::ObservedProperty => &OBSERVED_PROPERTY_RELATIONS,
             E::Observation => &OBSERVATION_RELATIONS,
             E::FeatureOfInterest => &FEATURE_RELATIONS,
+            E::MultiDatastream => &MULTI_DATASTREAM_RELATIONS,
         }
     }
 
@@ -421,8 +534,8 @@ mod tests {
                         assert_eq!(a, b)
                     }
                     (
-                        Link::Join { table: t1, this_column: a1, target_column: b1 },
-                        Link::Join { table: t2, this_column: a2, target_column: b2 },
+                        Link::Join { table: t1, this_column: a1, target_column: b1, .. },
+                        Link::Join { table: t2, this_column: a2, target_column: b2, .. },
                     ) => {
                         assert_eq!((t1, a1, b1), (t2, b2, a2));
                     }

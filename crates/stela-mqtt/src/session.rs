@@ -125,10 +125,17 @@ async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Res
     let mut buffer = BytesMut::with_capacity(4096);
 
     let first = tokio::time::timeout(options.connect_timeout, async {
+        // The first byte tells whether this is MQTT at all: wait for nothing more otherwise.
+        while buffer.is_empty() {
+            if reader.read_buf(&mut buffer).await.map_err(End::Io)? == 0 {
+                return Err(End::Closed);
+            }
+        }
+        if buffer[0] != 0x10 {
+            return Err(End::Protocol("the first packet is not CONNECT".into()));
+        }
         fill_frame(&mut reader, &mut buffer, options.max_packet_bytes).await?;
-        if buffer.first().map(|byte| byte >> 4) == Some(1)
-            && connect_protocol_level(&buffer).is_some_and(|level| level != 4)
-        {
+        if connect_protocol_level(&buffer).is_some_and(|level| level != 4) {
             return Ok(None);
         }
         Packet::read(&mut buffer, options.max_packet_bytes).map(Some).map_err(|e| End::Protocol(e.to_string()))

@@ -25,11 +25,12 @@ use crate::render::{Links, collection_json, entity_json, refs_json};
 const VERSIONS: [&str; 2] = ["v1.0", "v1.1"];
 
 /// Requirement classes of SensorThings 1.1 that this server passes.
-const CONFORMANCE: [&str; 4] = [
+const CONFORMANCE: [&str; 5] = [
     "http://www.opengis.net/spec/iot_sensing/1.1/req/datamodel",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/resource-path/resource-path-to-entities",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/create-update-delete",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/multi-datastream",
 ];
 
 /// Requirement classes of the MQTT extension, advertised (with their endpoints) only when MQTT

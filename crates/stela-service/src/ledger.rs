@@ -93,8 +93,9 @@ pub(crate) fn sign_if_grown(
     {
         return Ok((signed, note));
     }
-    let body =
-        Checkpoint { origin: origin.to_owned(), size, root, extensions: Vec::new() }.to_text();
+    let body = Checkpoint { origin: origin.to_owned(), size, root, extensions: Vec::new() }
+        .to_text()
+        .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))?;
     let note = stela_log::sign_note(&body, &[signer])
         .map_err(|e| StoreError::Corrupt(format!("signing: {e}")))?;
     store.store_checkpoint(size, &note)?;

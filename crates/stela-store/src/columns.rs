@@ -3,7 +3,7 @@
 //! | kind              | columns                          |
 //! |-------------------|----------------------------------|
 //! | Text              | `col` TEXT                       |
-//! | Json, JsonObject, Geometry | `col` TEXT (JSON)       |
+//! | Json, JsonObject, JsonArray, Geometry | `col` TEXT (JSON) |
 //! | Instant           | `col` INTEGER (µs since epoch)   |
 //! | Interval          | `col_start`, `col_end` INTEGER   |
 //! | InstantOrInterval | `col_start`, `col_end` (NULL end for an instant) |
@@ -77,12 +77,13 @@ pub(crate) fn from_row(
         PropertyKind::Text => {
             Ok(row.get::<_, Option<String>>(index)?.map_or(Value::Null, Value::Text))
         }
-        PropertyKind::Json | PropertyKind::JsonObject | PropertyKind::Geometry => {
-            match row.get::<_, Option<String>>(index)? {
-                Some(text) => Ok(Value::Json(parse_stored_json(&text)?)),
-                None => Ok(Value::Null),
-            }
-        }
+        PropertyKind::Json
+        | PropertyKind::JsonObject
+        | PropertyKind::JsonArray
+        | PropertyKind::Geometry => match row.get::<_, Option<String>>(index)? {
+            Some(text) => Ok(Value::Json(parse_stored_json(&text)?)),
+            None => Ok(Value::Null),
+        },
         PropertyKind::Instant => Ok(row
             .get::<_, Option<i64>>(index)?
             .map_or(Value::Null, |t| Value::Time(TimeValue::Instant(t)))),

@@ -346,6 +346,7 @@ fn path(
     match property.kind {
         PropertyKind::Json
         | PropertyKind::JsonObject
+        | PropertyKind::JsonArray
         | PropertyKind::Geometry
         | PropertyKind::Result
             if !rest.is_empty() =>
@@ -376,7 +377,9 @@ fn path(
             Err(cx.error(format!("'{first}' has no members ('{}')", rest.join("/"))))
         }
         PropertyKind::Text => Ok(Lowered::new(column, Kind::Text)),
-        PropertyKind::Json | PropertyKind::JsonObject => Ok(Lowered::new(column, Kind::Json)),
+        PropertyKind::Json | PropertyKind::JsonObject | PropertyKind::JsonArray => {
+            Ok(Lowered::new(column, Kind::Json))
+        }
         PropertyKind::Geometry => Ok(Lowered::new(column, Kind::Geometry)),
         PropertyKind::Instant => Ok(Lowered::new(column, Kind::Time)),
         PropertyKind::Interval | PropertyKind::InstantOrInterval => {
@@ -752,7 +755,7 @@ fn join_relation(
         Link::Reverse { column } => {
             (format!("{target} {next}"), format!("{next}.{column} = {alias}.id"))
         }
-        Link::Join { table, this_column, target_column } => {
+        Link::Join { table, this_column, target_column, .. } => {
             let join = cx.alias();
             (
                 format!(

@@ -88,6 +88,33 @@ CREATE TABLE features (
     generated_from_location INTEGER REFERENCES locations(id) ON DELETE SET NULL
 );
 CREATE INDEX features_by_location ON features(generated_from_location);
+CREATE TABLE multi_datastreams (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    unit_of_measurements TEXT NOT NULL,
+    observation_type TEXT NOT NULL,
+    multi_observation_data_types TEXT NOT NULL,
+    observed_area TEXT,
+    phenomenon_time_start INTEGER,
+    phenomenon_time_end INTEGER,
+    result_time_start INTEGER,
+    result_time_end INTEGER,
+    properties TEXT,
+    thing_id INTEGER NOT NULL REFERENCES things(id) ON DELETE CASCADE,
+    sensor_id INTEGER NOT NULL REFERENCES sensors(id) ON DELETE CASCADE
+);
+CREATE INDEX multi_datastreams_by_thing ON multi_datastreams(thing_id);
+CREATE INDEX multi_datastreams_by_sensor ON multi_datastreams(sensor_id);
+CREATE TABLE multi_datastreams_observed_properties (
+    multi_datastream_id INTEGER NOT NULL REFERENCES multi_datastreams(id) ON DELETE CASCADE,
+    observed_property_id INTEGER NOT NULL REFERENCES observed_properties(id) ON DELETE CASCADE,
+    -- The position of the ObservedProperty in the MultiDatastream's result arrays.
+    rank INTEGER NOT NULL,
+    PRIMARY KEY (multi_datastream_id, observed_property_id)
+) WITHOUT ROWID;
+CREATE INDEX multi_datastreams_observed_properties_by_op
+    ON multi_datastreams_observed_properties(observed_property_id, multi_datastream_id);
 CREATE TABLE observations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     phenomenon_time_start INTEGER NOT NULL,
@@ -101,10 +128,15 @@ CREATE TABLE observations (
     valid_time_start INTEGER,
     valid_time_end INTEGER,
     parameters TEXT,
-    datastream_id INTEGER NOT NULL REFERENCES datastreams(id) ON DELETE CASCADE,
-    feature_id INTEGER NOT NULL REFERENCES features(id) ON DELETE CASCADE
+    datastream_id INTEGER REFERENCES datastreams(id) ON DELETE CASCADE,
+    feature_id INTEGER NOT NULL REFERENCES features(id) ON DELETE CASCADE,
+    multi_datastream_id INTEGER REFERENCES multi_datastreams(id) ON DELETE CASCADE,
+    -- An Observation belongs to a Datastream or to a MultiDatastream, never both.
+    CHECK ((datastream_id IS NULL) <> (multi_datastream_id IS NULL))
 );
 CREATE INDEX observations_by_datastream_time ON observations(datastream_id, phenomenon_time_start, id);
+CREATE INDEX observations_by_multi_datastream_time
+    ON observations(multi_datastream_id, phenomenon_time_start, id);
 CREATE INDEX observations_by_feature ON observations(feature_id);
 "#,
     r#"

@@ -92,11 +92,16 @@ pub(crate) fn relation_source(relation: &Relation, parent: EntityType) -> (Strin
             "p.id".to_owned(),
         ),
         Link::Reverse { column } => (format!("{target} t"), format!("t.{column}")),
-        Link::Join { table, this_column, target_column } => (
+        Link::Join { table, this_column, target_column, .. } => (
             format!("{target} t JOIN {table} j ON t.id = j.{target_column}"),
             format!("j.{this_column}"),
         ),
     }
+}
+
+/// Whether a relation keeps the order of linking (`rank` in its join table).
+fn is_ranked(relation: &Relation) -> bool {
+    matches!(relation.link, Link::Join { ordered: true, .. })
 }
 
 fn parent_of(relation: &Relation) -> EntityType {
@@ -232,7 +237,11 @@ impl ReadTx<'_> {
             let top = item.options.top.unwrap_or(100);
             let skip = item.options.skip.unwrap_or(0);
             if relation.many {
-                let order = lower_orderby(target, &item.options.orderby, &mut params)?;
+                let order = if is_ranked(relation) && item.options.orderby.is_empty() {
+                    "j.rank, t.id".to_owned()
+                } else {
+                    lower_orderby(target, &item.options.orderby, &mut params)?
+                };
                 params.push(Sql::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
                 let skip_index = params.len();
                 params.push(Sql::Integer(
@@ -557,9 +566,13 @@ fn collection_sql(
     } else {
         None
     };
-    let keyset = keyset_keys(ty, &options.orderby);
+    let ranked = matches!(scope, Scope::Related { relation, .. } if is_ranked(relation));
+    let keyset =
+        if ranked && options.orderby.is_empty() { None } else { keyset_keys(ty, &options.orderby) };
     let order = match &keyset {
         Some(keys) => keyset_order(keys),
+        // A MultiDatastream's ObservedProperties come in the order of its result arrays.
+        None if ranked && options.orderby.is_empty() => "j.rank, t.id".to_owned(),
         None => lower_orderby(ty, &options.orderby, &mut params)?,
     };
     if let Some(after) = after {

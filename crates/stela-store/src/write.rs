@@ -21,6 +21,10 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde_json::{Value as Json, json};
 use stela_model::Link;
+
+/// The fixed observationType of a MultiDatastream.
+const COMPLEX_OBSERVATION: &str =
+    "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_ComplexObservation";
 use stela_model::{
     Entity, EntityInput, EntityType, LinkTarget, Micros, PropertyKind, Relation, TimeValue, Value,
 };
@@ -58,8 +62,9 @@ pub(crate) struct Extent {
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     pub(crate) changes: Vec<Change>,
-    extents: BTreeMap<i64, Extent>,
-    recompute: BTreeSet<i64>,
+    /// By Datastream or MultiDatastream.
+    extents: BTreeMap<(EntityType, i64), Extent>,
+    recompute: BTreeSet<(EntityType, i64)>,
     now: Micros,
 }
 
@@ -163,16 +168,33 @@ impl WriteTx<'_> {
                 )));
             }
         }
-        if ty == EntityType::Observation && !forward.contains_key("feature_id") {
-            let Some((_, datastream)) = forward.get("datastream_id").copied() else {
-                return Err(invalid(
-                    "an Observation needs a Datastream: missing relation 'Datastream'",
-                ));
+        let parent = if ty == EntityType::Observation {
+            let parent = match (forward.get("datastream_id"), forward.get("multi_datastream_id")) {
+                (Some((_, d)), None) => (EntityType::Datastream, *d),
+                (None, Some((_, m))) => (EntityType::MultiDatastream, *m),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "an Observation belongs to a Datastream or to a MultiDatastream, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "an Observation needs a Datastream (or a MultiDatastream): missing relation 'Datastream'",
+                    ));
+                }
             };
-            let feature = self.feature_from_location(datastream)?;
-            let relation = ty.relation("FeatureOfInterest").ok_or_else(|| invalid("model"))?;
-            forward.insert("feature_id", (relation, feature));
-        }
+            if parent.0 == EntityType::MultiDatastream {
+                self.check_multi_result(parent.1, input.value("result"))?;
+            }
+            if !forward.contains_key("feature_id") {
+                let feature = self.feature_from_location(parent)?;
+                let relation = ty.relation("FeatureOfInterest").ok_or_else(|| invalid("model"))?;
+                forward.insert("feature_id", (relation, feature));
+            }
+            Some(parent)
+        } else {
+            None
+        };
 
         // 2. The row itself.
         let mut columns: Vec<String> = Vec::new();
@@ -180,6 +202,17 @@ impl WriteTx<'_> {
         for (index, property) in ty.properties().iter().enumerate() {
             let given = input.values.iter().find(|(i, _)| *i == index).map(|(_, v)| v);
             let value = match (given, ty, property.name) {
+                (Some(v), EntityType::MultiDatastream, "observationType") => {
+                    if *v != Value::Text(COMPLEX_OBSERVATION.into()) {
+                        return Err(invalid(format!(
+                            "the observationType of a MultiDatastream is always {COMPLEX_OBSERVATION}"
+                        )));
+                    }
+                    v.clone()
+                }
+                (None, EntityType::MultiDatastream, "observationType") => {
+                    Value::Text(COMPLEX_OBSERVATION.into())
+                }
                 (Some(v), _, _) => v.clone(),
                 (None, EntityType::Observation, "phenomenonTime") => {
                     Value::Time(TimeValue::Instant(self.pending.now))
@@ -279,14 +312,83 @@ impl WriteTx<'_> {
             }
             EntityType::HistoricalLocation => self.apply_manual_historical_location(id)?,
             EntityType::Observation => {
-                let datastream =
-                    forward.get("datastream_id").map(|(_, id)| *id).unwrap_or_default();
                 let feature = forward.get("feature_id").map(|(_, id)| *id).unwrap_or_default();
-                self.widen_extent(datastream, feature, input)?;
+                if let Some(parent) = parent {
+                    self.widen_extent(parent, feature, input)?;
+                }
             }
+            EntityType::MultiDatastream => self.check_multi_datastream(id)?,
             _ => {}
         }
         Ok(id)
+    }
+
+    /// The Datastream or MultiDatastream an Observation belongs to.
+    fn observation_parents(&self, observation: i64) -> Result<Vec<(EntityType, i64)>, StoreError> {
+        let row: Option<(Option<i64>, Option<i64>)> = self
+            .tx
+            .prepare_cached(
+                "SELECT datastream_id, multi_datastream_id FROM observations WHERE id = ?1",
+            )?
+            .query_row([observation], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((datastream, multi)) = row else { return Ok(Vec::new()) };
+        Ok(datastream
+            .map(|d| (EntityType::Datastream, d))
+            .into_iter()
+            .chain(multi.map(|m| (EntityType::MultiDatastream, m)))
+            .collect())
+    }
+
+    /// The number of ObservedProperties of a MultiDatastream.
+    fn multi_width(&self, multi: i64) -> Result<usize, StoreError> {
+        let count: i64 = self
+            .tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM multi_datastreams_observed_properties WHERE multi_datastream_id = ?1",
+            )?
+            .query_row([multi], |r| r.get(0))?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// A MultiDatastream's arrays have one item per ObservedProperty.
+    fn check_multi_datastream(&self, multi: i64) -> Result<(), StoreError> {
+        let width = self.multi_width(multi)?;
+        if width == 0 {
+            return Err(invalid("a MultiDatastream needs at least one ObservedProperty"));
+        }
+        let (units, types): (String, String) = self.tx.query_row(
+            "SELECT unit_of_measurements, multi_observation_data_types FROM multi_datastreams WHERE id = ?1",
+            [multi],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        for (name, text) in [("unitOfMeasurements", units), ("multiObservationDataTypes", types)] {
+            let length =
+                serde_json::from_str::<Json>(&text).ok().and_then(|j| j.as_array().map(Vec::len));
+            if length != Some(width) {
+                return Err(invalid(format!(
+                    "'{name}' has {} items but the MultiDatastream has {width} ObservedProperties",
+                    length.unwrap_or(0)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The result of an Observation of a MultiDatastream is an array with one value per
+    /// ObservedProperty.
+    fn check_multi_result(&self, multi: i64, result: Option<&Value>) -> Result<(), StoreError> {
+        let width = self.multi_width(multi)?;
+        match result {
+            Some(Value::Json(Json::Array(items))) if items.len() == width => Ok(()),
+            Some(Value::Json(Json::Array(items))) => Err(invalid(format!(
+                "the result has {} values but the MultiDatastream has {width} ObservedProperties",
+                items.len()
+            ))),
+            _ => Err(invalid(format!(
+                "the result of an Observation of a MultiDatastream is an array of {width} values"
+            ))),
+        }
     }
 
     fn require(&self, ty: EntityType, id: i64) -> Result<(), StoreError> {
@@ -306,14 +408,10 @@ impl WriteTx<'_> {
         parent: i64,
     ) -> Result<(), StoreError> {
         let target = relation.target;
-        let old_datastream = if target == EntityType::Observation && column == "datastream_id" {
-            self.tx
-                .query_row("SELECT datastream_id FROM observations WHERE id = ?1", [child], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .optional()?
+        let old_parents = if target == EntityType::Observation {
+            self.observation_parents(child)?
         } else {
-            None
+            Vec::new()
         };
         let sql = format!("UPDATE {} SET {column} = ?1 WHERE id = ?2", target.table());
         let updated = self.tx.prepare_cached(&sql)?.execute(params![parent, child])?;
@@ -322,39 +420,29 @@ impl WriteTx<'_> {
         }
         self.pending.changes.push(Change { kind: ChangeKind::Updated, ty: target, id: child });
         if target == EntityType::Observation {
-            self.pending.recompute.extend(old_datastream);
-            self.observation_datastreams_changed(column, parent, child)?;
-        }
-        Ok(())
-    }
-
-    fn observation_datastreams_changed(
-        &mut self,
-        column: &str,
-        parent: i64,
-        child: i64,
-    ) -> Result<(), StoreError> {
-        if column == "datastream_id" {
-            self.pending.recompute.insert(parent);
-        } else {
-            let datastream: Option<i64> = self
-                .tx
-                .query_row("SELECT datastream_id FROM observations WHERE id = ?1", [child], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            self.pending.recompute.extend(datastream);
+            self.pending.recompute.extend(old_parents);
+            let new_parents = self.observation_parents(child)?;
+            self.pending.recompute.extend(new_parents);
         }
         Ok(())
     }
 
     fn join(&mut self, relation: &Relation, this: i64, other: i64) -> Result<(), StoreError> {
-        let Link::Join { table, this_column, target_column } = relation.link else {
+        let Link::Join { table, this_column, target_column, ordered } = relation.link else {
             return Ok(());
         };
-        let sql = format!(
-            "INSERT OR IGNORE INTO {table} ({this_column}, {target_column}) VALUES (?1, ?2)"
-        );
+        let sql = if ordered {
+            // The rank counts per MultiDatastream, whichever side the link is made from.
+            let multi = if this_column == "multi_datastream_id" { "?1" } else { "?2" };
+            format!(
+                "INSERT OR IGNORE INTO {table} ({this_column}, {target_column}, rank) VALUES (?1, ?2,
+                 (SELECT COALESCE(MAX(rank), 0) + 1 FROM {table} WHERE multi_datastream_id = {multi}))"
+            )
+        } else {
+            format!(
+                "INSERT OR IGNORE INTO {table} ({this_column}, {target_column}) VALUES (?1, ?2)"
+            )
+        };
         self.tx.prepare_cached(&sql)?.execute(params![this, other])?;
         Ok(())
     }
@@ -434,16 +522,18 @@ impl WriteTx<'_> {
 
     /// The FeatureOfInterest for an Observation that names none: generated from the current
     /// Location of the Datastream's Thing, or reused when generated from it before.
-    fn feature_from_location(&mut self, datastream: i64) -> Result<i64, StoreError> {
+    fn feature_from_location(&mut self, parent: (EntityType, i64)) -> Result<i64, StoreError> {
+        let sql = format!(
+            "SELECT l.id, l.name, l.description, l.encoding_type, l.location
+             FROM {} d JOIN things_locations tl ON tl.thing_id = d.thing_id
+             JOIN locations l ON l.id = tl.location_id
+             WHERE d.id = ?1 ORDER BY l.id LIMIT 1",
+            parent.0.table()
+        );
         let location = self
             .tx
-            .prepare_cached(
-                "SELECT l.id, l.name, l.description, l.encoding_type, l.location
-                 FROM datastreams d JOIN things_locations tl ON tl.thing_id = d.thing_id
-                 JOIN locations l ON l.id = tl.location_id
-                 WHERE d.id = ?1 ORDER BY l.id LIMIT 1",
-            )?
-            .query_row([datastream], |r| {
+            .prepare_cached(&sql)?
+            .query_row([parent.1], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -485,7 +575,7 @@ impl WriteTx<'_> {
 
     fn widen_extent(
         &mut self,
-        datastream: i64,
+        datastream: (EntityType, i64),
         feature: i64,
         input: &EntityInput,
     ) -> Result<(), StoreError> {
@@ -540,15 +630,8 @@ impl WriteTx<'_> {
                 assignments.push(format!("{column} = ?{}", values.len()));
             }
         }
-        let old_datastream = if ty == EntityType::Observation {
-            self.tx
-                .query_row("SELECT datastream_id FROM observations WHERE id = ?1", [id], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .optional()?
-        } else {
-            None
-        };
+        let old_parents =
+            if ty == EntityType::Observation { self.observation_parents(id)? } else { Vec::new() };
         for link in &input.links {
             let relation = link.relation;
             for target in &link.targets {
@@ -595,26 +678,22 @@ impl WriteTx<'_> {
         }
         match ty {
             EntityType::Observation => {
-                self.pending.recompute.extend(old_datastream);
-                let now: Option<i64> = self
-                    .tx
-                    .query_row("SELECT datastream_id FROM observations WHERE id = ?1", [id], |r| {
-                        r.get(0)
-                    })
-                    .optional()?;
-                self.pending.recompute.extend(now);
+                self.pending.recompute.extend(old_parents);
+                let parents = self.observation_parents(id)?;
+                if let Some((EntityType::MultiDatastream, multi)) = parents.first().copied() {
+                    let current = self.entity(EntityType::Observation, id)?;
+                    self.check_multi_result(multi, current.value("result"))?;
+                }
+                self.pending.recompute.extend(parents);
             }
+            EntityType::MultiDatastream => self.check_multi_datastream(id)?,
             EntityType::Location if input.value("location").is_some() => {
                 // Features generated from the old position are no longer reused.
                 self.tx.execute("UPDATE features SET generated_from_location = NULL WHERE generated_from_location = ?1", [id])?;
             }
             EntityType::FeatureOfInterest if input.value("feature").is_some() => {
-                let datastreams = query_ids(
-                    &self.tx,
-                    "SELECT DISTINCT datastream_id FROM observations WHERE feature_id = ?1",
-                    &[Sql::Integer(id)],
-                )?;
-                self.pending.recompute.extend(datastreams);
+                let parents = self.parents_of_feature(id)?;
+                self.pending.recompute.extend(parents);
             }
             _ => {}
         }
@@ -627,22 +706,32 @@ impl WriteTx<'_> {
         if !entity_exists(&self.tx, ty, id)? {
             return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
         }
+        // Entities the cascade removes are deleted too, and each gets its own log entry, so
+        // that the log accounts for every entity that ever existed.
+        let cascade = self.cascade_of(ty, id)?;
+        for (dependent_ty, dependent) in cascade {
+            self.pending.changes.push(Change {
+                kind: ChangeKind::Deleted,
+                ty: dependent_ty,
+                id: dependent,
+            });
+        }
         match ty {
             EntityType::Observation => {
-                let datastreams = query_ids(
-                    &self.tx,
-                    "SELECT datastream_id FROM observations WHERE id = ?1",
-                    &[Sql::Integer(id)],
-                )?;
-                self.pending.recompute.extend(datastreams);
+                let parents = self.observation_parents(id)?;
+                self.pending.recompute.extend(parents);
             }
             EntityType::FeatureOfInterest => {
-                let datastreams = query_ids(
-                    &self.tx,
-                    "SELECT DISTINCT datastream_id FROM observations WHERE feature_id = ?1",
-                    &[Sql::Integer(id)],
+                let parents = self.parents_of_feature(id)?;
+                self.pending.recompute.extend(parents);
+            }
+            EntityType::ObservedProperty => {
+                // A MultiDatastream cannot lose one of its ObservedProperties: it goes too.
+                self.tx.execute(
+                    "DELETE FROM multi_datastreams WHERE id IN
+                     (SELECT multi_datastream_id FROM multi_datastreams_observed_properties WHERE observed_property_id = ?1)",
+                    [id],
                 )?;
-                self.pending.recompute.extend(datastreams);
             }
             EntityType::Location => {
                 self.tx.execute(
@@ -652,15 +741,6 @@ impl WriteTx<'_> {
                 )?;
             }
             _ => {}
-        }
-        // Entities the cascade removes are deleted too, and each gets its own log entry, so
-        // that the log accounts for every entity that ever existed.
-        for (dependent_ty, dependent) in self.cascade_of(ty, id)? {
-            self.pending.changes.push(Change {
-                kind: ChangeKind::Deleted,
-                ty: dependent_ty,
-                id: dependent,
-            });
         }
         let sql = format!("DELETE FROM {} WHERE id = ?1", ty.table());
         self.tx.prepare_cached(&sql)?.execute([id])?;
@@ -689,6 +769,23 @@ impl WriteTx<'_> {
             cascade.extend(observations.into_iter().map(|o| (EntityType::Observation, o)));
         }
         cascade.extend(datastreams.into_iter().map(|d| (EntityType::Datastream, d)));
+        let multis = match ty {
+            EntityType::Thing => ids("SELECT id FROM multi_datastreams WHERE thing_id = ?1")?,
+            EntityType::Sensor => ids("SELECT id FROM multi_datastreams WHERE sensor_id = ?1")?,
+            EntityType::ObservedProperty => ids(
+                "SELECT multi_datastream_id FROM multi_datastreams_observed_properties WHERE observed_property_id = ?1",
+            )?,
+            _ => Vec::new(),
+        };
+        for multi in &multis {
+            let observations = query_ids(
+                &self.tx,
+                "SELECT id FROM observations WHERE multi_datastream_id = ?1",
+                &[Sql::Integer(*multi)],
+            )?;
+            cascade.extend(observations.into_iter().map(|o| (EntityType::Observation, o)));
+        }
+        cascade.extend(multis.into_iter().map(|m| (EntityType::MultiDatastream, m)));
         let (dependent_ty, sql) = match ty {
             EntityType::Thing => (
                 EntityType::HistoricalLocation,
@@ -704,6 +801,10 @@ impl WriteTx<'_> {
             EntityType::FeatureOfInterest => {
                 (EntityType::Observation, "SELECT id FROM observations WHERE feature_id = ?1")
             }
+            EntityType::MultiDatastream => (
+                EntityType::Observation,
+                "SELECT id FROM observations WHERE multi_datastream_id = ?1",
+            ),
             _ => return Ok(cascade),
         };
         cascade.extend(ids(sql)?.into_iter().map(|d| (dependent_ty, d)));
@@ -727,23 +828,24 @@ impl WriteTx<'_> {
             if self.pending.recompute.contains(&datastream) {
                 continue;
             }
+            let table = datastream.0.table();
             let (ps, pe) = extent.phenomenon.map_or((None, None), |(s, e)| (Some(s), Some(e)));
             let (rs, re) = extent.result.map_or((None, None), |(s, e)| (Some(s), Some(e)));
             self.tx
-                .prepare_cached(
-                    "UPDATE datastreams SET
+                .prepare_cached(&format!(
+                    "UPDATE {table} SET
                        phenomenon_time_start = MIN(COALESCE(phenomenon_time_start, ?2), COALESCE(?2, phenomenon_time_start)),
                        phenomenon_time_end = MAX(COALESCE(phenomenon_time_end, ?3), COALESCE(?3, phenomenon_time_end)),
                        result_time_start = MIN(COALESCE(result_time_start, ?4), COALESCE(?4, result_time_start)),
                        result_time_end = MAX(COALESCE(result_time_end, ?5), COALESCE(?5, result_time_end))
-                     WHERE id = ?1",
-                )?
-                .execute(params![datastream, ps, pe, rs, re])?;
+                     WHERE id = ?1"
+                ))?
+                .execute(params![datastream.1, ps, pe, rs, re])?;
             let current: Option<Option<String>> = self
                 .tx
                 .query_row(
-                    "SELECT observed_area FROM datastreams WHERE id = ?1",
-                    [datastream],
+                    &format!("SELECT observed_area FROM {table} WHERE id = ?1"),
+                    [datastream.1],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -763,20 +865,22 @@ impl WriteTx<'_> {
         }
         let recompute = std::mem::take(&mut self.pending.recompute);
         for datastream in recompute {
+            let table = datastream.0.table();
+            let column = parent_column(datastream.0);
             self.tx
-                .prepare_cached(
-                    "UPDATE datastreams SET
-                       phenomenon_time_start = (SELECT MIN(phenomenon_time_start) FROM observations WHERE datastream_id = ?1),
-                       phenomenon_time_end = (SELECT MAX(COALESCE(phenomenon_time_end, phenomenon_time_start)) FROM observations WHERE datastream_id = ?1),
-                       result_time_start = (SELECT MIN(result_time) FROM observations WHERE datastream_id = ?1),
-                       result_time_end = (SELECT MAX(result_time) FROM observations WHERE datastream_id = ?1)
-                     WHERE id = ?1",
-                )?
-                .execute([datastream])?;
+                .prepare_cached(&format!(
+                    "UPDATE {table} SET
+                       phenomenon_time_start = (SELECT MIN(phenomenon_time_start) FROM observations WHERE {column} = ?1),
+                       phenomenon_time_end = (SELECT MAX(COALESCE(phenomenon_time_end, phenomenon_time_start)) FROM observations WHERE {column} = ?1),
+                       result_time_start = (SELECT MIN(result_time) FROM observations WHERE {column} = ?1),
+                       result_time_end = (SELECT MAX(result_time) FROM observations WHERE {column} = ?1)
+                     WHERE id = ?1"
+                ))?
+                .execute([datastream.1])?;
             let features = query_ids(
                 &self.tx,
-                "SELECT DISTINCT feature_id FROM observations WHERE datastream_id = ?1",
-                &[Sql::Integer(datastream)],
+                &format!("SELECT DISTINCT feature_id FROM observations WHERE {column} = ?1"),
+                &[Sql::Integer(datastream.1)],
             )?;
             let mut points = Vec::new();
             for feature in features {
@@ -807,15 +911,34 @@ impl WriteTx<'_> {
 
     fn store_observed_area(
         &self,
-        datastream: i64,
+        datastream: (EntityType, i64),
         points: &[Coord<f64>],
     ) -> Result<(), StoreError> {
         let area = observed_area(points).map(|json| json.to_string());
-        self.tx
-            .prepare_cached("UPDATE datastreams SET observed_area = ?2 WHERE id = ?1")?
-            .execute(params![datastream, area])?;
+        let sql = format!("UPDATE {} SET observed_area = ?2 WHERE id = ?1", datastream.0.table());
+        self.tx.prepare_cached(&sql)?.execute(params![datastream.1, area])?;
         Ok(())
     }
+
+    /// The Datastreams and MultiDatastreams with Observations of a feature.
+    fn parents_of_feature(&self, feature: i64) -> Result<Vec<(EntityType, i64)>, StoreError> {
+        let mut parents = Vec::new();
+        for ty in [EntityType::Datastream, EntityType::MultiDatastream] {
+            let sql = format!(
+                "SELECT DISTINCT {0} FROM observations WHERE feature_id = ?1 AND {0} IS NOT NULL",
+                parent_column(ty)
+            );
+            parents.extend(
+                query_ids(&self.tx, &sql, &[Sql::Integer(feature)])?.into_iter().map(|id| (ty, id)),
+            );
+        }
+        Ok(parents)
+    }
+}
+
+/// The column of `observations` that points at a Datastream or a MultiDatastream.
+fn parent_column(ty: EntityType) -> &'static str {
+    if ty == EntityType::MultiDatastream { "multi_datastream_id" } else { "datastream_id" }
 }
 
 fn existing_ids(targets: &[LinkTarget]) -> Vec<i64> {

@@ -44,7 +44,8 @@ impl Log {
             root: self.tree.root(),
             extensions: vec![],
         };
-        sign_note(&checkpoint.to_text(), &[&self.signer]).expect("valid text")
+        sign_note(&checkpoint.to_text().expect("valid checkpoint"), &[&self.signer])
+            .expect("valid text")
     }
 
     fn receipt(&self, indexes: &[u64]) -> Receipt {
@@ -167,7 +168,8 @@ fn each_tampering_names_the_failed_check() {
     let odd = Receipt {
         entries: vec![ReceiptEntry::new(0, "{\"op\": \"create\"}".to_owned(), &[])],
         tree_size: 1,
-        checkpoint: sign_note(&checkpoint.to_text(), &[&log.signer]).expect("valid"),
+        checkpoint: sign_note(&checkpoint.to_text().expect("valid"), &[&log.signer])
+            .expect("valid"),
     };
     assert!(matches!(verify_receipt(&odd, &key), Err(VerifyError::Entry { entry: 0, .. })));
 

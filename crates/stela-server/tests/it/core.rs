@@ -23,7 +23,8 @@ async fn service_roots_list_every_entity_set() {
                 "Sensors",
                 "ObservedProperties",
                 "Observations",
-                "FeaturesOfInterest"
+                "FeaturesOfInterest",
+                "MultiDatastreams"
             ]
         );
         for set in json["value"].as_array().unwrap() {

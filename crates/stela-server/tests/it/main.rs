@@ -6,6 +6,7 @@ mod create;
 mod errors;
 mod filter;
 mod ledger;
+mod multi_datastream;
 mod query;
 mod support;
 mod update_delete;

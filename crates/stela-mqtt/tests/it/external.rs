@@ -1,0 +1,1 @@
+//! External broker mode against a real Mosquitto.
