@@ -167,7 +167,7 @@ impl Bridge {
                     }
                     connected_before = true;
                     connected = true;
-                    self.metrics.set_state(MqttState::Connected);
+                    // "connected" in /health once the create topics are subscribed (SUBACK).
                     let filters = topics.iter().map(|topic| rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtLeastOnce));
                     if let Err(error) = client.try_subscribe_many(filters) {
                         tracing::error!(%error, "subscribing to the mqtt create topics failed");
@@ -176,6 +176,11 @@ impl Bridge {
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {
                     if ack.return_codes.iter().any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure)) {
                         tracing::error!(topics = ?topics, "the mqtt broker refused a subscription to the create topics");
+                        self.metrics.set_state(MqttState::Failed(
+                            "the broker refused the subscription to the create topics (does it support shared subscriptions?)".into(),
+                        ));
+                    } else {
+                        self.metrics.set_state(MqttState::Connected);
                     }
                 }
                 Ok(Event::Incoming(Incoming::Publish(publish))) => {

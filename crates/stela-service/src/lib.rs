@@ -13,16 +13,14 @@
 //! transaction here and MQTT onto the change events.
 
 mod ledger;
+mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
-use stela_model::{
-    DecodeMode, Entity, EntityType, Micros, Page, ResourcePath, Step, Tail, decode_entity,
-    value_to_json,
-};
+use stela_model::{Entity, EntityType, Micros, Page, ResourcePath, Tail};
 use stela_query::QueryOptions;
 use stela_store::{Change, ReadLimits, Resolved, SqliteStore, StoreError};
 use tokio::sync::broadcast;
@@ -30,6 +28,7 @@ use tokio::sync::broadcast;
 pub use ledger::{KEY_FILE, Proof, verifier_key_in};
 pub use stela_log::Receipt;
 pub use stela_store::{AuditReport, ChangeKind};
+pub use writer::Writer;
 
 /// Options of the read and write API that do not depend on the transport.
 #[derive(Debug, Clone)]
@@ -237,32 +236,7 @@ impl Service {
 
     /// Creates an entity (with everything nested in it) in the collection `path` addresses.
     pub async fn create(&self, path: ResourcePath, body: Json) -> Result<Entity, ServiceError> {
-        let target = *path.target();
-        if target.id.is_some() || path.tail != Tail::None || target.via.is_some_and(|r| !r.many) {
-            return Err(ServiceError::MethodNotAllowed(
-                "POST creates entities in a collection, e.g. /Things or /Things(1)/Datastreams"
-                    .into(),
-            ));
-        }
-        let input = decode_entity(target.ty, &body, DecodeMode::Create)
-            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-        let parent_steps: Vec<Step> = path.steps[..path.steps.len() - 1].to_vec();
-        self.commit(move |tx| {
-            let implicit = match target.via {
-                Some(relation) => match tx.resolve(&parent_steps)? {
-                    Resolved::Entity { id, .. } => Some((relation.inverse_relation(), id)),
-                    Resolved::Collection { .. } => {
-                        return Err(StoreError::NotFound(
-                            "the parent of the collection is not an entity".into(),
-                        ));
-                    }
-                },
-                None => None,
-            };
-            let id = tx.create(&input, implicit)?;
-            tx.entity(target.ty, id)
-        })
-        .await
+        self.atomic(move |w| w.create(&path, &body)).await
     }
 
     /// Updates the entity `path` addresses: merge (PATCH) or replace (PUT).
@@ -272,17 +246,7 @@ impl Service {
         body: Json,
         replace: bool,
     ) -> Result<Entity, ServiceError> {
-        let target = entity_target(&path)?;
-        let mode = if replace { DecodeMode::Put } else { DecodeMode::Patch };
-        let input = decode_entity(target.ty, &body, mode)
-            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-        let steps = path.steps.clone();
-        self.commit(move |tx| {
-            let (ty, id) = resolve_entity(tx.resolve(&steps)?)?;
-            tx.update(ty, id, &input, replace)?;
-            tx.entity(ty, id)
-        })
-        .await
+        self.atomic(move |w| w.update(&path, &body, replace)).await
     }
 
     /// Applies an RFC 6902 JSON Patch to the entity `path` addresses.
@@ -291,40 +255,23 @@ impl Service {
         path: ResourcePath,
         patch: json_patch::Patch,
     ) -> Result<Entity, ServiceError> {
-        entity_target(&path)?;
-        let steps = path.steps.clone();
-        self.commit(move |tx| {
-            let (ty, id) = resolve_entity(tx.resolve(&steps)?)?;
-            let current = tx.entity(ty, id)?;
-            let mut document = entity_properties_json(&current);
-            json_patch::patch(&mut document, &patch)
-                .map_err(|e| StoreError::Invalid(format!("the JSON Patch does not apply: {e}")))?;
-            let input = decode_entity(ty, &document, DecodeMode::Put)
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            tx.update(ty, id, &input, true)?;
-            tx.entity(ty, id)
-        })
-        .await
+        self.atomic(move |w| w.patch_json(&path, &patch)).await
     }
 
     /// Deletes the entity `path` addresses, with the cascades of the standard.
     pub async fn delete(&self, path: ResourcePath) -> Result<(), ServiceError> {
-        entity_target(&path)?;
-        let steps = path.steps.clone();
-        self.commit(move |tx| {
-            let (ty, id) = resolve_entity(tx.resolve(&steps)?)?;
-            tx.delete(ty, id)
-        })
-        .await
+        self.atomic(move |w| w.delete(&path)).await
     }
 
-    /// The one commit function: runs `f` in a write transaction, then publishes its changes.
-    async fn commit<R: Send + 'static>(
+    /// The one commit function: runs `f` in one write transaction (all of its writes commit,
+    /// or none), then publishes the changes. Every door writes through here.
+    pub async fn atomic<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut stela_store::WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Writer<'_, '_>) -> Result<R, ServiceError> + Send + 'static,
     ) -> Result<R, ServiceError> {
-        let (result, changes) =
-            self.blocking(move |inner| Ok(inner.store.write(now_micros(), f)?)).await?;
+        let (result, changes) = self
+            .blocking(move |inner| inner.store.write(now_micros(), |tx| f(&mut Writer { tx })))
+            .await?;
         self.publish(&changes);
         Ok(result)
     }
@@ -339,38 +286,4 @@ impl Service {
             });
         }
     }
-}
-
-fn entity_target(path: &ResourcePath) -> Result<&Step, ServiceError> {
-    let target = path.target();
-    if path.tail != Tail::None || !target.is_single() {
-        return Err(ServiceError::MethodNotAllowed(
-            "this operation applies to a single entity, e.g. /Things(1)".into(),
-        ));
-    }
-    Ok(target)
-}
-
-fn resolve_entity(resolved: Resolved) -> Result<(EntityType, i64), StoreError> {
-    match resolved {
-        Resolved::Entity { ty, id } => Ok((ty, id)),
-        Resolved::Collection { .. } => Err(StoreError::NotFound("not a single entity".into())),
-    }
-}
-
-/// The writable properties of an entity as a JSON object (the document a JSON Patch edits).
-fn entity_properties_json(entity: &Entity) -> Json {
-    let mut object = serde_json::Map::new();
-    for (property, value) in entity.ty.properties().iter().zip(&entity.values) {
-        if property.server_maintained {
-            continue;
-        }
-        if let Some(value) = value {
-            let json = value_to_json(value);
-            if !json.is_null() || property.required {
-                object.insert(property.name.to_owned(), json);
-            }
-        }
-    }
-    Json::Object(object)
 }

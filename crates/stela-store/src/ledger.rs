@@ -131,9 +131,14 @@ pub(crate) fn append_changes(
                 }
             }
         };
-        let text = entry
-            .to_canonical_json()
-            .map_err(|e| StoreError::Corrupt(format!("log entry: {e}")))?;
+        // A value the canonical form cannot hold exactly (an integer beyond ±2^53) is refused:
+        // the log must record exactly what was stored.
+        let text = entry.to_canonical_json().map_err(|e| {
+            StoreError::Invalid(format!(
+                "{}({}) cannot be logged exactly: {e}",
+                change.ty, change.id
+            ))
+        })?;
         leaves.push(stela_log::leaf_hash(text.as_bytes()));
         let index = i64::try_from(appender.size() + offset as u64).unwrap_or(i64::MAX);
         insert.execute(params![index, change.ty.name(), change.id, text])?;

@@ -89,21 +89,23 @@ impl SqliteStore {
 
     /// Runs `f` in one write transaction; commits when it returns `Ok`, rolls back otherwise.
     /// Returns `f`'s result and the entities the transaction changed.
-    pub fn write<R>(
+    pub fn write<R, E: From<StoreError>>(
         &self,
         now: Micros,
-        f: impl FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError>,
-    ) -> Result<(R, Vec<Change>), StoreError> {
+        f: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E>,
+    ) -> Result<(R, Vec<Change>), E> {
         let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Writer { conn, log } = &mut *writer;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
         let mut write_tx = WriteTx { tx, pending: Pending::default() };
         write_tx.set_now(now);
         let result = f(&mut write_tx)?;
         write_tx.flush()?;
         let changes = write_tx.pending.take_changes();
         let next_log = write_tx.append_to_log(log, &changes, now)?;
-        write_tx.tx.commit()?;
+        write_tx.tx.commit().map_err(StoreError::from)?;
         *log = next_log;
         Ok((result, changes))
     }

@@ -51,7 +51,7 @@ pub struct Change {
 }
 
 /// Pending widening of a Datastream's extents by new Observations.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Extent {
     phenomenon: Option<(Micros, Micros)>,
     result: Option<(Micros, Micros)>,
@@ -83,6 +83,33 @@ impl WriteTx<'_> {
     /// Sets the server time used for defaults and HistoricalLocations in this transaction.
     pub fn set_now(&mut self, now: Micros) {
         self.pending.now = now;
+    }
+
+    /// Runs `f` as one unit inside the transaction: when it fails, what it wrote is undone and
+    /// the rest of the transaction goes on (one row of a bulk request failing alone).
+    pub fn isolated<R, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.tx.execute_batch("SAVEPOINT isolated").map_err(StoreError::from)?;
+        let changes = self.pending.changes.len();
+        let extents = self.pending.extents.clone();
+        let recompute = self.pending.recompute.clone();
+        match f(self) {
+            Ok(result) => {
+                self.tx.execute_batch("RELEASE isolated").map_err(StoreError::from)?;
+                Ok(result)
+            }
+            Err(error) => {
+                self.tx
+                    .execute_batch("ROLLBACK TO isolated; RELEASE isolated")
+                    .map_err(StoreError::from)?;
+                self.pending.changes.truncate(changes);
+                self.pending.extents = extents;
+                self.pending.recompute = recompute;
+                Err(error)
+            }
+        }
     }
 
     /// Reads an entity inside the transaction (for responses and JSON Patch).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, Publish, QoS, SubscribeReasonCode};
 use serde_json::{Value as Json, json};
-use stela_mqtt::{AllowAll, Authenticator, Broker, BrokerOptions, Metrics};
+use stela_mqtt::{AllowAll, Authenticator, Bridge, BridgeOptions, Broker, BrokerOptions, Metrics};
 use stela_server::{HealthProvider, ServerOptions};
 use stela_service::{Service, ServiceOptions};
 use tokio::sync::{mpsc, watch};
@@ -41,6 +41,33 @@ fn shutdown_future(mut receiver: watch::Receiver<bool>) -> impl Future<Output = 
     }
 }
 
+/// A fresh store and a bound HTTP listener with its base URL.
+async fn open() -> (tempfile::TempDir, Service, tokio::net::TcpListener, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let service = Service::open_sqlite(&dir.path().join("stela.db"), ServiceOptions::default()).expect("open store");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let http = format!("http://{}", listener.local_addr().expect("http address"));
+    (dir, service, listener, http)
+}
+
+fn serve_http(
+    service: Service,
+    listener: tokio::net::TcpListener,
+    endpoint: String,
+    metrics: &Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let health: Arc<dyn HealthProvider> = metrics.clone();
+    let options = ServerOptions { mqtt_endpoints: vec![endpoint], health: vec![health], ..ServerOptions::default() };
+    tokio::spawn(async move {
+        stela_server::run(listener, service, options, shutdown_future(shutdown)).await.expect("http server");
+    });
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(WAIT).build().expect("http client")
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         TestServer::start_with(|_| {}, Arc::new(AllowAll)).await
@@ -48,33 +75,30 @@ impl TestServer {
 
     /// Starts with broker options changed by `configure` and the given authenticator.
     pub async fn start_with(configure: impl FnOnce(&mut BrokerOptions), auth: Arc<dyn Authenticator>) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let service =
-            Service::open_sqlite(&dir.path().join("stela.db"), ServiceOptions::default()).expect("open store");
-        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let (dir, service, http_listener, http) = open().await;
         let mqtt_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mqtt");
-        let http_addr = http_listener.local_addr().expect("http address");
         let mqtt_addr = mqtt_listener.local_addr().expect("mqtt address");
-        let http = format!("http://{http_addr}");
         let mut options = BrokerOptions::new(http.clone());
         configure(&mut options);
         let broker = Broker::new(service.clone(), options, auth);
-        let metrics = broker.metrics();
-        let health: Arc<dyn HealthProvider> = metrics.clone();
-        let server_options = ServerOptions {
-            mqtt_endpoints: vec![format!("mqtt://{mqtt_addr}")],
-            health: vec![health],
-            ..ServerOptions::default()
-        };
         let (shutdown, receiver) = watch::channel(false);
-        let http_service = service.clone();
-        let http_shutdown = shutdown_future(receiver.clone());
-        tokio::spawn(async move {
-            stela_server::run(http_listener, http_service, server_options, http_shutdown).await.expect("http server");
-        });
-        tokio::spawn(broker.run(mqtt_listener, shutdown_future(receiver)));
-        let http_client = reqwest::Client::builder().no_proxy().timeout(WAIT).build().expect("http client");
-        TestServer { http, mqtt_port: mqtt_addr.port(), metrics, http_client, shutdown, _dir: dir }
+        let metrics = broker.metrics();
+        tokio::spawn(broker.run(mqtt_listener, shutdown_future(receiver.clone())));
+        serve_http(service, http_listener, format!("mqtt://{mqtt_addr}"), &metrics, receiver);
+        TestServer { http, mqtt_port: mqtt_addr.port(), metrics, http_client: http_client(), shutdown, _dir: dir }
+    }
+
+    /// Starts in external broker mode, connected to `broker_url`.
+    pub async fn start_bridge(broker_url: &str, configure: impl FnOnce(&mut BridgeOptions)) -> TestServer {
+        let (dir, service, http_listener, http) = open().await;
+        let mut options = BridgeOptions::new(broker_url, http.clone());
+        configure(&mut options);
+        let bridge = Bridge::new(service.clone(), options).expect("valid broker URL");
+        let (shutdown, receiver) = watch::channel(false);
+        let metrics = bridge.metrics();
+        tokio::spawn(bridge.run(shutdown_future(receiver.clone())));
+        serve_http(service, http_listener, broker_url.to_owned(), &metrics, receiver);
+        TestServer { http, mqtt_port: 0, metrics, http_client: http_client(), shutdown, _dir: dir }
     }
 
     /// `http://127.0.0.1:<port>/v1.1/<path>`

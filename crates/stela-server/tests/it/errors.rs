@@ -129,3 +129,24 @@ async fn bad_queries_are_400_with_a_position() {
         reply.text
     );
 }
+
+#[tokio::test]
+async fn numbers_the_log_cannot_hold_exactly_are_400() {
+    let server = TestServer::start().await;
+    let g = seed_graph(&server, "big").await;
+    let reply = server
+        .send(
+            Method::POST,
+            &format!("Datastreams({})/Observations", g.datastream),
+            Some("application/json"),
+            Some(br#"{"result": 9007199254740993}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(
+        reply.json["message"].as_str().unwrap().contains("cannot be logged exactly"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(server.ids("Observations").await, Vec::<i64>::new());
+}
