@@ -39,7 +39,7 @@ pub enum MqttError {
 }
 
 /// Settings of external broker mode.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BridgeOptions {
     /// `mqtt://host[:port]` (port 1883 when omitted); `tcp://` is accepted too.
     pub broker_url: String,
@@ -55,6 +55,22 @@ pub struct BridgeOptions {
     pub reconnect_delay: Duration,
     /// Largest packet sent or received.
     pub max_packet_bytes: usize,
+    /// Username and password presented to the broker.
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for BridgeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeOptions")
+            .field("broker_url", &self.broker_url)
+            .field("client_id", &self.client_id)
+            .field("http_base_url", &self.http_base_url)
+            .field("shared_group", &self.shared_group)
+            .field("reconnect_delay", &self.reconnect_delay)
+            .field("max_packet_bytes", &self.max_packet_bytes)
+            .field("username", &self.credentials.as_ref().map(|(username, _)| username))
+            .finish_non_exhaustive()
+    }
 }
 
 impl BridgeOptions {
@@ -66,6 +82,7 @@ impl BridgeOptions {
             shared_group: Some("stela".to_owned()),
             reconnect_delay: Duration::from_secs(1),
             max_packet_bytes: 1024 * 1024,
+            credentials: None,
         }
     }
 }
@@ -139,6 +156,9 @@ impl Bridge {
             .set_clean_session(true)
             .set_manual_acks(true)
             .set_max_packet_size(self.options.max_packet_bytes, self.options.max_packet_bytes);
+        if let Some((username, password)) = &self.options.credentials {
+            mqtt_options.set_credentials(username.clone(), password.clone());
+        }
         let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_QUEUE);
         let notifier = tokio::spawn(notify_loop(
             self.service.clone(),

@@ -14,6 +14,7 @@
 //! ```
 
 mod error;
+mod formats;
 pub mod render;
 mod routes;
 

@@ -19,18 +19,20 @@ use tower_http::trace::TraceLayer;
 
 use crate::ServerOptions;
 use crate::error::ApiError;
+use crate::formats::{self, ResultFormat};
 use crate::render::{Links, collection_json, entity_json, refs_json};
 
 /// Versions of the API served; both expose the same data.
 const VERSIONS: [&str; 2] = ["v1.0", "v1.1"];
 
 /// Requirement classes of SensorThings 1.1 that this server passes.
-const CONFORMANCE: [&str; 5] = [
+const CONFORMANCE: [&str; 6] = [
     "http://www.opengis.net/spec/iot_sensing/1.1/req/datamodel",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/resource-path/resource-path-to-entities",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/create-update-delete",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/multi-datastream",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/data-array/data-array",
 ];
 
 /// Requirement classes of the MQTT extension, advertised (with their endpoints) only when MQTT
@@ -151,6 +153,14 @@ async fn resource(
     let decoded = percent_encoding::percent_decode_str(&raw_path)
         .decode_utf8()
         .map_err(|_| ApiError::bad_request("the path is not valid UTF-8"))?;
+    if decoded == "CreateObservations" {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed("CreateObservations takes POST"));
+        }
+        let root = format!("{}/{version}", base_url(&state.options, &headers));
+        let body = json_body(&state, &headers, body, false).await?;
+        return create_observations(&state, &Links { root }, body).await;
+    }
     if let Some(entity_path) = decoded.strip_suffix("/$receipt") {
         if method != Method::GET {
             return Err(ApiError::method_not_allowed("receipts are read-only"));
@@ -168,11 +178,6 @@ async fn resource(
                 .unwrap_or_default();
             let (pairs, after) = take_skiptoken(pairs)?;
             let options = parse_query_options(&pairs)?;
-            if let Some(format) = &options.result_format {
-                return Err(ApiError::bad_request(format!(
-                    "$resultFormat '{format}' is not supported"
-                )));
-            }
             get_resource(&state, &links, &decoded, path, options, &pairs, after).await
         }
         Method::POST => {
@@ -212,11 +217,19 @@ async fn get_resource(
     links: &Links,
     path_text: &str,
     path: ResourcePath,
-    options: QueryOptions,
+    mut options: QueryOptions,
     pairs: &[(String, String)],
     after: Option<Vec<Json>>,
 ) -> Result<Response, ApiError> {
     let tail = path.tail;
+    let format = options.result_format.as_deref().map(ResultFormat::parse).transpose()?;
+    if format.is_some() && (tail != Tail::None || path.target().is_single()) {
+        return Err(ApiError::bad_request("$resultFormat applies to collections"));
+    }
+    let components = match format {
+        Some(ResultFormat::DataArray) => formats::data_array_query(path.target().ty, &mut options)?,
+        _ => Vec::new(),
+    };
     let result = state.service.read(path, options.clone(), after).await?;
     let json = match (result, tail) {
         (ReadResult::Entity(entity), Tail::Property(index)) => {
@@ -246,10 +259,12 @@ async fn get_resource(
                 (None, Some(skip)) => Some(next_link(links, path_text, pairs, skip)),
                 (None, None) => None,
             };
-            if tail == Tail::Ref {
-                refs_json(links, &page, next)
-            } else {
-                collection_json(links, &page, &options, next)
+            match format {
+                Some(ResultFormat::DataArray) => formats::data_array_json(links, &page, &components, next),
+                Some(ResultFormat::GeoJson) => return Ok(formats::geojson_response(links, &page, &options)),
+                Some(ResultFormat::Csv) => return formats::csv_response(links, &page, &options),
+                None if tail == Tail::Ref => refs_json(links, &page, next),
+                None => collection_json(links, &page, &options, next),
             }
         }
     };
@@ -436,4 +451,30 @@ async fn consistency_proof(State(state): State<AppState>, uri: Uri) -> Result<Re
     }
     let proof = state.service.consistency_proof(from, to).await?;
     Ok(axum::Json(json!({"from": from, "to": to, "proof": proof.hashes})).into_response())
+}
+
+/// `POST CreateObservations` (DataArray extension): many Observations in one transaction; the
+/// response lists the new Observations' URLs in input order, `"error"` for rows that failed
+/// (their writes undone, the other rows kept).
+async fn create_observations(state: &AppState, links: &Links, body: Json) -> Result<Response, ApiError> {
+    let groups = formats::create_observations_rows(&body)?;
+    let path = parse_resource_path("Observations").map_err(|e| ApiError::not_found(e.to_string()))?;
+    let root = links.root.clone();
+    let results = state
+        .service
+        .atomic(move |writer| {
+            let mut results = Vec::new();
+            for row in groups.into_iter().flatten() {
+                let created = match row {
+                    Some(observation) => writer.isolated(|w| w.create_id(&path, &observation)).ok(),
+                    None => None,
+                };
+                results.push(created.map_or(Json::String("error".into()), |id| {
+                    Json::String(format!("{root}/Observations({id})"))
+                }));
+            }
+            Ok(results)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(Json::Array(results))).into_response())
 }

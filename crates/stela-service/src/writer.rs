@@ -45,6 +45,18 @@ impl Writer<'_, '_> {
         Ok(self.tx.entity(target.ty, id)?)
     }
 
+    /// Creates an entity like [`Writer::create`], returning only its id (bulk paths do not
+    /// read each entity back).
+    pub fn create_id(&mut self, path: &ResourcePath, body: &Json) -> Result<i64, ServiceError> {
+        let target = *path.target();
+        if target.via.is_some() || target.id.is_some() || path.tail != Tail::None {
+            let entity = self.create(path, body)?;
+            return Ok(entity.id);
+        }
+        let input = decode_entity(target.ty, body, DecodeMode::Create).map_err(bad_request)?;
+        Ok(self.tx.create(&input, None)?)
+    }
+
     /// Updates the entity `path` addresses: merge (PATCH) or replace (PUT).
     pub fn update(
         &mut self,

@@ -7,8 +7,9 @@
 //! 2. the TOML file named by `--config FILE`, or else by `STELA_CONFIG`. No file is read unless
 //!    one is named: `./stela.toml` is *not* picked up implicitly;
 //! 3. the environment: `STELA_LISTEN`, `STELA_DATA_DIR`, `STELA_DEFAULT_TOP`, `STELA_MAX_TOP`,
-//!    `STELA_MAX_BODY_BYTES`, `STELA_PUBLIC_URL`, `STELA_LOG`, `STELA_LOG_FORMAT`. A variable set to
-//!    the empty string counts as unset;
+//!    `STELA_MAX_BODY_BYTES`, `STELA_PUBLIC_URL`, `STELA_LOG`, `STELA_LOG_FORMAT`,
+//!    `STELA_MQTT_LISTEN`, `STELA_MQTT_BROKER`, `STELA_MQTT_USERNAME`, `STELA_MQTT_PASSWORD`. A
+//!    variable set to the empty string counts as unset;
 //! 4. command-line flags (`--listen`, `--data-dir`, ...).
 //!
 //! Each layer overrides single keys, never whole sections. While merging, every value remembers
@@ -48,6 +49,45 @@ pub struct Config {
     pub query: QueryConfig,
     /// Diagnostics output (`[log]`).
     pub log: LogConfig,
+    /// The MQTT extension (`[mqtt]`).
+    pub mqtt: MqttConfig,
+}
+
+/// `[mqtt]`: the SensorThings MQTT extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    /// Embedded broker, external broker, or none.
+    pub mode: MqttMode,
+    /// Embedded broker: the username and password every client must present (anonymous
+    /// access off). External broker: what Stela presents to it.
+    pub credentials: Option<MqttCredentials>,
+}
+
+/// How the MQTT extension runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttMode {
+    /// No MQTT (`--mqtt-listen off` without a broker).
+    Off,
+    /// The embedded broker on this address.
+    Embedded(SocketAddr),
+    /// A client of the broker at this `mqtt://host:port` URL.
+    External(String),
+}
+
+/// A username and password; the password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for MqttCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `[server]`: how the HTTP API is exposed.
@@ -127,6 +167,10 @@ impl Default for Config {
             storage: StorageConfig { data_dir: PathBuf::from("./stela-data") },
             query: QueryConfig { default_top: 100, max_top: 10_000 },
             log: LogConfig { level: "info".to_owned(), format: LogFormat::Text },
+            mqtt: MqttConfig {
+                mode: MqttMode::Embedded(SocketAddr::from(([127, 0, 0, 1], 1883))),
+                credentials: None,
+            },
         }
     }
 }
@@ -159,6 +203,12 @@ pub struct Flags {
     /// Log output format [default: text]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Address of the embedded MQTT broker, IP:PORT, or `off` [default: 127.0.0.1:1883]
+    #[arg(long, value_name = "ADDR")]
+    pub mqtt_listen: Option<String>,
+    /// Use this external MQTT broker (mqtt://host:port) instead of the embedded one
+    #[arg(long, value_name = "URL")]
+    pub mqtt_broker: Option<String>,
 }
 
 /// Where a configuration value came from; printed in front of every validation error.
@@ -266,9 +316,15 @@ const MAX_TOP: Key = Key { file: "query.max_top", env: "STELA_MAX_TOP", flag: So
 const LOG_LEVEL: Key = Key { file: "log.level", env: "STELA_LOG", flag: None };
 const LOG_FORMAT: Key =
     Key { file: "log.format", env: "STELA_LOG_FORMAT", flag: Some("--log-format") };
+const MQTT_LISTEN: Key =
+    Key { file: "mqtt.listen", env: "STELA_MQTT_LISTEN", flag: Some("--mqtt-listen") };
+const MQTT_BROKER: Key =
+    Key { file: "mqtt.broker", env: "STELA_MQTT_BROKER", flag: Some("--mqtt-broker") };
+const MQTT_USERNAME: Key = Key { file: "mqtt.username", env: "STELA_MQTT_USERNAME", flag: None };
+const MQTT_PASSWORD: Key = Key { file: "mqtt.password", env: "STELA_MQTT_PASSWORD", flag: None };
 
 /// Every environment variable the configuration reads.
-const ENV_NAMES: [&str; 9] = [
+const ENV_NAMES: [&str; 13] = [
     CONFIG_FILE_ENV,
     LISTEN.env,
     PUBLIC_URL.env,
@@ -278,6 +334,10 @@ const ENV_NAMES: [&str; 9] = [
     MAX_TOP.env,
     LOG_LEVEL.env,
     LOG_FORMAT.env,
+    MQTT_LISTEN.env,
+    MQTT_BROKER.env,
+    MQTT_USERNAME.env,
+    MQTT_PASSWORD.env,
 ];
 
 impl Key {
@@ -302,6 +362,17 @@ struct FileConfig {
     query: FileQuery,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    mqtt: FileMqtt,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMqtt {
+    listen: Option<String>,
+    broker: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -391,11 +462,15 @@ struct Raw {
     max_top: Setting<u32>,
     log_level: Setting<String>,
     log_format: Setting<LogFormat>,
+    mqtt_listen: Setting<String>,
+    mqtt_broker: Setting<Option<String>>,
+    mqtt_username: Setting<Option<String>>,
+    mqtt_password: Setting<Option<String>>,
 }
 
 impl Raw {
     fn defaults() -> Raw {
-        let Config { server, storage, query, log } = Config::default();
+        let Config { server, storage, query, log, mqtt: _ } = Config::default();
         Raw {
             listen: Setting::default_for(&LISTEN, server.listen.to_string()),
             public_url: Setting::default_for(&PUBLIC_URL, server.public_url),
@@ -405,11 +480,15 @@ impl Raw {
             max_top: Setting::default_for(&MAX_TOP, query.max_top),
             log_level: Setting::default_for(&LOG_LEVEL, log.level),
             log_format: Setting::default_for(&LOG_FORMAT, log.format),
+            mqtt_listen: Setting::default_for(&MQTT_LISTEN, "127.0.0.1:1883".to_owned()),
+            mqtt_broker: Setting::default_for(&MQTT_BROKER, None),
+            mqtt_username: Setting::default_for(&MQTT_USERNAME, None),
+            mqtt_password: Setting::default_for(&MQTT_PASSWORD, None),
         }
     }
 
     fn apply_file(&mut self, file: FileConfig) {
-        let FileConfig { version: _, server, storage, query, log } = file;
+        let FileConfig { version: _, server, storage, query, log, mqtt } = file;
         self.listen.set_from_file(server.listen, &LISTEN);
         self.public_url.set_from_file(server.public_url.map(Some), &PUBLIC_URL);
         self.max_body_bytes.set_from_file(server.max_body_bytes, &MAX_BODY_BYTES);
@@ -418,6 +497,10 @@ impl Raw {
         self.max_top.set_from_file(query.max_top, &MAX_TOP);
         self.log_level.set_from_file(log.level, &LOG_LEVEL);
         self.log_format.set_from_file(log.format, &LOG_FORMAT);
+        self.mqtt_listen.set_from_file(mqtt.listen, &MQTT_LISTEN);
+        self.mqtt_broker.set_from_file(mqtt.broker.map(Some), &MQTT_BROKER);
+        self.mqtt_username.set_from_file(mqtt.username.map(Some), &MQTT_USERNAME);
+        self.mqtt_password.set_from_file(mqtt.password.map(Some), &MQTT_PASSWORD);
     }
 
     fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
@@ -450,6 +533,18 @@ impl Raw {
             })?;
             self.log_format.set(format, Origin::Env(LOG_FORMAT.env));
         }
+        if let Some(text) = env_text(env, MQTT_LISTEN.env) {
+            self.mqtt_listen.set(text.to_owned(), Origin::Env(MQTT_LISTEN.env));
+        }
+        if let Some(text) = env_text(env, MQTT_BROKER.env) {
+            self.mqtt_broker.set(Some(text.to_owned()), Origin::Env(MQTT_BROKER.env));
+        }
+        if let Some(text) = env_text(env, MQTT_USERNAME.env) {
+            self.mqtt_username.set(Some(text.to_owned()), Origin::Env(MQTT_USERNAME.env));
+        }
+        if let Some(text) = env_text(env, MQTT_PASSWORD.env) {
+            self.mqtt_password.set(Some(text.to_owned()), Origin::Env(MQTT_PASSWORD.env));
+        }
         Ok(())
     }
 
@@ -464,6 +559,8 @@ impl Raw {
             max_body_bytes,
             public_url,
             log_format,
+            mqtt_listen,
+            mqtt_broker,
         } = flags;
         self.listen.set_from_flag(listen.clone(), &LISTEN);
         self.public_url.set_from_flag(public_url.clone().map(Some), &PUBLIC_URL);
@@ -472,6 +569,8 @@ impl Raw {
         self.default_top.set_from_flag(*default_top, &DEFAULT_TOP);
         self.max_top.set_from_flag(*max_top, &MAX_TOP);
         self.log_format.set_from_flag(*log_format, &LOG_FORMAT);
+        self.mqtt_listen.set_from_flag(mqtt_listen.clone(), &MQTT_LISTEN);
+        self.mqtt_broker.set_from_flag(mqtt_broker.clone().map(Some), &MQTT_BROKER);
     }
 
     fn validate(self) -> Result<Config, ConfigError> {
@@ -484,6 +583,10 @@ impl Raw {
             max_top,
             log_level,
             log_format,
+            mqtt_listen,
+            mqtt_broker,
+            mqtt_username,
+            mqtt_password,
         } = self;
 
         let listen_addr = listen.value.parse::<SocketAddr>().map_err(|_| {
@@ -538,8 +641,65 @@ impl Raw {
             storage: StorageConfig { data_dir: data_dir.value },
             query: QueryConfig { default_top: default_top.value, max_top: max_top.value },
             log: LogConfig { level: log_level.value, format: log_format.value },
+            mqtt: validate_mqtt(mqtt_listen, mqtt_broker, mqtt_username, mqtt_password)?,
         })
     }
+}
+
+/// `off` (any case) switches a setting off.
+fn is_off(text: &str) -> bool {
+    text.trim().eq_ignore_ascii_case("off")
+}
+
+/// The MQTT mode: an external broker when one is named, else the embedded broker unless its
+/// address is `off`.
+fn validate_mqtt(
+    listen: Setting<String>,
+    broker: Setting<Option<String>>,
+    username: Setting<Option<String>>,
+    password: Setting<Option<String>>,
+) -> Result<MqttConfig, ConfigError> {
+    let broker_url = broker.value.filter(|url| !url.is_empty() && !is_off(url));
+    let mode = if let Some(url) = broker_url {
+        stela_mqtt::parse_broker_url(&url)
+            .map_err(|error| invalid(broker.origin, error.to_string()))?;
+        MqttMode::External(url)
+    } else if is_off(&listen.value) {
+        MqttMode::Off
+    } else {
+        let addr = listen.value.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                listen.origin,
+                format!(
+                    "invalid address '{}' (expected IP:PORT, e.g. 127.0.0.1:1883, or off)",
+                    listen.value
+                ),
+            )
+        })?;
+        MqttMode::Embedded(addr)
+    };
+    let credentials = match (username.value, password.value) {
+        (None, None) => None,
+        (Some(username), Some(password)) if !username.is_empty() => {
+            Some(MqttCredentials { username, password })
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(username.origin, "must not be empty".to_owned()));
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                username.origin,
+                format!("set the password too ({} or {}), or neither", MQTT_PASSWORD.file, MQTT_PASSWORD.env),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                password.origin,
+                format!("set the username too ({} or {}), or neither", MQTT_USERNAME.file, MQTT_USERNAME.env),
+            ));
+        }
+    };
+    Ok(MqttConfig { mode, credentials })
 }
 
 fn invalid(origin: Origin, message: String) -> ConfigError {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::{Config, ConfigError, Flags, LogFormat, config_file_path, load};
+use super::{Config, ConfigError, Flags, LogFormat, MqttMode, config_file_path, load};
 
 /// The committed sample configuration.
 const SAMPLE: &str = include_str!("../../../config/stela.toml");
@@ -77,6 +77,9 @@ fn sample_file_sets_every_key() {
         assert!(SAMPLE.lines().any(|line| line.starts_with(&prefix)), "sample lacks `{key}`");
     }
     assert!(SAMPLE.lines().any(|line| line.starts_with("# public_url = ")));
+    for optional in ["# broker = ", "# username = ", "# password = "] {
+        assert!(SAMPLE.lines().any(|line| line.starts_with(optional)), "sample lacks `{optional}`");
+    }
 }
 
 const FILE_WITH_EVERY_KEY: &str = r#"
@@ -97,6 +100,11 @@ max_top = 1001
 [log]
 level = "warn"
 format = "json"
+
+[mqtt]
+listen = "127.0.0.1:2001"
+username = "file-user"
+password = "file-password"
 "#;
 
 fn env_with_every_key() -> HashMap<String, String> {
@@ -109,6 +117,9 @@ fn env_with_every_key() -> HashMap<String, String> {
         ("STELA_MAX_TOP", "1002"),
         ("STELA_LOG", "debug"),
         ("STELA_LOG_FORMAT", "text"),
+        ("STELA_MQTT_LISTEN", "127.0.0.1:2002"),
+        ("STELA_MQTT_USERNAME", "env-user"),
+        ("STELA_MQTT_PASSWORD", "env-password"),
     ])
 }
 
@@ -122,6 +133,8 @@ fn flags_with_every_key() -> Flags {
         max_body_bytes: Some(1003),
         public_url: Some("http://flag.example".to_owned()),
         log_format: Some(LogFormat::Json),
+        mqtt_listen: Some("127.0.0.1:2003".to_owned()),
+        mqtt_broker: None,
     }
 }
 
@@ -137,6 +150,8 @@ fn file_overrides_defaults() {
     assert_eq!(config.query.max_top, 1001);
     assert_eq!(config.log.level, "warn");
     assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.mqtt.mode, MqttMode::Embedded(addr("127.0.0.1:2001")));
+    assert_eq!(config.mqtt.credentials.as_ref().map(|c| c.username.as_str()), Some("file-user"));
 }
 
 #[test]
@@ -151,6 +166,9 @@ fn env_overrides_file() {
     assert_eq!(config.query.max_top, 1002);
     assert_eq!(config.log.level, "debug");
     assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.mqtt.mode, MqttMode::Embedded(addr("127.0.0.1:2002")));
+    let credentials = config.mqtt.credentials.expect("credentials");
+    assert_eq!((credentials.username.as_str(), credentials.password.as_str()), ("env-user", "env-password"));
 }
 
 #[test]
@@ -166,6 +184,7 @@ fn flags_override_env_and_file() {
     // The log level has no flag: the environment still decides it.
     assert_eq!(config.log.level, "debug");
     assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.mqtt.mode, MqttMode::Embedded(addr("127.0.0.1:2003")));
 }
 
 #[test]
@@ -217,7 +236,7 @@ fn unknown_key_in_a_section_is_rejected() {
 
 #[test]
 fn unknown_section_is_rejected() {
-    check_file_error("version = 1\n[mqtt]\nlisten = \"127.0.0.1:1883\"\n", "unknown field `mqtt`");
+    check_file_error("version = 1\n[mqt]\nlisten = \"127.0.0.1:1883\"\n", "unknown field `mqt`");
 }
 
 #[test]
@@ -391,4 +410,70 @@ fn public_url_is_checked_and_normalised() {
             "{error}"
         );
     }
+}
+
+#[test]
+fn mqtt_defaults_to_the_embedded_broker_on_1883() {
+    let config = load(None, &HashMap::new(), &Flags::default()).expect("defaults are valid");
+    assert_eq!(config.mqtt.mode, MqttMode::Embedded(addr("127.0.0.1:1883")));
+    assert_eq!(config.mqtt.credentials, None);
+}
+
+#[test]
+fn mqtt_can_be_switched_off_or_pointed_at_an_external_broker() {
+    let off = Flags { mqtt_listen: Some("off".to_owned()), ..Flags::default() };
+    assert_eq!(load(None, &HashMap::new(), &off).expect("valid").mqtt.mode, MqttMode::Off);
+    let from_env = env(&[("STELA_MQTT_LISTEN", "OFF")]);
+    assert_eq!(load(None, &from_env, &Flags::default()).expect("valid").mqtt.mode, MqttMode::Off);
+
+    let external = env(&[("STELA_MQTT_BROKER", "mqtt://127.0.0.1:1883")]);
+    let config = load(None, &external, &Flags::default()).expect("valid");
+    assert_eq!(config.mqtt.mode, MqttMode::External("mqtt://127.0.0.1:1883".to_owned()));
+    // The flag `--mqtt-broker off` goes back to the embedded broker of the file or env.
+    let back = Flags { mqtt_broker: Some("off".to_owned()), ..Flags::default() };
+    let file = "version = 1\n[mqtt]\nbroker = \"mqtt://broker.example:1884\"\nlisten = \"127.0.0.1:0\"\n";
+    assert_eq!(
+        load(Some(file), &HashMap::new(), &back).expect("valid").mqtt.mode,
+        MqttMode::Embedded(addr("127.0.0.1:0"))
+    );
+}
+
+#[test]
+fn bad_mqtt_settings_name_their_source() {
+    let flags = Flags { mqtt_listen: Some("localhost".to_owned()), ..Flags::default() };
+    check_error(
+        None,
+        &HashMap::new(),
+        &flags,
+        "--mqtt-listen: invalid address 'localhost' (expected IP:PORT, e.g. 127.0.0.1:1883, or off)",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_MQTT_BROKER", "http://broker:1883")]),
+        &Flags::default(),
+        "STELA_MQTT_BROKER: invalid broker URL 'http://broker:1883' (expected mqtt://host:port, e.g. mqtt://127.0.0.1:1883)",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_MQTT_USERNAME", "device")]),
+        &Flags::default(),
+        "STELA_MQTT_USERNAME: set the password too (mqtt.password or STELA_MQTT_PASSWORD), or neither",
+    );
+    check_error(
+        Some("version = 1\n[mqtt]\npassword = \"x\"\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "mqtt.password (config file): set the username too (mqtt.username or STELA_MQTT_USERNAME), or neither",
+    );
+}
+
+#[test]
+fn mqtt_passwords_are_not_printed() {
+    let config = load(
+        None,
+        &env(&[("STELA_MQTT_USERNAME", "device"), ("STELA_MQTT_PASSWORD", "s3cret")]),
+        &Flags::default(),
+    )
+    .expect("valid");
+    assert!(!format!("{config:?}").contains("s3cret"));
 }

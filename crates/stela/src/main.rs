@@ -4,6 +4,7 @@
 //! ```text
 //! stela serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--default-top N] [--max-top N]
 //!             [--max-body-bytes N] [--public-url URL] [--log-format text|json]
+//!             [--mqtt-listen ADDR|off] [--mqtt-broker mqtt://HOST:PORT]
 //! ```
 //!
 //! How flags, `STELA_*` variables and the configuration file combine is documented once, in
@@ -12,6 +13,7 @@
 mod config;
 mod ledger_cli;
 mod logging;
+mod mqtt;
 mod serve;
 mod shutdown;
 

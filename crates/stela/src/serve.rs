@@ -1,10 +1,11 @@
-//! `stela serve`: opens the store, binds the listener, announces the address and runs the HTTP
-//! server until a shutdown signal.
+//! `stela serve`: opens the store, binds the listener, starts MQTT, announces the addresses
+//! and runs the HTTP server until a shutdown signal.
 //!
 //! ```text
-//! data dir ─▶ Service::open_sqlite ─▶ bind ─▶ stdout: "stela listening on http://ADDR"
+//! data dir ─▶ Service::open_sqlite ─▶ bind ─▶ mqtt::start ─▶ stdout: "stela mqtt listening on mqtt://ADDR"
+//!                                                              "stela listening on http://ADDR"
 //!                                               │
-//!               SIGINT / SIGTERM ─▶ shutdown ─▶ stela_server::run drains ─▶ exit 0
+//!               SIGINT / SIGTERM ─▶ shutdown ─▶ stela_server::run drains, MQTT closes ─▶ exit 0
 //! ```
 
 use std::io::Write as _;
@@ -25,7 +26,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the server described by `config` until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let Config { server, storage, query, log: _ } = config;
+    let Config { server, storage, query, log: _, mqtt } = config;
 
     std::fs::create_dir_all(&storage.data_dir).with_context(|| {
         format!(
@@ -45,11 +46,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let signals = ShutdownSignals::install().context("cannot install the signal handlers")?;
     let listener = bind(server.listen).await?;
     let local_addr = listener.local_addr().context("cannot read the bound address")?;
+    let http_base_url = server.public_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mqtt = crate::mqtt::start(
+        &mqtt,
+        &service,
+        &http_base_url,
+        server.public_url.as_deref(),
+        stop_rx,
+    )
+    .await;
     tracing::info!(
         address = %local_addr,
         database = %database_path.display(),
         "listening"
     );
+    if let Some(line) = &mqtt.announcement {
+        announce_line(line)?;
+    }
     announce(local_addr)?;
 
     let (shutdown_started_tx, shutdown_started_rx) = tokio::sync::oneshot::channel::<()>();
@@ -58,10 +72,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(signal, "shutdown requested, finishing open requests");
         // The receiver only disappears once serving is over; nothing to tell then.
         let _ = shutdown_started_tx.send(());
+        // The MQTT side may be off; then nobody listens.
+        let _ = stop_tx.send(true);
     };
     let server_options = ServerOptions {
         max_body_bytes: server.max_body_bytes,
         public_url: server.public_url,
+        mqtt_endpoints: mqtt.endpoints.clone(),
+        health: mqtt.health.clone().into_iter().collect(),
         ..ServerOptions::default()
     };
     let running = stela_server::run(listener, service, server_options, shutdown);
@@ -77,6 +95,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         result = running => {
             result.context("the HTTP server failed")?;
+            mqtt.stopped().await;
             tracing::info!("stopped");
             Ok(())
         }
@@ -101,8 +120,13 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Prints the line that scripts and tests wait for, and flushes it at once: stdout is a pipe
 /// for them, hence block-buffered.
 fn announce(local_addr: SocketAddr) -> anyhow::Result<()> {
+    announce_line(&format!("stela listening on http://{local_addr}"))
+}
+
+/// Prints one announcement line on stdout and flushes it.
+fn announce_line(line: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "stela listening on http://{local_addr}")
+    writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())
         .context("cannot write the listening address to stdout")
 }

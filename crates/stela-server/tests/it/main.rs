@@ -3,6 +3,7 @@
 
 mod core;
 mod create;
+mod data_array;
 mod errors;
 mod filter;
 mod ledger;
