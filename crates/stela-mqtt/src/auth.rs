@@ -131,7 +131,13 @@ mod tests {
 
     #[test]
     fn allow_all_names_the_principal() {
-        assert_eq!(AllowAll.authenticate(&request(None, None)), AuthDecision::Accept("anonymous".into()));
-        assert_eq!(AllowAll.authenticate(&request(Some("u"), None)), AuthDecision::Accept("u".into()));
+        assert_eq!(
+            AllowAll.authenticate(&request(None, None)),
+            AuthDecision::Accept("anonymous".into())
+        );
+        assert_eq!(
+            AllowAll.authenticate(&request(Some("u"), None)),
+            AuthDecision::Accept("u".into())
+        );
     }
 }

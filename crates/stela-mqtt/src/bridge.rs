@@ -90,9 +90,11 @@ impl BridgeOptions {
 /// Splits `mqtt://host:port` into host and port.
 pub fn parse_broker_url(url: &str) -> Result<(String, u16), MqttError> {
     let invalid = || MqttError::InvalidBrokerUrl(url.to_owned());
-    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(invalid)?;
+    let rest =
+        url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(invalid)?;
     let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace) {
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.contains(char::is_whitespace)
+    {
         return Err(invalid());
     }
     let (host, port) = match rest.rsplit_once(':') {
@@ -144,13 +146,19 @@ impl Bridge {
         };
         VERSIONS
             .iter()
-            .flat_map(|version| [format!("{prefix}{version}/Observations"), format!("{prefix}{version}/+/Observations")])
+            .flat_map(|version| {
+                [
+                    format!("{prefix}{version}/Observations"),
+                    format!("{prefix}{version}/+/Observations"),
+                ]
+            })
             .collect()
     }
 
     /// Runs until `shutdown` completes, reconnecting whenever the broker goes away.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let mut mqtt_options = MqttOptions::new(self.options.client_id.clone(), self.host.clone(), self.port);
+        let mut mqtt_options =
+            MqttOptions::new(self.options.client_id.clone(), self.host.clone(), self.port);
         mqtt_options
             .set_keep_alive(Duration::from_secs(30))
             .set_clean_session(true)
@@ -188,13 +196,19 @@ impl Bridge {
                     connected_before = true;
                     connected = true;
                     // "connected" in /health once the create topics are subscribed (SUBACK).
-                    let filters = topics.iter().map(|topic| rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtLeastOnce));
+                    let filters = topics.iter().map(|topic| {
+                        rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtLeastOnce)
+                    });
                     if let Err(error) = client.try_subscribe_many(filters) {
                         tracing::error!(%error, "subscribing to the mqtt create topics failed");
                     }
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                    if ack.return_codes.iter().any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure)) {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
+                    {
                         tracing::error!(topics = ?topics, "the mqtt broker refused a subscription to the create topics");
                         self.metrics.set_state(MqttState::Failed(
                             "the broker refused the subscription to the create topics (does it support shared subscriptions?)".into(),
@@ -212,12 +226,19 @@ impl Bridge {
                         if !is_notification(&publish.payload) {
                             match ingest.create(&publish.topic, &publish.payload).await {
                                 Ok(_) => {}
-                                Err(rejection) => log_rejection("(external broker)", &publish.topic, &rejection, 1),
+                                Err(rejection) => log_rejection(
+                                    "(external broker)",
+                                    &publish.topic,
+                                    &rejection,
+                                    1,
+                                ),
                             }
                         }
                         drop(permit);
                         if client.try_ack(&publish).is_err() {
-                            tracing::warn!("mqtt acknowledgement could not be queued; the broker will redeliver");
+                            tracing::warn!(
+                                "mqtt acknowledgement could not be queued; the broker will redeliver"
+                            );
                         }
                     });
                 }
@@ -261,7 +282,10 @@ async fn notify_loop(
             Ok(event) => event,
             Err(RecvError::Lagged(missed)) => {
                 metrics.events_lost.fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(missed, "mqtt notifier fell behind the writers; notifications were lost");
+                tracing::warn!(
+                    missed,
+                    "mqtt notifier fell behind the writers; notifications were lost"
+                );
                 continue;
             }
             Err(RecvError::Closed) => return,
@@ -287,8 +311,11 @@ async fn notify(
         ChangeKind::Created => {
             topics.push(set.to_owned());
             topics.push(format!("{set}({})", event.id));
-            let relations: Vec<_> = event.ty.relations().iter().filter(|r| r.inverse_relation().many).collect();
-            for (relation, parent, parent_id) in related_ids(service, event.ty, event.id, &relations).await? {
+            let relations: Vec<_> =
+                event.ty.relations().iter().filter(|r| r.inverse_relation().many).collect();
+            for (relation, parent, parent_id) in
+                related_ids(service, event.ty, event.id, &relations).await?
+            {
                 topics.push(format!("{}({parent_id})/{}", parent.set_name(), relation.inverse));
             }
         }
@@ -298,7 +325,12 @@ async fn notify(
     for version in VERSIONS {
         let payload = render(http_base_url, version, current, &Default::default());
         for topic in &topics {
-            match client.try_publish(format!("{version}/{topic}"), QoS::AtLeastOnce, false, payload.to_vec()) {
+            match client.try_publish(
+                format!("{version}/{topic}"),
+                QoS::AtLeastOnce,
+                false,
+                payload.to_vec(),
+            ) {
                 Ok(()) => bump(&metrics.messages_out),
                 Err(_) => bump(&metrics.dropped),
             }
@@ -313,17 +345,32 @@ mod tests {
 
     #[test]
     fn broker_urls() {
-        assert_eq!(parse_broker_url("mqtt://127.0.0.1:1883").ok(), Some(("127.0.0.1".into(), 1883)));
-        assert_eq!(parse_broker_url("mqtt://broker.local").ok(), Some(("broker.local".into(), 1883)));
+        assert_eq!(
+            parse_broker_url("mqtt://127.0.0.1:1883").ok(),
+            Some(("127.0.0.1".into(), 1883))
+        );
+        assert_eq!(
+            parse_broker_url("mqtt://broker.local").ok(),
+            Some(("broker.local".into(), 1883))
+        );
         assert_eq!(parse_broker_url("tcp://[::1]:1884/").ok(), Some(("::1".into(), 1884)));
-        for bad in ["http://x:1", "mqtt://", "mqtt://x:port", "mqtt://x:1/path", "mqtt://u@x", "127.0.0.1:1883"] {
+        for bad in [
+            "http://x:1",
+            "mqtt://",
+            "mqtt://x:port",
+            "mqtt://x:1/path",
+            "mqtt://u@x",
+            "127.0.0.1:1883",
+        ] {
             assert!(parse_broker_url(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn notifications_are_recognised() {
-        assert!(is_notification(br#"{"@iot.selfLink": "http://x/v1.1/Observations(1)", "result": 1}"#));
+        assert!(is_notification(
+            br#"{"@iot.selfLink": "http://x/v1.1/Observations(1)", "result": 1}"#
+        ));
         assert!(!is_notification(br#"{"result": 1, "Datastream": {"@iot.id": 1}}"#));
         assert!(!is_notification(b"not json"));
     }

@@ -69,7 +69,12 @@ pub(crate) struct ClientHandle {
 }
 
 impl ClientHandle {
-    pub fn new(conn: u64, client_id: String, queue: mpsc::Sender<Outgoing>, closer: Arc<Closer>) -> ClientHandle {
+    pub fn new(
+        conn: u64,
+        client_id: String,
+        queue: mpsc::Sender<Outgoing>,
+        closer: Arc<Closer>,
+    ) -> ClientHandle {
         ClientHandle { conn, client_id, queue, closer, dropping: AtomicBool::new(false) }
     }
 
@@ -122,7 +127,11 @@ struct InflightState {
 
 impl Inflight {
     pub fn new(max: usize) -> Inflight {
-        Inflight { state: Mutex::new(InflightState::default()), room: Notify::new(), max: max.clamp(1, 65_000) }
+        Inflight {
+            state: Mutex::new(InflightState::default()),
+            room: Notify::new(),
+            max: max.clamp(1, 65_000),
+        }
     }
 
     pub fn has_room(&self) -> bool {
@@ -147,7 +156,8 @@ impl Inflight {
 
     /// A PUBACK arrived; unknown ids are ignored.
     pub fn release(&self, pkid: u16) {
-        let released = self.state.lock().map(|mut state| state.pending.remove(&pkid)).unwrap_or(false);
+        let released =
+            self.state.lock().map(|mut state| state.pending.remove(&pkid)).unwrap_or(false);
         if released {
             self.room.notify_one();
         }
@@ -191,7 +201,11 @@ mod tests {
         let (sender, _receiver) = mpsc::channel(1);
         let closer = Arc::new(Closer::default());
         let client = ClientHandle::new(1, "slow".into(), sender, Arc::clone(&closer));
-        let message = |qos| Outgoing { topic: Arc::from("v1.1/Things"), payload: Bytes::from_static(b"{}"), qos };
+        let message = |qos| Outgoing {
+            topic: Arc::from("v1.1/Things"),
+            payload: Bytes::from_static(b"{}"),
+            qos,
+        };
         client.offer(message(QoS::AtMostOnce), &metrics);
         client.offer(message(QoS::AtMostOnce), &metrics);
         client.offer(message(QoS::AtMostOnce), &metrics);

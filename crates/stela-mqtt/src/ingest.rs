@@ -83,7 +83,9 @@ impl Ingest {
         let body: Json = serde_json::from_slice(payload)
             .map_err(|error| Rejection::Payload(format!("the payload is not JSON: {error}")))?;
         if !body.is_object() {
-            return Err(Rejection::Payload("the payload must be an Observation as a JSON object".into()));
+            return Err(Rejection::Payload(
+                "the payload must be an Observation as a JSON object".into(),
+            ));
         }
         match self.service.create(path, body).await {
             Ok(entity) => Ok(entity.id),

@@ -34,7 +34,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: broadcast::Receiver<Cha
             Ok(event) => event,
             Err(RecvError::Lagged(missed)) => {
                 shared.metrics.events_lost.fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(missed, "mqtt notifier fell behind the writers; notifications were lost");
+                tracing::warn!(
+                    missed,
+                    "mqtt notifier fell behind the writers; notifications were lost"
+                );
                 continue;
             }
             Err(RecvError::Closed) => return,
@@ -72,8 +75,15 @@ async fn notify(shared: &Shared, event: ChangeEvent) -> Result<(), ServiceError>
         if let Some(last) = path.steps.last_mut() {
             last.id = Some(event.id);
         }
-        if let Some(member) = read_entity(&shared.service, path, topic.topic.options.clone()).await? {
-            let payload = render(&shared.options.http_base_url, topic.topic.version, &member, &topic.topic.options);
+        if let Some(member) =
+            read_entity(&shared.service, path, topic.topic.options.clone()).await?
+        {
+            let payload = render(
+                &shared.options.http_base_url,
+                topic.topic.version,
+                &member,
+                &topic.topic.options,
+            );
             deliver(shared, topic, &payload);
         }
     }
@@ -81,13 +91,25 @@ async fn notify(shared: &Shared, event: ChangeEvent) -> Result<(), ServiceError>
 }
 
 /// Set, entity, property and one-hop navigation topics: the payload is the changed entity.
-async fn publish_entity_topic(shared: &Shared, topic: &Match, entity: &mut EventEntity<'_>) -> Result<(), ServiceError> {
+async fn publish_entity_topic(
+    shared: &Shared,
+    topic: &Match,
+    entity: &mut EventEntity<'_>,
+) -> Result<(), ServiceError> {
     let spec = &topic.topic;
     if let TopicKind::Property(_, _, index) = spec.kind {
         let Some(current) = entity.get(&spec.options).await? else { return Ok(()) };
         let json = property_json(current, index);
-        let value = json.as_object().and_then(|object| object.values().next()).cloned().unwrap_or(Json::Null);
-        let changed = shared.subscriptions.lock().map(|mut subs| subs.replace_value(&topic.name, &value)).unwrap_or(false);
+        let value = json
+            .as_object()
+            .and_then(|object| object.values().next())
+            .cloned()
+            .unwrap_or(Json::Null);
+        let changed = shared
+            .subscriptions
+            .lock()
+            .map(|mut subs| subs.replace_value(&topic.name, &value))
+            .unwrap_or(false);
         if changed {
             deliver(shared, topic, &to_bytes(&json));
         }
@@ -101,7 +123,8 @@ async fn publish_entity_topic(shared: &Shared, topic: &Match, entity: &mut Event
 
 fn deliver(shared: &Shared, topic: &Match, payload: &bytes::Bytes) {
     for (client, qos) in &topic.subscribers {
-        let message = Outgoing { topic: Arc::clone(&topic.name), payload: payload.clone(), qos: *qos };
+        let message =
+            Outgoing { topic: Arc::clone(&topic.name), payload: payload.clone(), qos: *qos };
         client.offer(message, &shared.metrics);
     }
 }

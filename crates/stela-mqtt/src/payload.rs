@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde_json::{Value as Json, json};
-use stela_model::{Entity, EntityType, ExpandedContent, Relation, ResourcePath, Step, Tail, value_to_json};
+use stela_model::{
+    Entity, EntityType, ExpandedContent, Relation, ResourcePath, Step, Tail, value_to_json,
+};
 use stela_query::{QueryOptions, parse_query_options};
 use stela_server::render::{Links, entity_json};
 use stela_service::{ErrorCode, ReadResult, Service, ServiceError};
@@ -43,7 +45,8 @@ pub(crate) fn to_bytes(json: &Json) -> Bytes {
 /// The payload of a property topic: `{"name": value}`, as `GET Things(1)/name` returns it.
 pub(crate) fn property_json(entity: &Entity, index: usize) -> Json {
     let Some(property) = entity.ty.properties().get(index) else { return Json::Null };
-    let value = entity.values.get(index).cloned().flatten().map_or(Json::Null, |v| value_to_json(&v));
+    let value =
+        entity.values.get(index).cloned().flatten().map_or(Json::Null, |v| value_to_json(&v));
     json!({ property.name: value })
 }
 
@@ -65,7 +68,8 @@ impl<'a> EventEntity<'a> {
     pub async fn get(&mut self, options: &QueryOptions) -> Result<Option<&Entity>, ServiceError> {
         let key = select_key(options);
         if !self.read.contains_key(&key) {
-            let entity = read_entity(self.service, entity_path(self.ty, self.id), options.clone()).await?;
+            let entity =
+                read_entity(self.service, entity_path(self.ty, self.id), options.clone()).await?;
             self.read.insert(key.clone(), entity);
         }
         Ok(self.read.get(&key).and_then(Option::as_ref))
@@ -80,7 +84,12 @@ fn select_key(options: &QueryOptions) -> String {
 }
 
 /// Renders `entity` for a topic of `version` with its `$select`.
-pub(crate) fn render(http_base_url: &str, version: &str, entity: &Entity, options: &QueryOptions) -> Bytes {
+pub(crate) fn render(
+    http_base_url: &str,
+    version: &str,
+    entity: &Entity,
+    options: &QueryOptions,
+) -> Bytes {
     to_bytes(&entity_json(&links(http_base_url, version), entity, options))
 }
 

@@ -73,7 +73,11 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr
 
 /// Reads until `buffer` holds one whole packet; returns an error for a malformed or
 /// oversized one.
-async fn fill_frame(reader: &mut OwnedReadHalf, buffer: &mut BytesMut, max: usize) -> Result<(), End> {
+async fn fill_frame(
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    max: usize,
+) -> Result<(), End> {
     loop {
         match mqttbytes::check(buffer.iter(), max) {
             Ok(_) => return Ok(()),
@@ -89,7 +93,11 @@ async fn fill_frame(reader: &mut OwnedReadHalf, buffer: &mut BytesMut, max: usiz
     }
 }
 
-async fn read_packet(reader: &mut OwnedReadHalf, buffer: &mut BytesMut, max: usize) -> Result<Packet, End> {
+async fn read_packet(
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    max: usize,
+) -> Result<Packet, End> {
     fill_frame(reader, buffer, max).await?;
     Packet::read(buffer, max).map_err(|error| End::Protocol(error.to_string()))
 }
@@ -138,10 +146,14 @@ async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Res
         if connect_protocol_level(&buffer).is_some_and(|level| level != 4) {
             return Ok(None);
         }
-        Packet::read(&mut buffer, options.max_packet_bytes).map(Some).map_err(|e| End::Protocol(e.to_string()))
+        Packet::read(&mut buffer, options.max_packet_bytes)
+            .map(Some)
+            .map_err(|e| End::Protocol(e.to_string()))
     })
     .await
-    .map_err(|_| End::Protocol(format!("no CONNECT within {} s", options.connect_timeout.as_secs())))?;
+    .map_err(|_| {
+        End::Protocol(format!("no CONNECT within {} s", options.connect_timeout.as_secs()))
+    })?;
     let connect = match first? {
         Some(Packet::Connect(connect)) => connect,
         None => {
@@ -187,8 +199,13 @@ async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Res
     let conn = shared.next_conn();
     let closer = Arc::new(Closer::default());
     let (queue_tx, queue_rx) = mpsc::channel(options.client_queue.max(1));
-    let handle = Arc::new(ClientHandle::new(conn, client_id.clone(), queue_tx, Arc::clone(&closer)));
-    let previous = shared.clients.lock().ok().and_then(|mut clients| clients.insert(client_id.clone(), Arc::clone(&handle)));
+    let handle =
+        Arc::new(ClientHandle::new(conn, client_id.clone(), queue_tx, Arc::clone(&closer)));
+    let previous = shared
+        .clients
+        .lock()
+        .ok()
+        .and_then(|mut clients| clients.insert(client_id.clone(), Arc::clone(&handle)));
     if let Some(previous) = previous {
         tracing::info!(%client_id, "mqtt client reconnected; closing its previous connection");
         previous.closer.close();
@@ -197,7 +214,12 @@ async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Res
     tracing::debug!(%peer, %client_id, %principal, keep_alive = connect.keep_alive, "mqtt client connected");
 
     // The session is always clean: nothing is kept between connections (session present 0).
-    let result = match write_now(&mut writer, &Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await {
+    let result = match write_now(
+        &mut writer,
+        &Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
+    )
+    .await
+    {
         Ok(()) => {
             let mut session = Session {
                 shared: Arc::clone(shared),
@@ -260,11 +282,14 @@ impl Session {
             Arc::clone(&closer),
             self.handle.client_id.clone(),
         ));
-        let (ack_tx, ack_rx) = mpsc::channel::<PendingAck>(self.shared.options.max_pending_creates.max(1));
-        let ack_task = tokio::spawn(ack_loop(ack_rx, control_tx.clone(), self.handle.client_id.clone()));
+        let (ack_tx, ack_rx) =
+            mpsc::channel::<PendingAck>(self.shared.options.max_pending_creates.max(1));
+        let ack_task =
+            tokio::spawn(ack_loop(ack_rx, control_tx.clone(), self.handle.client_id.clone()));
 
         // MQTT 3.1.1 §3.1.2.10: one and a half keep-alive periods without a packet end it.
-        let idle_limit = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let idle_limit =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let max = self.shared.options.max_packet_bytes;
         let result = loop {
             let deadline = idle_limit.map(|limit| Instant::now() + limit);
@@ -305,7 +330,8 @@ impl Session {
         control: &mpsc::Sender<Packet>,
         acks: &mpsc::Sender<PendingAck>,
     ) -> Result<bool, End> {
-        let send = |packet: Packet| async move { control.send(packet).await.map_err(|_| End::Closed) };
+        let send =
+            |packet: Packet| async move { control.send(packet).await.map_err(|_| End::Closed) };
         match packet {
             Packet::Publish(publish) => self.handle_publish(publish, acks).await?,
             Packet::Subscribe(subscribe) => {
@@ -319,7 +345,10 @@ impl Session {
                             subscriptions.unsubscribe(topic, self.handle.conn);
                         }
                     }
-                    self.shared.metrics.topics.store(subscriptions.topic_count() as u64, Ordering::Relaxed);
+                    self.shared
+                        .metrics
+                        .topics
+                        .store(subscriptions.topic_count() as u64, Ordering::Relaxed);
                 }
                 send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))).await?;
             }
@@ -340,7 +369,11 @@ impl Session {
         Ok(true)
     }
 
-    async fn handle_publish(&mut self, publish: Publish, acks: &mpsc::Sender<PendingAck>) -> Result<(), End> {
+    async fn handle_publish(
+        &mut self,
+        publish: Publish,
+        acks: &mpsc::Sender<PendingAck>,
+    ) -> Result<(), End> {
         bump(&self.shared.metrics.messages_in);
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
@@ -350,7 +383,10 @@ impl Session {
                     // A retransmission of a message already processed: acknowledge only.
                     let task = tokio::spawn(async { Ok(0) });
                     let ack = Some(Packet::PubRec(PubRec::new(publish.pkid)));
-                    return acks.send(PendingAck { topic: publish.topic, task, ack }).await.map_err(|_| End::Closed);
+                    return acks
+                        .send(PendingAck { topic: publish.topic, task, ack })
+                        .await
+                        .map_err(|_| End::Closed);
                 }
                 if self.awaiting_release.len() >= MAX_AWAITING_RELEASE {
                     return Err(End::Protocol("too many QoS 2 messages without PUBREL".into()));
@@ -393,15 +429,25 @@ impl Session {
                 }
             };
             // QoS 2 is granted as QoS 1: notifications are idempotent entity states.
-            let qos = if filter.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+            let qos =
+                if filter.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
             let property = match topic.kind {
                 TopicKind::Property(ty, id, index) => Some((ty, id, index)),
                 _ => None,
             };
             let is_new = match self.shared.subscriptions.lock() {
                 Ok(mut subscriptions) => {
-                    let is_new = subscriptions.subscribe(&filter.path, topic, self.handle.conn, Arc::clone(&self.handle), qos);
-                    self.shared.metrics.topics.store(subscriptions.topic_count() as u64, Ordering::Relaxed);
+                    let is_new = subscriptions.subscribe(
+                        &filter.path,
+                        topic,
+                        self.handle.conn,
+                        Arc::clone(&self.handle),
+                        qos,
+                    );
+                    self.shared
+                        .metrics
+                        .topics
+                        .store(subscriptions.topic_count() as u64, Ordering::Relaxed);
                     is_new
                 }
                 Err(_) => false,
@@ -409,9 +455,15 @@ impl Session {
             self.topics.insert(filter.path.clone());
             if is_new && let Some((ty, id, index)) = property {
                 // Property topics publish changes only: remember the value now.
-                if let Ok(Some(entity)) = read_entity(&self.shared.service, entity_path(ty, id), Default::default()).await {
+                if let Ok(Some(entity)) =
+                    read_entity(&self.shared.service, entity_path(ty, id), Default::default()).await
+                {
                     let json = property_json(&entity, index);
-                    let value = json.as_object().and_then(|o| o.values().next()).cloned().unwrap_or_default();
+                    let value = json
+                        .as_object()
+                        .and_then(|o| o.values().next())
+                        .cloned()
+                        .unwrap_or_default();
                     if let Ok(mut subscriptions) = self.shared.subscriptions.lock() {
                         subscriptions.initial_value(&filter.path, value);
                     }
@@ -433,12 +485,18 @@ async fn read_with_deadline(
         None => read_packet(reader, buffer, max).await,
         Some(deadline) => tokio::time::timeout_at(deadline, read_packet(reader, buffer, max))
             .await
-            .map_err(|_| End::Protocol("keep-alive expired: no packet within 1.5 keep-alive periods".into()))?,
+            .map_err(|_| {
+                End::Protocol("keep-alive expired: no packet within 1.5 keep-alive periods".into())
+            })?,
     }
 }
 
 /// Sends the acknowledgements in the order the messages came, each once its create is done.
-async fn ack_loop(mut pending: mpsc::Receiver<PendingAck>, control: mpsc::Sender<Packet>, client_id: String) {
+async fn ack_loop(
+    mut pending: mpsc::Receiver<PendingAck>,
+    control: mpsc::Sender<Packet>,
+    client_id: String,
+) {
     let mut rejected = 0u64;
     while let Some(PendingAck { topic, task, ack }) = pending.recv().await {
         match task.await {
@@ -518,7 +576,12 @@ fn encode(packet: &Packet, buffer: &mut BytesMut) {
     }
 }
 
-fn encode_notification(shared: &Shared, message: Outgoing, inflight: &Inflight, buffer: &mut BytesMut) {
+fn encode_notification(
+    shared: &Shared,
+    message: Outgoing,
+    inflight: &Inflight,
+    buffer: &mut BytesMut,
+) {
     let pkid = match message.qos {
         QoS::AtMostOnce => 0,
         _ => match inflight.take() {
@@ -527,7 +590,14 @@ fn encode_notification(shared: &Shared, message: Outgoing, inflight: &Inflight, 
             None => return,
         },
     };
-    let publish = Publish { dup: false, qos: message.qos, retain: false, topic: message.topic.to_string(), pkid, payload: message.payload };
+    let publish = Publish {
+        dup: false,
+        qos: message.qos,
+        retain: false,
+        topic: message.topic.to_string(),
+        pkid,
+        payload: message.payload,
+    };
     encode(&Packet::Publish(publish), buffer);
     bump(&shared.metrics.messages_out);
 }

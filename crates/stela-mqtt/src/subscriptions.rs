@@ -26,7 +26,11 @@ enum MatchKey {
     Set(EntityType),
     Entity(EntityType, i64),
     /// `<parent set>(parent_id)/<relation>`; `relation` is the parent's navigation property.
-    Nav { parent: EntityType, parent_id: i64, relation: &'static str },
+    Nav {
+        parent: EntityType,
+        parent_id: i64,
+        relation: &'static str,
+    },
     DeepNav(EntityType),
 }
 
@@ -102,7 +106,11 @@ pub(crate) struct Subscriptions<S> {
 
 impl<S> Default for Subscriptions<S> {
     fn default() -> Self {
-        Subscriptions { topics: HashMap::new(), index: HashMap::new(), nav_relations: HashMap::new() }
+        Subscriptions {
+            topics: HashMap::new(),
+            index: HashMap::new(),
+            nav_relations: HashMap::new(),
+        }
     }
 }
 
@@ -114,7 +122,14 @@ impl<S: Clone> Subscriptions<S> {
 
     /// Adds (or replaces, e.g. to change the QoS) the subscription of connection `conn` to the
     /// topic `name`. Returns true when the topic is new.
-    pub fn subscribe(&mut self, name: &str, topic: Topic, conn: u64, subscriber: S, qos: QoS) -> bool {
+    pub fn subscribe(
+        &mut self,
+        name: &str,
+        topic: Topic,
+        conn: u64,
+        subscriber: S,
+        qos: QoS,
+    ) -> bool {
         if let Some(entry) = self.topics.get_mut(name) {
             entry.subscribers.insert(conn, (subscriber, qos));
             return false;
@@ -128,7 +143,8 @@ impl<S: Clone> Subscriptions<S> {
         let name: Arc<str> = Arc::from(name);
         self.index.entry(key).or_default().insert(Arc::clone(&name));
         let subscribers = HashMap::from([(conn, (subscriber, qos))]);
-        self.topics.insert(name, Entry { topic: Arc::new(topic), key, subscribers, last_value: None });
+        self.topics
+            .insert(name, Entry { topic: Arc::new(topic), key, subscribers, last_value: None });
         true
     }
 
@@ -200,7 +216,12 @@ impl<S: Clone> Subscriptions<S> {
     }
 
     /// The `Nav` topics `<parent>(parent_id)/<relation>`.
-    pub fn navigation(&self, parent: EntityType, parent_id: i64, relation: &'static str) -> Vec<TopicMatch<S>> {
+    pub fn navigation(
+        &self,
+        parent: EntityType,
+        parent_id: i64,
+        relation: &'static str,
+    ) -> Vec<TopicMatch<S>> {
         self.matches_of(&MatchKey::Nav { parent, parent_id, relation }, |_| true)
     }
 
@@ -286,7 +307,10 @@ mod tests {
         subscribe(&mut subs, "v1.1/Datastreams(4)/Observations", 1, "a");
         subscribe(&mut subs, "v1.1/Datastreams(4)/Observations", 2, "b");
         let created = event(ChangeKind::Created, EntityType::Observation, 1);
-        assert_eq!(subs.navigation(EntityType::Datastream, 4, "Observations")[0].subscribers.len(), 2);
+        assert_eq!(
+            subs.navigation(EntityType::Datastream, 4, "Observations")[0].subscribers.len(),
+            2
+        );
         subs.unsubscribe("v1.1/Datastreams(4)/Observations", 1);
         assert_eq!(subs.matching(&created).relations.len(), 1);
         subs.unsubscribe("v1.1/Datastreams(4)/Observations", 2);

@@ -141,8 +141,8 @@ fn parse_topic_query(topic: &str, query: &str, ty: EntityType) -> Result<QueryOp
         }
         pairs.push((key.to_owned(), value.to_owned()));
     }
-    let options = parse_query_options(&pairs)
-        .map_err(|error| TopicError(format!("'{topic}': {error}")))?;
+    let options =
+        parse_query_options(&pairs).map_err(|error| TopicError(format!("'{topic}': {error}")))?;
     for item in options.select.iter().flatten() {
         let Some(name) = item.path.first() else { continue };
         let known = name == "id"
@@ -150,7 +150,10 @@ fn parse_topic_query(topic: &str, query: &str, ty: EntityType) -> Result<QueryOp
             || ty.property(name).is_some()
             || ty.relation(name).is_some();
         if !known || item.path.len() > 1 {
-            return Err(TopicError(format!("'{topic}': {ty} has no property '{}'", item.path.join("/"))));
+            return Err(TopicError(format!(
+                "'{topic}': {ty} has no property '{}'",
+                item.path.join("/")
+            )));
         }
     }
     Ok(options)
@@ -193,13 +196,8 @@ mod tests {
     fn check(topic: &str, expected: &str) {
         let actual = match parse_subscription(topic) {
             Ok(parsed) => {
-                let select: Vec<String> = parsed
-                    .options
-                    .select
-                    .iter()
-                    .flatten()
-                    .map(ToString::to_string)
-                    .collect();
+                let select: Vec<String> =
+                    parsed.options.select.iter().flatten().map(ToString::to_string).collect();
                 format!("{} {:?} select={}", parsed.version, parsed.kind, select.join(","))
             }
             Err(error) => format!("error: {error}"),
@@ -214,26 +212,53 @@ mod tests {
         check("v1.1/Things(7)", "v1.1 Entity(Thing, 7) select=");
         check("v1.1/Things(7)/name", "v1.1 Property(Thing, 7, 0) select=");
         check("v1.1/Datastreams(1)/Observations", "v1.1 Navigation(Observation) select=");
-        check(
-            "v1.1/Things(1)/Datastreams(2)/Observations",
-            "v1.1 Navigation(Observation) select=",
-        );
+        check("v1.1/Things(1)/Datastreams(2)/Observations", "v1.1 Navigation(Observation) select=");
         check("v1.1/Things?$select=name,id", "v1.1 Set(Thing) select=name,id");
         check(
             "v1.1/Datastreams(1)/Observations?$select=result",
             "v1.1 Navigation(Observation) select=result",
         );
-        check("v1.1/#", "error: 'v1.1/#': wildcards are not supported; SensorThings topics name one resource, e.g. v1.1/Datastreams(1)/Observations");
-        check("v1.1/+/Observations", "error: 'v1.1/+/Observations': wildcards are not supported; SensorThings topics name one resource, e.g. v1.1/Datastreams(1)/Observations");
-        check("sensors/temp", "error: 'sensors/temp' is not a SensorThings topic; topics start with v1.1/ (or v1.0/), e.g. v1.1/Things");
+        check(
+            "v1.1/#",
+            "error: 'v1.1/#': wildcards are not supported; SensorThings topics name one resource, e.g. v1.1/Datastreams(1)/Observations",
+        );
+        check(
+            "v1.1/+/Observations",
+            "error: 'v1.1/+/Observations': wildcards are not supported; SensorThings topics name one resource, e.g. v1.1/Datastreams(1)/Observations",
+        );
+        check(
+            "sensors/temp",
+            "error: 'sensors/temp' is not a SensorThings topic; topics start with v1.1/ (or v1.0/), e.g. v1.1/Things",
+        );
         check("v1.1/Thingz", "error: 'v1.1/Thingz': no entity set 'Thingz'");
-        check("v1.1/Things(1)/name/$value", "error: 'v1.1/Things(1)/name/$value': $value and $ref are not topics");
-        check("v1.1/Things?$filter=id eq 1", "error: 'v1.1/Things?$filter=id eq 1': only $select is allowed in topics, not '$filter'");
-        check("v1.1/Things?$select=nope", "error: 'v1.1/Things?$select=nope': Thing has no property 'nope'");
-        check("v1.1/Things(1)/name?$select=name", "error: 'v1.1/Things(1)/name?$select=name': property topics take no query options");
-        check("v1.1/Datastreams(1)/Thing", "error: 'v1.1/Datastreams(1)/Thing': subscribe to the entity itself, e.g. v1.1/Things(1), or to a related collection, e.g. v1.1/Datastreams(1)/Observations");
-        check("v1.1/Datastreams(1)/Thing/name", "error: 'v1.1/Datastreams(1)/Thing/name': property topics name an entity of a set, e.g. v1.1/Things(1)/name");
-        check("v1.1", "error: 'v1.1' is not a SensorThings topic; topics start with v1.1/ (or v1.0/), e.g. v1.1/Things");
+        check(
+            "v1.1/Things(1)/name/$value",
+            "error: 'v1.1/Things(1)/name/$value': $value and $ref are not topics",
+        );
+        check(
+            "v1.1/Things?$filter=id eq 1",
+            "error: 'v1.1/Things?$filter=id eq 1': only $select is allowed in topics, not '$filter'",
+        );
+        check(
+            "v1.1/Things?$select=nope",
+            "error: 'v1.1/Things?$select=nope': Thing has no property 'nope'",
+        );
+        check(
+            "v1.1/Things(1)/name?$select=name",
+            "error: 'v1.1/Things(1)/name?$select=name': property topics take no query options",
+        );
+        check(
+            "v1.1/Datastreams(1)/Thing",
+            "error: 'v1.1/Datastreams(1)/Thing': subscribe to the entity itself, e.g. v1.1/Things(1), or to a related collection, e.g. v1.1/Datastreams(1)/Observations",
+        );
+        check(
+            "v1.1/Datastreams(1)/Thing/name",
+            "error: 'v1.1/Datastreams(1)/Thing/name': property topics name an entity of a set, e.g. v1.1/Things(1)/name",
+        );
+        check(
+            "v1.1",
+            "error: 'v1.1' is not a SensorThings topic; topics start with v1.1/ (or v1.0/), e.g. v1.1/Things",
+        );
     }
 
     #[test]

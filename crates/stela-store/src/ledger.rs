@@ -64,21 +64,42 @@ pub(crate) fn load_appender(conn: &Connection) -> Result<Appender, StoreError> {
 
 /// The JSON body of an entity as logged: its properties (not the server-maintained ones),
 /// `@iot.id`, and the ids of the entities it links to (`"Datastream": {"@iot.id": 5}`).
-fn entity_body(conn: &Connection, entity: &Entity) -> Result<Json, StoreError> {
+///
+/// `values` are in the order of the type's properties; `links` in the order of its relations.
+pub(crate) fn body_from_parts<'a>(
+    ty: EntityType,
+    id: i64,
+    values: impl IntoIterator<Item = (&'a stela_model::Property, &'a stela_model::Value)>,
+    links: impl IntoIterator<Item = (&'static str, i64)>,
+) -> Json {
     let mut object = Map::new();
-    object.insert("@iot.id".into(), Json::from(entity.id));
-    for (property, value) in entity.ty.properties().iter().zip(&entity.values) {
+    object.insert("@iot.id".into(), Json::from(id));
+    for (property, value) in values {
         // Values the server derives (a Datastream's extents) are not the entity's own state.
         if property.server_maintained {
             continue;
         }
-        if let Some(value) = value {
-            let json = value_to_json(value);
-            if !json.is_null() || property.required {
-                object.insert(property.name.into(), json);
-            }
+        let json = value_to_json(value);
+        if !json.is_null() || property.required {
+            object.insert(property.name.into(), json);
         }
     }
+    for (name, target) in links {
+        object.insert(name.into(), serde_json::json!({"@iot.id": target}));
+    }
+    debug_assert!(ty.property("name").is_none() || object.contains_key("name"));
+    Json::Object(object)
+}
+
+/// The logged body of an entity read from the store (see [`body_from_parts`]).
+fn entity_body(conn: &Connection, entity: &Entity) -> Result<Json, StoreError> {
+    let values = entity
+        .ty
+        .properties()
+        .iter()
+        .zip(&entity.values)
+        .filter_map(|(p, v)| v.as_ref().map(|v| (p, v)));
+    let mut links = Vec::new();
     for relation in entity.ty.relations() {
         if let Link::Forward { column } = relation.link {
             let sql = format!("SELECT {column} FROM {} WHERE id = ?1", entity.ty.table());
@@ -88,11 +109,11 @@ fn entity_body(conn: &Connection, entity: &Entity) -> Result<Json, StoreError> {
                 .optional()?
                 .flatten();
             if let Some(target) = target {
-                object.insert(relation.name.into(), serde_json::json!({"@iot.id": target}));
+                links.push((relation.name, target));
             }
         }
     }
-    Ok(Json::Object(object))
+    Ok(body_from_parts(entity.ty, entity.id, values, links))
 }
 
 /// Appends one entry per change to the log; returns the appender after the append.
@@ -101,6 +122,7 @@ pub(crate) fn append_changes(
     appender: &Appender,
     changes: &[Change],
     now: i64,
+    bodies: &mut std::collections::HashMap<(EntityType, i64), Json>,
     read_entity: impl Fn(EntityType, i64) -> Result<Entity, StoreError>,
 ) -> Result<Appender, StoreError> {
     let mut next = appender.clone();
@@ -116,7 +138,16 @@ pub(crate) fn append_changes(
         let entry = match change.kind {
             ChangeKind::Deleted => LogEntry::delete(change.ty.name(), change.id, &committed_at, ""),
             kind => {
-                let entity = read_entity(change.ty, change.id)?;
+                // A new entity's body was recorded when it was inserted; others are read back.
+                let known = if kind == ChangeKind::Created {
+                    bodies.remove(&(change.ty, change.id))
+                } else {
+                    None
+                };
+                let body = match known {
+                    Some(body) => body,
+                    None => entity_body(conn, &read_entity(change.ty, change.id)?)?,
+                };
                 LogEntry {
                     op: if kind == ChangeKind::Created {
                         Operation::Create
@@ -125,7 +156,7 @@ pub(crate) fn append_changes(
                     },
                     entity_type: change.ty.name().to_owned(),
                     entity_id: change.id,
-                    body: entity_body(conn, &entity)?,
+                    body,
                     committed_at: committed_at.clone(),
                     actor: String::new(),
                 }

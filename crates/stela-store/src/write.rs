@@ -66,6 +66,13 @@ pub(crate) struct Pending {
     extents: BTreeMap<(EntityType, i64), Extent>,
     recompute: BTreeSet<(EntityType, i64)>,
     now: Micros,
+    /// The log bodies of entities created in this transaction, recorded at insert so that the
+    /// log does not read them back.
+    pub(crate) bodies: std::collections::HashMap<(EntityType, i64), Json>,
+    /// Entities known to exist in this transaction (links checked once per transaction).
+    known: std::collections::HashSet<(EntityType, i64)>,
+    /// Features generated from the Location of a Datastream's or MultiDatastream's Thing.
+    generated: std::collections::HashMap<(EntityType, i64), i64>,
 }
 
 fn widen(range: &mut Option<(Micros, Micros)>, start: Micros, end: Micros) {
@@ -104,7 +111,11 @@ impl WriteTx<'_> {
                 self.tx
                     .execute_batch("ROLLBACK TO isolated; RELEASE isolated")
                     .map_err(StoreError::from)?;
-                self.pending.changes.truncate(changes);
+                for undone in self.pending.changes.drain(changes..) {
+                    self.pending.known.remove(&(undone.ty, undone.id));
+                    self.pending.bodies.remove(&(undone.ty, undone.id));
+                }
+                self.pending.generated.clear();
                 self.pending.extents = extents;
                 self.pending.recompute = recompute;
                 Err(error)
@@ -226,6 +237,7 @@ impl WriteTx<'_> {
         // 2. The row itself.
         let mut columns: Vec<String> = Vec::new();
         let mut values: Vec<Sql> = Vec::new();
+        let mut logged: Vec<(&'static stela_model::Property, Value)> = Vec::new();
         for (index, property) in ty.properties().iter().enumerate() {
             let given = input.values.iter().find(|(i, _)| *i == index).map(|(_, v)| v);
             let value = match (given, ty, property.name) {
@@ -249,6 +261,7 @@ impl WriteTx<'_> {
             };
             columns.extend(column_names(property));
             values.extend(to_sql(property, &value));
+            logged.push((property, value));
         }
         for (column, (_, id)) in &forward {
             columns.push((*column).to_owned());
@@ -264,6 +277,16 @@ impl WriteTx<'_> {
         self.tx.prepare_cached(&sql)?.execute(params_from_iter(values.iter()))?;
         let id = self.tx.last_insert_rowid();
         self.pending.changes.push(Change { kind: ChangeKind::Created, ty, id });
+        self.pending.known.insert((ty, id));
+        let links = ty.relations().iter().filter_map(|relation| match relation.link {
+            Link::Forward { column } => {
+                forward.get(column).map(|(_, target)| (relation.name, *target))
+            }
+            _ => None,
+        });
+        let body =
+            crate::ledger::body_from_parts(ty, id, logged.iter().map(|(p, v)| (*p, v)), links);
+        self.pending.bodies.insert((ty, id), body);
 
         // 3. To-many relations: children pointing at this entity, and join rows.
         if let Some((relation, other)) = implicit {
@@ -418,8 +441,12 @@ impl WriteTx<'_> {
         }
     }
 
-    fn require(&self, ty: EntityType, id: i64) -> Result<(), StoreError> {
+    fn require(&mut self, ty: EntityType, id: i64) -> Result<(), StoreError> {
+        if self.pending.known.contains(&(ty, id)) {
+            return Ok(());
+        }
         if entity_exists(&self.tx, ty, id)? {
+            self.pending.known.insert((ty, id));
             Ok(())
         } else {
             Err(invalid(format!("no {ty} with id {id} to link to")))
@@ -476,6 +503,7 @@ impl WriteTx<'_> {
 
     /// Makes `locations` the current Locations of `thing` and records a HistoricalLocation.
     fn move_thing(&mut self, thing: i64, locations: &[i64]) -> Result<(), StoreError> {
+        self.pending.generated.clear();
         self.tx
             .prepare_cached("DELETE FROM things_locations WHERE thing_id = ?1")?
             .execute([thing])?;
@@ -550,6 +578,15 @@ impl WriteTx<'_> {
     /// The FeatureOfInterest for an Observation that names none: generated from the current
     /// Location of the Datastream's Thing, or reused when generated from it before.
     fn feature_from_location(&mut self, parent: (EntityType, i64)) -> Result<i64, StoreError> {
+        if let Some(feature) = self.pending.generated.get(&parent) {
+            return Ok(*feature);
+        }
+        let feature = self.find_or_generate_feature(parent)?;
+        self.pending.generated.insert(parent, feature);
+        Ok(feature)
+    }
+
+    fn find_or_generate_feature(&mut self, parent: (EntityType, i64)) -> Result<i64, StoreError> {
         let sql = format!(
             "SELECT l.id, l.name, l.description, l.encoding_type, l.location
              FROM {} d JOIN things_locations tl ON tl.thing_id = d.thing_id
@@ -715,6 +752,7 @@ impl WriteTx<'_> {
             }
             EntityType::MultiDatastream => self.check_multi_datastream(id)?,
             EntityType::Location if input.value("location").is_some() => {
+                self.pending.generated.clear();
                 // Features generated from the old position are no longer reused.
                 self.tx.execute("UPDATE features SET generated_from_location = NULL WHERE generated_from_location = ?1", [id])?;
             }
@@ -730,6 +768,8 @@ impl WriteTx<'_> {
 
     /// Deletes an entity and, through the schema's cascades, what depends on it.
     pub fn delete(&mut self, ty: EntityType, id: i64) -> Result<(), StoreError> {
+        self.pending.known.clear();
+        self.pending.generated.clear();
         if !entity_exists(&self.tx, ty, id)? {
             return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
         }
@@ -840,12 +880,15 @@ impl WriteTx<'_> {
 
     /// Appends the log entries of `changes`; returns the appender to keep after the commit.
     pub(crate) fn append_to_log(
-        &self,
+        &mut self,
         log: &stela_log::Appender,
         changes: &[Change],
         now: Micros,
     ) -> Result<stela_log::Appender, StoreError> {
-        crate::ledger::append_changes(&self.tx, log, changes, now, |ty, id| self.entity(ty, id))
+        let mut bodies = std::mem::take(&mut self.pending.bodies);
+        crate::ledger::append_changes(&self.tx, log, changes, now, &mut bodies, |ty, id| {
+            self.entity(ty, id)
+        })
     }
 
     /// Writes the deferred Datastream extents; called once before commit.

@@ -24,7 +24,7 @@ fn seeded(n: i64) -> (tempfile::TempDir, SqliteStore, i64) {
             "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
             "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
     let input = decode_entity(EntityType::Thing, &thing, DecodeMode::Create).unwrap();
-    store.write(0, |tx| tx.create(&input, None)).unwrap();
+    store.write(0, |tx| tx.create(&input, None)).map_err(|e: stela_store::StoreError| e).unwrap();
     let datastream = EntityType::Datastream.relation("Observations").unwrap().inverse_relation();
     store
         .write(0, |tx| {
@@ -34,7 +34,7 @@ fn seeded(n: i64) -> (tempfile::TempDir, SqliteStore, i64) {
                 input.set_value("phenomenonTime", stela_model::Value::Time(stela_model::TimeValue::Instant(1_577_836_800_000_000 + i * 1_000_000)));
                 tx.create(&input, Some((datastream, 1)))?;
             }
-            Ok(())
+            Ok::<(), stela_store::StoreError>(())
         })
         .unwrap();
     (dir, store, 1)

@@ -689,13 +689,19 @@ fn validate_mqtt(
         (Some(_), None) => {
             return Err(invalid(
                 username.origin,
-                format!("set the password too ({} or {}), or neither", MQTT_PASSWORD.file, MQTT_PASSWORD.env),
+                format!(
+                    "set the password too ({} or {}), or neither",
+                    MQTT_PASSWORD.file, MQTT_PASSWORD.env
+                ),
             ));
         }
         (None, Some(_)) => {
             return Err(invalid(
                 password.origin,
-                format!("set the username too ({} or {}), or neither", MQTT_USERNAME.file, MQTT_USERNAME.env),
+                format!(
+                    "set the username too ({} or {}), or neither",
+                    MQTT_USERNAME.file, MQTT_USERNAME.env
+                ),
             ));
         }
     };

@@ -168,7 +168,10 @@ fn env_overrides_file() {
     assert_eq!(config.log.format, LogFormat::Text);
     assert_eq!(config.mqtt.mode, MqttMode::Embedded(addr("127.0.0.1:2002")));
     let credentials = config.mqtt.credentials.expect("credentials");
-    assert_eq!((credentials.username.as_str(), credentials.password.as_str()), ("env-user", "env-password"));
+    assert_eq!(
+        (credentials.username.as_str(), credentials.password.as_str()),
+        ("env-user", "env-password")
+    );
 }
 
 #[test]
@@ -431,7 +434,8 @@ fn mqtt_can_be_switched_off_or_pointed_at_an_external_broker() {
     assert_eq!(config.mqtt.mode, MqttMode::External("mqtt://127.0.0.1:1883".to_owned()));
     // The flag `--mqtt-broker off` goes back to the embedded broker of the file or env.
     let back = Flags { mqtt_broker: Some("off".to_owned()), ..Flags::default() };
-    let file = "version = 1\n[mqtt]\nbroker = \"mqtt://broker.example:1884\"\nlisten = \"127.0.0.1:0\"\n";
+    let file =
+        "version = 1\n[mqtt]\nbroker = \"mqtt://broker.example:1884\"\nlisten = \"127.0.0.1:0\"\n";
     assert_eq!(
         load(Some(file), &HashMap::new(), &back).expect("valid").mqtt.mode,
         MqttMode::Embedded(addr("127.0.0.1:0"))

@@ -167,9 +167,15 @@ mod tests {
     fn the_advertised_endpoint_uses_the_public_host_for_wildcard_addresses() {
         let any: SocketAddr = "0.0.0.0:1883".parse().expect("address");
         let local: SocketAddr = "127.0.0.1:1884".parse().expect("address");
-        assert_eq!(advertised_endpoint(any, Some("https://sta.example.org/api")), "mqtt://sta.example.org:1883");
+        assert_eq!(
+            advertised_endpoint(any, Some("https://sta.example.org/api")),
+            "mqtt://sta.example.org:1883"
+        );
         assert_eq!(advertised_endpoint(any, Some("http://[::1]:8080")), "mqtt://[::1]:1883");
         assert_eq!(advertised_endpoint(any, None), "mqtt://0.0.0.0:1883");
-        assert_eq!(advertised_endpoint(local, Some("https://sta.example.org")), "mqtt://127.0.0.1:1884");
+        assert_eq!(
+            advertised_endpoint(local, Some("https://sta.example.org")),
+            "mqtt://127.0.0.1:1884"
+        );
     }
 }

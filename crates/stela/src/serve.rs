@@ -48,14 +48,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let local_addr = listener.local_addr().context("cannot read the bound address")?;
     let http_base_url = server.public_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mqtt = crate::mqtt::start(
-        &mqtt,
-        &service,
-        &http_base_url,
-        server.public_url.as_deref(),
-        stop_rx,
-    )
-    .await;
+    let mqtt =
+        crate::mqtt::start(&mqtt, &service, &http_base_url, server.public_url.as_deref(), stop_rx)
+            .await;
     tracing::info!(
         address = %local_addr,
         database = %database_path.display(),
@@ -80,7 +75,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         public_url: server.public_url,
         mqtt_endpoints: mqtt.endpoints.clone(),
         health: mqtt.health.clone().into_iter().collect(),
-        ..ServerOptions::default()
     };
     let running = stela_server::run(listener, service, server_options, shutdown);
     let grace_expired = async {

@@ -23,25 +23,54 @@ async fn observations_published_on_each_create_topic_are_created() {
     with_datastream["Datastream"] = json!({"@iot.id": fixture.datastream});
     device.publish("v1.1/Observations", QoS::AtLeastOnce, with_datastream.to_string()).await;
     device
-        .publish(&format!("v1.1/Datastreams({})/Observations", fixture.datastream), QoS::AtMostOnce, observation(2.5).to_string())
+        .publish(
+            &format!("v1.1/Datastreams({})/Observations", fixture.datastream),
+            QoS::AtMostOnce,
+            observation(2.5).to_string(),
+        )
         .await;
     let mut with_feature = observation(3.5);
     with_feature["Datastream"] = json!({"@iot.id": fixture.datastream});
     device
-        .publish(&format!("v1.1/FeaturesOfInterest({feature})/Observations"), QoS::AtLeastOnce, with_feature.to_string())
+        .publish(
+            &format!("v1.1/FeaturesOfInterest({feature})/Observations"),
+            QoS::AtLeastOnce,
+            with_feature.to_string(),
+        )
         .await;
     device
-        .publish(&format!("v1.0/Datastreams({})/Observations", fixture.datastream), QoS::AtLeastOnce, observation(4.5).to_string())
+        .publish(
+            &format!("v1.0/Datastreams({})/Observations", fixture.datastream),
+            QoS::AtLeastOnce,
+            observation(4.5).to_string(),
+        )
         .await;
     server.wait_for("four Observations", |m| stela_mqtt::Metrics::get(&m.created) == 4).await;
 
-    let listed = server.get(&format!("Datastreams({})/Observations?$orderby=result&$select=result", fixture.datastream)).await;
-    assert_eq!(listed["value"], json!([{"result": 1.5}, {"result": 2.5}, {"result": 3.5}, {"result": 4.5}]));
-    let of_feature = server.get(&format!("FeaturesOfInterest({feature})/Observations?$select=result")).await;
+    let listed = server
+        .get(&format!(
+            "Datastreams({})/Observations?$orderby=result&$select=result",
+            fixture.datastream
+        ))
+        .await;
+    assert_eq!(
+        listed["value"],
+        json!([{"result": 1.5}, {"result": 2.5}, {"result": 3.5}, {"result": 4.5}])
+    );
+    let of_feature =
+        server.get(&format!("FeaturesOfInterest({feature})/Observations?$select=result")).await;
     assert_eq!(of_feature["value"], json!([{"result": 3.5}]));
     // The server rules of HTTP apply: the others got a FeatureOfInterest from the Location.
-    let generated = server.get(&format!("Datastreams({})/Observations?$filter=result eq 2.5&$expand=FeatureOfInterest", fixture.datastream)).await;
-    assert_eq!(generated["value"][0]["FeatureOfInterest"]["feature"], json!({"type": "Point", "coordinates": [7.1, 50.7]}));
+    let generated = server
+        .get(&format!(
+            "Datastreams({})/Observations?$filter=result eq 2.5&$expand=FeatureOfInterest",
+            fixture.datastream
+        ))
+        .await;
+    assert_eq!(
+        generated["value"][0]["FeatureOfInterest"]["feature"],
+        json!({"type": "Point", "coordinates": [7.1, 50.7]})
+    );
     assert_eq!(server.count(|m| &m.messages_in), 4);
     assert_eq!(server.count(|m| &m.rejected), 0);
 }
@@ -84,11 +113,14 @@ async fn invalid_messages_are_rejected_counted_and_the_broker_keeps_serving() {
         device.publish(topic, QoS::AtLeastOnce, payload.to_vec()).await;
     }
     device.publish(&on_datastream, QoS::AtLeastOnce, observation(8.0).to_string()).await;
-    server.wait_for("one creation and seven rejections", |m| {
-        stela_mqtt::Metrics::get(&m.created) == 1 && stela_mqtt::Metrics::get(&m.rejected) == 7
-    })
-    .await;
-    let listed = server.get(&format!("Datastreams({})/Observations?$select=result", fixture.datastream)).await;
+    server
+        .wait_for("one creation and seven rejections", |m| {
+            stela_mqtt::Metrics::get(&m.created) == 1 && stela_mqtt::Metrics::get(&m.rejected) == 7
+        })
+        .await;
+    let listed = server
+        .get(&format!("Datastreams({})/Observations?$select=result", fixture.datastream))
+        .await;
     assert_eq!(listed["value"], json!([{"result": 8.0}]));
     assert_eq!(server.get("Things?$count=true&$top=0").await["@iot.count"], 1);
 

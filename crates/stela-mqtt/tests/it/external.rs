@@ -20,7 +20,9 @@ fn broker_url(test: &str) -> Option<String> {
     match std::env::var("STELA_TEST_MQTT_URL") {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
-            eprintln!("note: {test} skipped; set STELA_TEST_MQTT_URL=mqtt://127.0.0.1:1883 to run it against Mosquitto");
+            eprintln!(
+                "note: {test} skipped; set STELA_TEST_MQTT_URL=mqtt://127.0.0.1:1883 to run it against Mosquitto"
+            );
             None
         }
     }
@@ -69,13 +71,18 @@ async fn external_broker_carries_creates_and_notifications() {
     let fixture = server.fixture().await;
 
     let on_datastream = format!("v1.1/Datastreams({})/Observations", fixture.datastream);
-    let mut dashboard = Peer::connect_to(&host, port, &unique("dashboard"), None).await.expect("connect");
+    let mut dashboard =
+        Peer::connect_to(&host, port, &unique("dashboard"), None).await.expect("connect");
     dashboard.subscribe(&on_datastream, QoS::AtLeastOnce).await;
     let device = Peer::connect_to(&host, port, &unique("device"), None).await.expect("connect");
     device.publish(&on_datastream, QoS::AtLeastOnce, observation(12.5).to_string()).await;
 
-    server.wait_for("the Observation published on the broker", |m| Metrics::get(&m.created) == 1).await;
-    let listed = server.get(&format!("Datastreams({})/Observations?$select=result", fixture.datastream)).await;
+    server
+        .wait_for("the Observation published on the broker", |m| Metrics::get(&m.created) == 1)
+        .await;
+    let listed = server
+        .get(&format!("Datastreams({})/Observations?$select=result", fixture.datastream))
+        .await;
     assert_eq!(listed["value"], json!([{"result": 12.5}]));
     let payload = notification(&mut dashboard, &on_datastream).await;
     let id = payload["@iot.id"].as_i64().expect("id");
@@ -126,7 +133,9 @@ impl OwnBroker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary} (set STELA_TEST_MOSQUITTO): {error}"));
+            .unwrap_or_else(|error| {
+                panic!("cannot start {binary} (set STELA_TEST_MOSQUITTO): {error}")
+            });
         let deadline = Instant::now() + WAIT;
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
@@ -184,7 +193,12 @@ async fn external_broker_restart_during_publishing_is_survived() {
             let mut value = 0.0;
             while running.load(Ordering::Relaxed) {
                 value += 1.0;
-                let _ = device.try_publish(topic.as_str(), QoS::AtMostOnce, false, observation(value).to_string());
+                let _ = device.try_publish(
+                    topic.as_str(),
+                    QoS::AtMostOnce,
+                    false,
+                    observation(value).to_string(),
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -194,13 +208,19 @@ async fn external_broker_restart_during_publishing_is_survived() {
     broker.kill();
     wait_for_state(&server, "reconnecting").await;
     // HTTP keeps working while the broker is away.
-    server.post(&format!("Datastreams({})/Observations", fixture.datastream), &observation(-1.0)).await;
+    server
+        .post(&format!("Datastreams({})/Observations", fixture.datastream), &observation(-1.0))
+        .await;
     let before_restart = server.count(|m| &m.created);
 
     let _broker = OwnBroker::start(port).await;
     wait_for_state(&server, "connected").await;
     assert_eq!(server.health().await["mqtt"]["reconnects"], 1);
-    server.wait_for("Observations after the restart", |m| Metrics::get(&m.created) >= before_restart + 5).await;
+    server
+        .wait_for("Observations after the restart", |m| {
+            Metrics::get(&m.created) >= before_restart + 5
+        })
+        .await;
     running.store(false, Ordering::Relaxed);
     let _ = publisher.await;
     device_loop.abort();

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{Connect, Packet, Subscribe};
 use rumqttc::QoS;
+use rumqttc::mqttbytes::v4::{Connect, Packet, Subscribe};
 use serde_json::json;
 use stela_mqtt::{AllowAll, Metrics, StaticCredentials};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -110,7 +110,10 @@ async fn a_stalled_subscriber_neither_blocks_writers_nor_other_subscribers() {
     for round in 0..30 {
         let started = Instant::now();
         server
-            .patch(&format!("Things({})", fixture.thing), &json!({"description": format!("round {round}"), "properties": {"blob": blob}}))
+            .patch(
+                &format!("Things({})", fixture.thing),
+                &json!({"description": format!("round {round}"), "properties": {"blob": blob}}),
+            )
             .await;
         assert!(started.elapsed() < Duration::from_secs(5), "a write waited for a subscriber");
     }
@@ -119,7 +122,9 @@ async fn a_stalled_subscriber_neither_blocks_writers_nor_other_subscribers() {
         assert_eq!(payload["description"], format!("round {round}"), "in order, none lost");
     }
     server.wait_for("dropped notifications", |m| Metrics::get(&m.dropped) > 0).await;
-    server.wait_for("the stalled client's disconnection", |m| Metrics::get(&m.slow_disconnects) == 1).await;
+    server
+        .wait_for("the stalled client's disconnection", |m| Metrics::get(&m.slow_disconnects) == 1)
+        .await;
     let health = server.health().await;
     assert!(health["mqtt"]["dropped"].as_u64().is_some_and(|dropped| dropped > 0), "{health}");
     assert_eq!(health["mqtt"]["clients"], 1, "{health}");
@@ -144,7 +149,12 @@ async fn a_qos1_subscriber_that_never_acknowledges_is_disconnected() {
 
     // Two unacknowledged, 32 queued: the 35th notification finds the queue full.
     for value in 0..40 {
-        server.post(&format!("Datastreams({})/Observations", fixture.datastream), &observation(f64::from(value))).await;
+        server
+            .post(
+                &format!("Datastreams({})/Observations", fixture.datastream),
+                &observation(f64::from(value)),
+            )
+            .await;
     }
     for value in 0..40 {
         let (_, payload) = dashboard.message().await;
@@ -162,7 +172,10 @@ async fn keep_alive_expiry_closes_a_silent_connection() {
     let started = Instant::now();
     silent.expect_closed().await;
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(1400), "closed after {elapsed:?}, before 1.5 keep-alive periods");
+    assert!(
+        elapsed >= Duration::from_millis(1400),
+        "closed after {elapsed:?}, before 1.5 keep-alive periods"
+    );
 
     // A client that pings stays.
     let mut pinging = RawClient::connect(server.mqtt_port, "pinging", 1).await;
@@ -197,7 +210,9 @@ async fn malformed_packets_close_only_their_own_connection() {
     twice.send(&encode(&Packet::Connect(Connect::new("twice")))).await;
     twice.expect_closed().await;
 
-    server.post(&format!("Datastreams({})/Observations", fixture.datastream), &observation(3.0)).await;
+    server
+        .post(&format!("Datastreams({})/Observations", fixture.datastream), &observation(3.0))
+        .await;
     let (_, payload) = subscriber.message().await;
     assert_eq!(payload["result"], 3.0);
     assert!(server.count(|m| &m.rejected) >= 4);
@@ -209,12 +224,15 @@ async fn mqtt5_and_31_connects_are_refused_with_unacceptable_protocol_version() 
     // CONNECT, MQTT 5, clean start, keep-alive 60, no properties, client id "a".
     let v5: [u8; 16] = [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 1, b'a'];
     // CONNECT, MQTT 3.1 ("MQIsdp", level 3), clean session, keep-alive 60, client id "a".
-    let v31: [u8; 17] = [0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 1, b'a'];
+    let v31: [u8; 17] =
+        [0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 1, b'a'];
     for connect in [&v5[..], &v31[..]] {
         let mut client = RawClient::open(server.mqtt_port).await;
         client.send(connect).await;
         match client.packet().await {
-            Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, rumqttc::ConnectReturnCode::RefusedProtocolVersion),
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.code, rumqttc::ConnectReturnCode::RefusedProtocolVersion)
+            }
             other => panic!("expected CONNACK 1, got {other:?}"),
         }
         client.expect_closed().await;
@@ -223,14 +241,24 @@ async fn mqtt5_and_31_connects_are_refused_with_unacceptable_protocol_version() 
 
 #[tokio::test]
 async fn configured_credentials_switch_anonymous_access_off() {
-    let server = TestServer::start_with(|_| {}, Arc::new(StaticCredentials::new("device", "s3cret"))).await;
+    let server =
+        TestServer::start_with(|_| {}, Arc::new(StaticCredentials::new("device", "s3cret"))).await;
     let port = server.mqtt_port;
-    let anonymous = Peer::connect_to("127.0.0.1", port, "anonymous", None).await.err().expect("refused");
+    let anonymous =
+        Peer::connect_to("127.0.0.1", port, "anonymous", None).await.err().expect("refused");
     assert!(anonymous.contains("BadUserNamePassword"), "{anonymous}");
-    let wrong = Peer::connect_to("127.0.0.1", port, "wrong", Some(("device", "guess"))).await.err().expect("refused");
+    let wrong = Peer::connect_to("127.0.0.1", port, "wrong", Some(("device", "guess")))
+        .await
+        .err()
+        .expect("refused");
     assert!(wrong.contains("BadUserNamePassword"), "{wrong}");
-    let mut device = Peer::connect_to("127.0.0.1", port, "device", Some(("device", "s3cret"))).await.expect("accepted");
-    assert_eq!(device.subscribe("v1.1/Things", QoS::AtMostOnce).await, rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce));
+    let mut device = Peer::connect_to("127.0.0.1", port, "device", Some(("device", "s3cret")))
+        .await
+        .expect("accepted");
+    assert_eq!(
+        device.subscribe("v1.1/Things", QoS::AtMostOnce).await,
+        rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce)
+    );
     assert_eq!(server.count(|m| &m.rejected), 2);
 }
 
@@ -245,7 +273,15 @@ async fn health_reports_the_broker() {
     assert_eq!(mqtt["state"], "running");
     assert_eq!(mqtt["endpoint"], format!("mqtt://127.0.0.1:{}", server.mqtt_port));
     assert_eq!(mqtt["clients"], 1);
-    for counter in ["messages_in", "messages_out", "observations_created", "rejected", "dropped", "slow_disconnects", "events_lost"] {
+    for counter in [
+        "messages_in",
+        "messages_out",
+        "observations_created",
+        "rejected",
+        "dropped",
+        "slow_disconnects",
+        "events_lost",
+    ] {
         assert_eq!(mqtt[counter], 0, "{counter}");
     }
 }

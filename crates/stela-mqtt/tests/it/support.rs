@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, Publish, QoS, SubscribeReasonCode};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, Publish, QoS, SubscribeReasonCode,
+};
 use serde_json::{Value as Json, json};
 use stela_mqtt::{AllowAll, Authenticator, Bridge, BridgeOptions, Broker, BrokerOptions, Metrics};
 use stela_server::{HealthProvider, ServerOptions};
@@ -35,16 +37,15 @@ impl Drop for TestServer {
     }
 }
 
-fn shutdown_future(mut receiver: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    }
+async fn shutdown_future(mut receiver: watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stop| *stop).await;
 }
 
 /// A fresh store and a bound HTTP listener with its base URL.
 async fn open() -> (tempfile::TempDir, Service, tokio::net::TcpListener, String) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let service = Service::open_sqlite(&dir.path().join("stela.db"), ServiceOptions::default()).expect("open store");
+    let service = Service::open_sqlite(&dir.path().join("stela.db"), ServiceOptions::default())
+        .expect("open store");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let http = format!("http://{}", listener.local_addr().expect("http address"));
     (dir, service, listener, http)
@@ -58,9 +59,15 @@ fn serve_http(
     shutdown: watch::Receiver<bool>,
 ) {
     let health: Arc<dyn HealthProvider> = metrics.clone();
-    let options = ServerOptions { mqtt_endpoints: vec![endpoint], health: vec![health], ..ServerOptions::default() };
+    let options = ServerOptions {
+        mqtt_endpoints: vec![endpoint],
+        health: vec![health],
+        ..ServerOptions::default()
+    };
     tokio::spawn(async move {
-        stela_server::run(listener, service, options, shutdown_future(shutdown)).await.expect("http server");
+        stela_server::run(listener, service, options, shutdown_future(shutdown))
+            .await
+            .expect("http server");
     });
 }
 
@@ -74,7 +81,10 @@ impl TestServer {
     }
 
     /// Starts with broker options changed by `configure` and the given authenticator.
-    pub async fn start_with(configure: impl FnOnce(&mut BrokerOptions), auth: Arc<dyn Authenticator>) -> TestServer {
+    pub async fn start_with(
+        configure: impl FnOnce(&mut BrokerOptions),
+        auth: Arc<dyn Authenticator>,
+    ) -> TestServer {
         let (dir, service, http_listener, http) = open().await;
         let mqtt_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mqtt");
         let mqtt_addr = mqtt_listener.local_addr().expect("mqtt address");
@@ -85,11 +95,21 @@ impl TestServer {
         let metrics = broker.metrics();
         tokio::spawn(broker.run(mqtt_listener, shutdown_future(receiver.clone())));
         serve_http(service, http_listener, format!("mqtt://{mqtt_addr}"), &metrics, receiver);
-        TestServer { http, mqtt_port: mqtt_addr.port(), metrics, http_client: http_client(), shutdown, _dir: dir }
+        TestServer {
+            http,
+            mqtt_port: mqtt_addr.port(),
+            metrics,
+            http_client: http_client(),
+            shutdown,
+            _dir: dir,
+        }
     }
 
     /// Starts in external broker mode, connected to `broker_url`.
-    pub async fn start_bridge(broker_url: &str, configure: impl FnOnce(&mut BridgeOptions)) -> TestServer {
+    pub async fn start_bridge(
+        broker_url: &str,
+        configure: impl FnOnce(&mut BridgeOptions),
+    ) -> TestServer {
         let (dir, service, http_listener, http) = open().await;
         let mut options = BridgeOptions::new(broker_url, http.clone());
         configure(&mut options);
@@ -126,9 +146,14 @@ impl TestServer {
     }
 
     pub async fn patch(&self, path: &str, body: &Json) {
-        let response = self.http_client.patch(self.url(path)).json(body).send().await.expect("PATCH");
+        let response =
+            self.http_client.patch(self.url(path)).json(body).send().await.expect("PATCH");
         let status = response.status();
-        assert!(status.is_success(), "PATCH {path}: {status} {}", response.text().await.unwrap_or_default());
+        assert!(
+            status.is_success(),
+            "PATCH {path}: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
     }
 
     /// A Thing with a Location and a Datastream (with Sensor and ObservedProperty).
@@ -189,7 +214,11 @@ impl TestServer {
     pub async fn wait_for(&self, what: &str, condition: impl Fn(&Metrics) -> bool) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while !condition(&self.metrics) {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; health: {}", self.health().await);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; health: {}",
+                self.health().await
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -255,7 +284,9 @@ impl Peer {
             loop {
                 let event = match eventloop.poll().await {
                     Ok(Event::Incoming(Incoming::ConnAck(ack))) => PeerEvent::ConnAck(ack.code),
-                    Ok(Event::Incoming(Incoming::SubAck(ack))) => PeerEvent::SubAck(ack.return_codes),
+                    Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                        PeerEvent::SubAck(ack.return_codes)
+                    }
                     Ok(Event::Incoming(Incoming::UnsubAck(_))) => PeerEvent::UnsubAck,
                     Ok(Event::Incoming(Incoming::Publish(publish))) => PeerEvent::Publish(publish),
                     Ok(_) => continue,
@@ -337,7 +368,11 @@ impl Peer {
     /// Asserts that no message comes for a while.
     pub async fn assert_quiet(&mut self) {
         if let Some(publish) = self.message_within(QUIET).await {
-            panic!("unexpected message on {}: {}", publish.topic, String::from_utf8_lossy(&publish.payload));
+            panic!(
+                "unexpected message on {}: {}",
+                publish.topic,
+                String::from_utf8_lossy(&publish.payload)
+            );
         }
     }
 }

@@ -4,4 +4,5 @@
 mod durability;
 mod ledger;
 mod lifecycle;
+mod mqtt;
 mod support;

@@ -15,6 +15,9 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The line prefix `stela serve` prints once it accepts connections.
 const LISTENING_PREFIX: &str = "stela listening on ";
 
+/// The line prefix of the embedded MQTT broker's address, printed before the HTTP one.
+const MQTT_LISTENING_PREFIX: &str = "stela mqtt listening on ";
+
 /// A `stela` command with no `STELA_*` variable inherited from the caller's environment,
 /// so that a developer's settings cannot change what the tests see.
 pub fn stela_command() -> Command {
@@ -28,10 +31,14 @@ pub fn stela_command() -> Command {
     command
 }
 
-/// `stela serve --listen 127.0.0.1:0 --data-dir <data_dir>` plus `extra_args`.
+/// `stela serve --listen 127.0.0.1:0 --data-dir <data_dir>` plus `extra_args`; the embedded
+/// MQTT broker gets a free port too unless `extra_args` configure MQTT.
 pub fn serve_command(data_dir: &Path, extra_args: &[&str]) -> Command {
     let mut command = stela_command();
     command.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir);
+    if !extra_args.iter().any(|arg| arg.starts_with("--mqtt-")) {
+        command.arg("--mqtt-listen").arg("127.0.0.1:0");
+    }
     command.args(extra_args);
     command
 }
@@ -42,6 +49,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`, from the listening line.
     pub base_url: String,
+    /// `mqtt://127.0.0.1:PORT`, from the MQTT listening line printed before it, if any.
+    pub mqtt_url: Option<String>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -59,16 +68,20 @@ impl Server {
         let (line_tx, line_rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut announced = false;
+            let mut mqtt_url = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix(MQTT_LISTENING_PREFIX) {
+                    mqtt_url = Some(url.trim().to_owned());
+                }
                 if !announced && let Some(url) = line.strip_prefix(LISTENING_PREFIX) {
                     announced = true;
-                    let _ = line_tx.send(url.trim().to_owned());
+                    let _ = line_tx.send((url.trim().to_owned(), mqtt_url.clone()));
                 }
             }
         });
-        let base_url = match line_rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(url) => url,
+        let (base_url, mqtt_url) = match line_rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(urls) => urls,
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait();
@@ -79,7 +92,7 @@ impl Server {
             }
         };
         assert!(base_url.starts_with("http://127.0.0.1:"), "unexpected listening URL {base_url}");
-        Server { child, base_url, stderr }
+        Server { child, base_url, mqtt_url, stderr }
     }
 
     /// `base_url` followed by `path` (which starts with `/`).
