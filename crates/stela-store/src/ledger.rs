@@ -55,8 +55,9 @@ impl HashReader for NodeReader<'_> {
 
 /// Restores the appender from the stored tree.
 pub(crate) fn load_appender(conn: &Connection) -> Result<Appender, StoreError> {
-    let size: i64 = conn.query_row("SELECT COUNT(*) FROM log_entries", [], |r| r.get(0))?;
-    let size = u64::try_from(size).unwrap_or(0);
+    // The size from the primary key (no scan), the right edge from the stored nodes: the tree
+    // is never recomputed on start.
+    let size = log_size(conn)?;
     let ids = Appender::right_edge_ids(size);
     let edge = NodeReader { conn }.read_hashes(&ids)?;
     Appender::restore(size, edge).map_err(|e| StoreError::Corrupt(format!("log: {e}")))
