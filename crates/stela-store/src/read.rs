@@ -228,15 +228,50 @@ impl ReadTx<'_> {
             let (source, parent_key) = relation_source(relation, ty);
             let mut params = vec![ids.clone()];
             let mut conditions = vec![format!("{parent_key} IN (SELECT value FROM json_each(?1))")];
+            let mut filter_sql = None;
             if let Some(filter) = &item.options.filter {
-                conditions.push(lower_filter(target, filter, &mut params)?);
+                let lowered = lower_filter(target, filter, &mut params)?;
+                conditions.push(lowered.clone());
+                filter_sql = Some(lowered);
             }
             let where_clause = conditions.join(" AND ");
             let mut children: Vec<(i64, Entity)> = Vec::new();
             let mut has_more: HashMap<i64, u64> = HashMap::new();
             let top = item.options.top.unwrap_or(100);
             let skip = item.options.skip.unwrap_or(0);
-            if relation.many {
+            if relation.many && !is_ranked(relation) {
+                // Per parent, the children's page is found through the index on the parent key
+                // (a correlated subquery with LIMIT): the cost grows with parents × $top, not with
+                // all the children of all parents, which a window function would have to rank.
+                let inner_order = lower_orderby(target, &item.options.orderby, &mut params)?;
+                params.push(Sql::Integer(i64::try_from(top.saturating_add(1)).unwrap_or(i64::MAX)));
+                let limit_index = params.len();
+                params.push(Sql::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
+                let outer_order = lower_orderby(target, &item.options.orderby, &mut params)?;
+                let filter = filter_sql.as_deref().map(|f| format!(" AND {f}")).unwrap_or_default();
+                let sql = format!(
+                    "SELECT p.value AS parent_id, {} FROM json_each(?1) p JOIN {} t ON t.id IN \
+                     (SELECT t.id FROM {source} WHERE {parent_key} = p.value{filter} \
+                      ORDER BY {inner_order} LIMIT ?{limit_index} OFFSET ?{}) \
+                     ORDER BY p.value, {outer_order}",
+                    select_columns(target),
+                    target.table(),
+                    limit_index + 1
+                );
+                let mut statement = self.conn.prepare_cached(&sql)?;
+                let mut rows = statement.query(params_from_iter(params.iter()))?;
+                let mut seen: HashMap<i64, u64> = HashMap::new();
+                while let Some(row) = rows.next()? {
+                    let parent: i64 = row.get(0)?;
+                    let count = seen.entry(parent).or_insert(0);
+                    *count += 1;
+                    if *count > top {
+                        has_more.insert(parent, skip + top);
+                        continue;
+                    }
+                    children.push((parent, entity_from_row(target, row, 1)?));
+                }
+            } else if relation.many {
                 let order = if is_ranked(relation) && item.options.orderby.is_empty() {
                     "j.rank, t.id".to_owned()
                 } else {
