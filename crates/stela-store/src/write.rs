@@ -920,16 +920,24 @@ impl WriteTx<'_> {
                 )
                 .optional()?;
             let mut points: Vec<Coord<f64>> = Vec::new();
+            let mut area = None;
             if let Some(Some(text)) = current
                 && let Ok(json) = serde_json::from_str::<Json>(&text)
             {
                 collect_coordinates(&json, &mut points, 0);
+                area = crate::spatial::parse_geometry(&text);
             }
             let before = points.len();
             for feature in &extent.features {
                 self.feature_coordinates(*feature, &mut points)?;
             }
-            if points.len() > before {
+            // The hull changes only when a new position lies outside the current area (the
+            // common case, Observations of the same features, costs no geometry work).
+            let grows = match &area {
+                Some(area) => points[before..].iter().any(|c| !geo::Intersects::intersects(area, &Point::from(*c))),
+                None => points.len() > before,
+            };
+            if grows {
                 self.store_observed_area(datastream, &points)?;
             }
         }
