@@ -112,6 +112,16 @@ pub fn format_time_value(value: TimeValue) -> String {
     }
 }
 
+/// The canonical JSON of a property value, as SensorThings renders it.
+pub fn value_to_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Text(text) => serde_json::Value::String(text.clone()),
+        Value::Json(json) => json.clone(),
+        Value::Time(time) => serde_json::Value::String(format_time_value(*time)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,12 +164,3 @@ mod tests {
     }
 }
 
-/// The canonical JSON of a property value, as SensorThings renders it.
-pub fn value_to_json(value: &Value) -> serde_json::Value {
-    match value {
-        Value::Null => serde_json::Value::Null,
-        Value::Text(text) => serde_json::Value::String(text.clone()),
-        Value::Json(json) => json.clone(),
-        Value::Time(time) => serde_json::Value::String(format_time_value(*time)),
-    }
-}
