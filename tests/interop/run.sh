@@ -86,7 +86,7 @@ while IFS= read -r name; do
   unset_stela_vars+=(-u "$name")
 done < <(compgen -e | grep '^STELA_' || true)
 
-env "${unset_stela_vars[@]}" "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" \
+env "${unset_stela_vars[@]}" "$bin" serve --listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --data-dir "$work/data" \
   >"$work/stdout" 2>"$work/stderr" &
 server_pid=$!
 

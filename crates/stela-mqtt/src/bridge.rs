@@ -222,17 +222,14 @@ impl Bridge {
                     let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
                     let ingest = Arc::clone(&self.ingest);
                     let client = client.clone();
+                    let metrics = Arc::clone(&self.metrics);
                     tokio::spawn(async move {
-                        if !is_notification(&publish.payload) {
-                            match ingest.create(&publish.topic, &publish.payload).await {
-                                Ok(_) => {}
-                                Err(rejection) => log_rejection(
-                                    "(external broker)",
-                                    &publish.topic,
-                                    &rejection,
-                                    1,
-                                ),
-                            }
+                        if !is_notification(&publish.payload)
+                            && let Err(rejection) =
+                                ingest.create(&publish.topic, &publish.payload).await
+                        {
+                            let count = Metrics::get(&metrics.rejected);
+                            log_rejection("(external broker)", &publish.topic, &rejection, count);
                         }
                         drop(permit);
                         if client.try_ack(&publish).is_err() {

@@ -92,6 +92,9 @@ async fn external_broker_carries_creates_and_notifications() {
     let second = server.post(&on_datastream["v1.1/".len()..], &observation(13.5)).await;
     let payload = notification(&mut dashboard, &on_datastream).await;
     assert_eq!(payload, server.get(&format!("Observations({second})")).await);
+    // Invalid messages on the broker are rejected and counted; nothing is created.
+    device.publish(&on_datastream, QoS::AtLeastOnce, b"not json".to_vec()).await;
+    server.wait_for("the rejection", |m| Metrics::get(&m.rejected) == 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.count(|m| &m.created), 1);
     let health = server.health().await;
