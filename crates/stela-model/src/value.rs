@@ -163,4 +163,3 @@ mod tests {
         assert!(parse_instant("2015-03-01").is_err());
     }
 }
-

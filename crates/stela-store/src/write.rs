@@ -934,7 +934,9 @@ impl WriteTx<'_> {
             // The hull changes only when a new position lies outside the current area (the
             // common case, Observations of the same features, costs no geometry work).
             let grows = match &area {
-                Some(area) => points[before..].iter().any(|c| !geo::Intersects::intersects(area, &Point::from(*c))),
+                Some(area) => points[before..]
+                    .iter()
+                    .any(|c| !geo::Intersects::intersects(area, &Point::from(*c))),
                 None => points.len() > before,
             };
             if grows {
