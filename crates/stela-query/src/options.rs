@@ -207,6 +207,23 @@ impl Parser<'_> {
         self.parse_name(what)
     }
 
+    /// A navigation property name: an identifier (never a number, whatever the position), so
+    /// that every expand item prints and parses back the same.
+    fn parse_navigation_name(&mut self, after_slash: Option<usize>) -> Result<(String, Span), SyntaxError> {
+        let what = if after_slash.is_some() { "a navigation property after '/'" } else { "a navigation property" };
+        let identifier = self
+            .peek_word()
+            .and_then(|word| word.chars().next())
+            .is_some_and(|c| c.is_alphabetic() || c == '_');
+        if !identifier {
+            return Err(self.expected(what));
+        }
+        match after_slash {
+            Some(offset) => self.parse_segment(offset, what),
+            None => self.parse_name(what),
+        }
+    }
+
     /// `expand_item { "," expand_item }`, merged by navigation property.
     fn parse_expand_list(&mut self) -> Result<Vec<ExpandItem>, SyntaxError> {
         let mut items = Vec::new();
@@ -222,11 +239,11 @@ impl Parser<'_> {
     /// `name { "/" name } [ "(" options ")" ]`, normalised to one segment per level:
     /// `A/B(opts)` becomes `A($expand=B(opts))`.
     fn parse_expand_item(&mut self) -> Result<ExpandItem, SyntaxError> {
-        let first = self.parse_name("a navigation property")?;
+        let first = self.parse_navigation_name(None)?;
         let mut end = first.1.end;
         let mut segments = vec![first];
         while let Some(slash) = self.eat_path_slash(end) {
-            let segment = self.parse_segment(slash.end, "a navigation property after '/'")?;
+            let segment = self.parse_navigation_name(Some(slash.end))?;
             end = segment.1.end;
             segments.push(segment);
             // Each segment is one level of the normalised tree.

@@ -21,13 +21,25 @@ use crate::{Service, ServiceError};
 /// The file in the data directory holding the node's log signing key (C2SP signer key form).
 pub const KEY_FILE: &str = "log-signer.key";
 
-/// Loads the node's signing key, creating it on first start.
+/// Loads the node's signing key, creating it on first start; a key made for another origin is
+/// refused.
 pub(crate) fn load_or_create_key(data_dir: &Path, origin: &str) -> Result<SignerKey, ServiceError> {
     let path = data_dir.join(KEY_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => SignerKey::parse(text.trim()).map_err(|e| {
-            ServiceError::Internal(format!("the log key {} is invalid: {e}", path.display()))
-        }),
+        Ok(text) => {
+            let key = SignerKey::parse(text.trim()).map_err(|e| {
+                ServiceError::Internal(format!("the log key {} is invalid: {e}", path.display()))
+            })?;
+            if key.name() != origin {
+                return Err(ServiceError::Internal(format!(
+                    "the log key in {} belongs to origin '{}', not '{origin}'; keep the origin \
+                     or move the key away",
+                    path.display(),
+                    key.name()
+                )));
+            }
+            Ok(key)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| {

@@ -12,6 +12,7 @@
 //! Invariant: nothing else writes to the store. Later issues hook the verifiable log into the
 //! transaction here and MQTT onto the change events.
 
+mod group;
 mod ledger;
 mod writer;
 
@@ -155,6 +156,8 @@ pub struct Service {
 #[derive(Debug)]
 struct Inner {
     store: SqliteStore,
+    /// The queue of the writer thread (group commit); `None` only while the service is built.
+    writes: std::sync::Mutex<Option<std::sync::mpsc::Sender<group::Request>>>,
     /// The node's log signing key.
     signer: stela_log::SignerKey,
     options: ServiceOptions,
@@ -178,7 +181,15 @@ impl Service {
             path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let signer = ledger::load_or_create_key(data_dir, &options.log_origin)?;
         let (events, _) = broadcast::channel(4096);
-        Ok(Service { inner: Arc::new(Inner { store, signer, options, events }) })
+        let inner = Arc::new(Inner { store, writes: std::sync::Mutex::new(None), signer, options, events });
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("stela-writer".into())
+            .spawn(move || group::run_writer(weak, receiver))
+            .map_err(|e| ServiceError::Internal(format!("cannot start the writer thread: {e}")))?;
+        *inner.writes.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        Ok(Service { inner })
     }
 
     pub fn options(&self) -> &ServiceOptions {
@@ -269,17 +280,27 @@ impl Service {
         &self,
         f: impl FnOnce(&mut Writer<'_, '_>) -> Result<R, ServiceError> + Send + 'static,
     ) -> Result<R, ServiceError> {
-        let (result, changes) = self
-            .blocking(move |inner| inner.store.write(now_micros(), |tx| f(&mut Writer { tx })))
-            .await?;
-        self.publish(&changes);
-        Ok(result)
+        let job: group::Job = Box::new(move |writer| f(writer).map(|r| Box::new(r) as Box<dyn std::any::Any + Send>));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sender = self.inner.writes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let sender = sender.ok_or_else(|| ServiceError::Internal("the writer is not running".into()))?;
+        sender
+            .send(group::Request { job, reply })
+            .map_err(|_| ServiceError::Internal("the writer thread stopped".into()))?;
+        let result = answer.await.map_err(|_| ServiceError::Internal("the writer thread stopped".into()))??;
+        result
+            .downcast::<R>()
+            .map(|boxed| *boxed)
+            .map_err(|_| ServiceError::Internal("a write job returned an unexpected type".into()))
     }
 
+}
+
+impl Inner {
     fn publish(&self, changes: &[Change]) {
         for change in changes {
             // No subscriber is not an error.
-            let _ = self.inner.events.send(ChangeEvent {
+            let _ = self.events.send(ChangeEvent {
                 kind: change.kind,
                 ty: change.ty,
                 id: change.id,

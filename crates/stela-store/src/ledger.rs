@@ -93,7 +93,7 @@ pub(crate) fn body_from_parts<'a>(
 }
 
 /// The logged body of an entity read from the store (see [`body_from_parts`]).
-fn entity_body(conn: &Connection, entity: &Entity) -> Result<Json, StoreError> {
+pub(crate) fn entity_body(conn: &Connection, entity: &Entity) -> Result<Json, StoreError> {
     let values = entity
         .ty
         .properties()
@@ -117,13 +117,29 @@ fn entity_body(conn: &Connection, entity: &Entity) -> Result<Json, StoreError> {
     Ok(body_from_parts(entity.ty, entity.id, values, links))
 }
 
+/// Refuses a body the log's canonical JSON cannot hold exactly (integers beyond ±2^53).
+pub(crate) fn check_loggable(ty: EntityType, id: i64, body: Json) -> Result<Json, StoreError> {
+    let probe = LogEntry {
+        op: Operation::Create,
+        entity_type: ty.name().to_owned(),
+        entity_id: id,
+        body,
+        committed_at: "1970-01-01T00:00:00Z".to_owned(),
+        actor: String::new(),
+    };
+    match probe.validate() {
+        Ok(()) => Ok(probe.body),
+        Err(e) => Err(StoreError::Invalid(format!("{ty}({id}) cannot be logged exactly: {e}"))),
+    }
+}
+
 /// Appends one entry per change to the log; returns the appender after the append.
 pub(crate) fn append_changes(
     conn: &Connection,
     appender: &Appender,
     changes: &[Change],
     now: i64,
-    bodies: &mut std::collections::HashMap<(EntityType, i64), Json>,
+    bodies: &mut std::collections::HashMap<usize, Json>,
     read_entity: impl Fn(EntityType, i64) -> Result<Entity, StoreError>,
 ) -> Result<Appender, StoreError> {
     let mut next = appender.clone();
@@ -139,12 +155,9 @@ pub(crate) fn append_changes(
         let entry = match change.kind {
             ChangeKind::Deleted => LogEntry::delete(change.ty.name(), change.id, &committed_at, ""),
             kind => {
-                // A new entity's body was recorded when it was inserted; others are read back.
-                let known = if kind == ChangeKind::Created {
-                    bodies.remove(&(change.ty, change.id))
-                } else {
-                    None
-                };
+                // Bodies recorded by the write itself; others (re-linked children, moved
+                // Things) are read back.
+                let known = bodies.remove(&offset);
                 let body = match known {
                     Some(body) => body,
                     None => entity_body(conn, &read_entity(change.ty, change.id)?)?,

@@ -68,7 +68,8 @@ pub(crate) struct Pending {
     now: Micros,
     /// The log bodies of entities created in this transaction, recorded at insert so that the
     /// log does not read them back.
-    pub(crate) bodies: std::collections::HashMap<(EntityType, i64), Json>,
+    /// By index of the change in `changes`.
+    pub(crate) bodies: std::collections::HashMap<usize, Json>,
     /// Entities known to exist in this transaction (links checked once per transaction).
     known: std::collections::HashSet<(EntityType, i64)>,
     /// Features generated from the Location of a Datastream's or MultiDatastream's Thing.
@@ -113,8 +114,8 @@ impl WriteTx<'_> {
                     .map_err(StoreError::from)?;
                 for undone in self.pending.changes.drain(changes..) {
                     self.pending.known.remove(&(undone.ty, undone.id));
-                    self.pending.bodies.remove(&(undone.ty, undone.id));
                 }
+                self.pending.bodies.retain(|index, _| *index < changes);
                 self.pending.generated.clear();
                 self.pending.extents = extents;
                 self.pending.recompute = recompute;
@@ -276,6 +277,7 @@ impl WriteTx<'_> {
         );
         self.tx.prepare_cached(&sql)?.execute(params_from_iter(values.iter()))?;
         let id = self.tx.last_insert_rowid();
+        let change_index = self.pending.changes.len();
         self.pending.changes.push(Change { kind: ChangeKind::Created, ty, id });
         self.pending.known.insert((ty, id));
         let links = ty.relations().iter().filter_map(|relation| match relation.link {
@@ -286,7 +288,8 @@ impl WriteTx<'_> {
         });
         let body =
             crate::ledger::body_from_parts(ty, id, logged.iter().map(|(p, v)| (*p, v)), links);
-        self.pending.bodies.insert((ty, id), body);
+        let body = crate::ledger::check_loggable(ty, id, body)?;
+        self.pending.bodies.insert(change_index, body);
 
         // 3. To-many relations: children pointing at this entity, and join rows.
         if let Some((relation, other)) = implicit {
@@ -762,6 +765,12 @@ impl WriteTx<'_> {
             }
             _ => {}
         }
+        // The body after the update, checked now so that a value the log cannot hold fails
+        // this request alone.
+        let entity = self.entity(ty, id)?;
+        let body = crate::ledger::entity_body(&self.tx, &entity)?;
+        let body = crate::ledger::check_loggable(ty, id, body)?;
+        self.pending.bodies.insert(self.pending.changes.len(), body);
         self.pending.changes.push(Change { kind: ChangeKind::Updated, ty, id });
         Ok(())
     }
