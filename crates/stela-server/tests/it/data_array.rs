@@ -146,3 +146,37 @@ async fn geojson_and_csv() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test]
+async fn a_thousand_rows_round_trip() {
+    let server = TestServer::start().await;
+    let g = seed_graph(&server, "round").await;
+    let rows: Vec<serde_json::Value> = (0..1000)
+        .map(|i| {
+            json!([
+                format!("2021-01-01T{:02}:{:02}:{:02}Z", i / 3600, (i / 60) % 60, i % 60),
+                i as f64 / 4.0
+            ])
+        })
+        .collect();
+    let body = json!([{"Datastream": {"@iot.id": g.datastream}, "components": ["phenomenonTime", "result"],
+                       "dataArray@iot.count": 1000, "dataArray": rows}]);
+    let reply = server.post("CreateObservations", body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert!(
+        reply
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|url| url.as_str().unwrap().contains("/Observations("))
+    );
+    let json = server
+        .get_ok(&format!(
+            "Datastreams({})/Observations?$resultFormat=dataArray&$select=phenomenonTime,result&$orderby=phenomenonTime&$top=1000",
+            g.datastream
+        ))
+        .await;
+    assert_eq!(json["value"][0]["dataArray@iot.count"], json!(1000));
+    assert_eq!(json["value"][0]["dataArray"], json!(rows));
+}
