@@ -13,10 +13,12 @@
 //!   errors ─► ApiError (one table: error code → status) ─► {"code", "type", "message"}
 //! ```
 
+mod batch;
 mod error;
 mod formats;
 pub mod render;
 mod routes;
+mod writes;
 
 use std::future::Future;
 
@@ -38,6 +40,9 @@ pub struct ServerOptions {
     /// Reports of other parts of the process (the MQTT broker) shown by `GET /health`; this
     /// hook keeps the HTTP crate independent of them.
     pub health: Vec<std::sync::Arc<dyn HealthProvider>>,
+    /// Most requests one `$batch` may hold (counting each request of a change set); more get
+    /// 413 before any of them runs.
+    pub max_batch_requests: usize,
 }
 
 impl Default for ServerOptions {
@@ -47,6 +52,7 @@ impl Default for ServerOptions {
             public_url: None,
             mqtt_endpoints: Vec::new(),
             health: Vec::new(),
+            max_batch_requests: 1000,
         }
     }
 }

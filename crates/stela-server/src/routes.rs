@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -21,6 +21,7 @@ use crate::ServerOptions;
 use crate::error::ApiError;
 use crate::formats::{self, ResultFormat};
 use crate::render::{Links, collection_json, entity_json, refs_json};
+use crate::writes::{ServiceWrites, Writes};
 
 /// Versions of the API served; both expose the same data.
 const VERSIONS: [&str; 2] = ["v1.0", "v1.1"];
@@ -43,9 +44,9 @@ const MQTT_CONFORMANCE: [&str; 2] = [
 ];
 
 #[derive(Debug, Clone)]
-struct AppState {
-    service: Service,
-    options: Arc<ServerOptions>,
+pub(crate) struct AppState {
+    pub(crate) service: Service,
+    pub(crate) options: Arc<ServerOptions>,
 }
 
 /// The router of the whole HTTP API, ready to serve.
@@ -61,6 +62,7 @@ pub fn app(service: Service, options: ServerOptions) -> Router {
         .route("/health", get(health))
         .route("/{version}", any(service_root))
         .route("/{version}/", any(service_root))
+        .route("/{version}/$batch", any(crate::batch::batch))
         .route("/{version}/{*path}", any(resource))
         .fallback(|| async { ApiError::not_found("no such resource; the API is under /v1.1") })
         .layer(CatchPanicLayer::custom(|_| {
@@ -101,7 +103,7 @@ fn base_url(options: &ServerOptions, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-fn check_version(version: &str) -> Result<(), ApiError> {
+pub(crate) fn check_version(version: &str) -> Result<(), ApiError> {
     if VERSIONS.contains(&version) {
         Ok(())
     } else {
@@ -144,11 +146,25 @@ async fn service_root(
 async fn resource(
     State(state): State<AppState>,
     UrlPath((version, raw_path)): UrlPath<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let service = state.service.clone();
+    execute(state, version, raw_path, request, &mut ServiceWrites::new(&service)).await
+}
+
+/// One request below a version root, sent alone or inside a `$batch`; `raw_path` is the path
+/// after the version, percent-decoded once (as the router hands it over). Every write goes
+/// through `writes`, never straight to the service: inside a change set they join its open
+/// transaction.
+pub(crate) async fn execute<W: Writes>(
+    state: AppState,
+    version: String,
+    raw_path: String,
+    request: Request,
+    writes: &mut W,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     check_version(&version)?;
     let decoded = percent_encoding::percent_decode_str(&raw_path)
         .decode_utf8()
@@ -182,7 +198,7 @@ async fn resource(
         }
         Method::POST => {
             let body = json_body(&state, &headers, body, false).await?;
-            let entity = state.service.create(path, body).await?;
+            let entity = writes.create(path, body).await?;
             let location = links.entity(&entity);
             let json = entity_json(&links, &entity, &QueryOptions::default());
             let mut response = (StatusCode::CREATED, axum::Json(json)).into_response();
@@ -196,16 +212,16 @@ async fn resource(
             let patch: json_patch::Patch = serde_json::from_value(body).map_err(|e| {
                 ApiError::bad_request(format!("malformed JSON Patch (RFC 6902): {e}"))
             })?;
-            let entity = state.service.patch_json(path, patch).await?;
+            let entity = writes.patch_json(path, patch).await?;
             Ok(axum::Json(entity_json(&links, &entity, &QueryOptions::default())).into_response())
         }
         Method::PATCH | Method::PUT => {
             let body = json_body(&state, &headers, body, false).await?;
-            let entity = state.service.update(path, body, method == Method::PUT).await?;
+            let entity = writes.update(path, body, method == Method::PUT).await?;
             Ok(axum::Json(entity_json(&links, &entity, &QueryOptions::default())).into_response())
         }
         Method::DELETE => {
-            state.service.delete(path).await?;
+            writes.delete(path).await?;
             Ok(StatusCode::OK.into_response())
         }
         other => Err(ApiError::method_not_allowed(format!("method {other} is not allowed here"))),

@@ -181,7 +181,8 @@ impl Service {
             path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let signer = ledger::load_or_create_key(data_dir, &options.log_origin)?;
         let (events, _) = broadcast::channel(4096);
-        let inner = Arc::new(Inner { store, writes: std::sync::Mutex::new(None), signer, options, events });
+        let inner =
+            Arc::new(Inner { store, writes: std::sync::Mutex::new(None), signer, options, events });
         let (sender, receiver) = std::sync::mpsc::channel();
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -280,31 +281,31 @@ impl Service {
         &self,
         f: impl FnOnce(&mut Writer<'_, '_>) -> Result<R, ServiceError> + Send + 'static,
     ) -> Result<R, ServiceError> {
-        let job: group::Job = Box::new(move |writer| f(writer).map(|r| Box::new(r) as Box<dyn std::any::Any + Send>));
+        let job: group::Job =
+            Box::new(move |writer| f(writer).map(|r| Box::new(r) as Box<dyn std::any::Any + Send>));
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sender = self.inner.writes.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let sender = sender.ok_or_else(|| ServiceError::Internal("the writer is not running".into()))?;
+        let sender =
+            sender.ok_or_else(|| ServiceError::Internal("the writer is not running".into()))?;
         sender
             .send(group::Request { job, reply })
             .map_err(|_| ServiceError::Internal("the writer thread stopped".into()))?;
-        let result = answer.await.map_err(|_| ServiceError::Internal("the writer thread stopped".into()))??;
+        let result = answer
+            .await
+            .map_err(|_| ServiceError::Internal("the writer thread stopped".into()))??;
         result
             .downcast::<R>()
             .map(|boxed| *boxed)
             .map_err(|_| ServiceError::Internal("a write job returned an unexpected type".into()))
     }
-
 }
 
 impl Inner {
     fn publish(&self, changes: &[Change]) {
         for change in changes {
             // No subscriber is not an error.
-            let _ = self.events.send(ChangeEvent {
-                kind: change.kind,
-                ty: change.ty,
-                id: change.id,
-            });
+            let _ =
+                self.events.send(ChangeEvent { kind: change.kind, ty: change.ty, id: change.id });
         }
     }
 }

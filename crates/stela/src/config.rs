@@ -8,8 +8,9 @@
 //!    one is named: `./stela.toml` is *not* picked up implicitly;
 //! 3. the environment: `STELA_LISTEN`, `STELA_DATA_DIR`, `STELA_DEFAULT_TOP`, `STELA_MAX_TOP`,
 //!    `STELA_MAX_BODY_BYTES`, `STELA_PUBLIC_URL`, `STELA_LOG`, `STELA_LOG_FORMAT`,
-//!    `STELA_MQTT_LISTEN`, `STELA_MQTT_BROKER`, `STELA_MQTT_USERNAME`, `STELA_MQTT_PASSWORD`. A
-//!    variable set to the empty string counts as unset;
+//!    `STELA_QUERY_TIMEOUT_MS`, `STELA_MQTT_LISTEN`, `STELA_MQTT_BROKER`, `STELA_MQTT_USERNAME`,
+//!    `STELA_MQTT_PASSWORD`, `STELA_LEDGER_ORIGIN`, `STELA_CHECKPOINT_INTERVAL_MS`. A variable set
+//!    to the empty string counts as unset;
 //! 4. command-line flags (`--listen`, `--data-dir`, ...).
 //!
 //! Each layer overrides single keys, never whole sections. While merging, every value remembers
@@ -25,6 +26,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
@@ -51,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The MQTT extension (`[mqtt]`).
     pub mqtt: MqttConfig,
+    /// The verifiable log (`[ledger]`; `[log]` is diagnostics logging).
+    pub ledger: LedgerConfig,
 }
 
 /// `[mqtt]`: the SensorThings MQTT extension.
@@ -116,13 +120,25 @@ impl StorageConfig {
     }
 }
 
-/// `[query]`: paging limits applied to every collection request.
+/// `[query]`: paging limits and the time limit applied to every read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryConfig {
     /// Page size when a request has no `$top`.
     pub default_top: u32,
     /// Largest page a client may ask for with `$top`.
     pub max_top: u32,
+    /// How long one read may run before it is stopped (HTTP 503); at least 1 ms.
+    pub timeout: Duration,
+}
+
+/// `[ledger]`: the verifiable log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// The log's identity, a schema-less URL: the origin line of its checkpoints and the name of
+    /// its signing key (C2SP tlog-checkpoint, signed-note).
+    pub origin: String,
+    /// How often a checkpoint is signed while the log grows; at least 10 ms.
+    pub checkpoint_interval: Duration,
 }
 
 /// `[log]`: what is logged and how.
@@ -165,11 +181,19 @@ impl Default for Config {
                 max_body_bytes: 16 * 1024 * 1024,
             },
             storage: StorageConfig { data_dir: PathBuf::from("./stela-data") },
-            query: QueryConfig { default_top: 100, max_top: 10_000 },
+            query: QueryConfig {
+                default_top: 100,
+                max_top: 10_000,
+                timeout: Duration::from_millis(30_000),
+            },
             log: LogConfig { level: "info".to_owned(), format: LogFormat::Text },
             mqtt: MqttConfig {
                 mode: MqttMode::Embedded(SocketAddr::from(([127, 0, 0, 1], 1883))),
                 credentials: None,
+            },
+            ledger: LedgerConfig {
+                origin: "stela.localhost/log".to_owned(),
+                checkpoint_interval: Duration::from_millis(1000),
             },
         }
     }
@@ -194,6 +218,9 @@ pub struct Flags {
     /// Largest $top a client may ask for [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_top: Option<u32>,
+    /// How long one read may run before it is stopped with 503, in milliseconds [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub query_timeout_ms: Option<u64>,
     /// Largest request body accepted, in bytes [default: 16777216]
     #[arg(long, value_name = "N")]
     pub max_body_bytes: Option<usize>,
@@ -209,6 +236,13 @@ pub struct Flags {
     /// Use this external MQTT broker (mqtt://host:port) instead of the embedded one
     #[arg(long, value_name = "URL")]
     pub mqtt_broker: Option<String>,
+    /// Identity of the verifiable log, a schema-less URL: checkpoint origin and signing key
+    /// name [default: stela.localhost/log]
+    #[arg(long, value_name = "NAME")]
+    pub ledger_origin: Option<String>,
+    /// How often a checkpoint of the growing log is signed, in milliseconds [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub checkpoint_interval_ms: Option<u64>,
 }
 
 /// Where a configuration value came from; printed in front of every validation error.
@@ -313,6 +347,11 @@ const DATA_DIR: Key =
 const DEFAULT_TOP: Key =
     Key { file: "query.default_top", env: "STELA_DEFAULT_TOP", flag: Some("--default-top") };
 const MAX_TOP: Key = Key { file: "query.max_top", env: "STELA_MAX_TOP", flag: Some("--max-top") };
+const QUERY_TIMEOUT_MS: Key = Key {
+    file: "query.timeout_ms",
+    env: "STELA_QUERY_TIMEOUT_MS",
+    flag: Some("--query-timeout-ms"),
+};
 const LOG_LEVEL: Key = Key { file: "log.level", env: "STELA_LOG", flag: None };
 const LOG_FORMAT: Key =
     Key { file: "log.format", env: "STELA_LOG_FORMAT", flag: Some("--log-format") };
@@ -322,9 +361,16 @@ const MQTT_BROKER: Key =
     Key { file: "mqtt.broker", env: "STELA_MQTT_BROKER", flag: Some("--mqtt-broker") };
 const MQTT_USERNAME: Key = Key { file: "mqtt.username", env: "STELA_MQTT_USERNAME", flag: None };
 const MQTT_PASSWORD: Key = Key { file: "mqtt.password", env: "STELA_MQTT_PASSWORD", flag: None };
+const LEDGER_ORIGIN: Key =
+    Key { file: "ledger.origin", env: "STELA_LEDGER_ORIGIN", flag: Some("--ledger-origin") };
+const CHECKPOINT_INTERVAL_MS: Key = Key {
+    file: "ledger.checkpoint_interval_ms",
+    env: "STELA_CHECKPOINT_INTERVAL_MS",
+    flag: Some("--checkpoint-interval-ms"),
+};
 
 /// Every environment variable the configuration reads.
-const ENV_NAMES: [&str; 13] = [
+const ENV_NAMES: [&str; 16] = [
     CONFIG_FILE_ENV,
     LISTEN.env,
     PUBLIC_URL.env,
@@ -332,12 +378,15 @@ const ENV_NAMES: [&str; 13] = [
     DATA_DIR.env,
     DEFAULT_TOP.env,
     MAX_TOP.env,
+    QUERY_TIMEOUT_MS.env,
     LOG_LEVEL.env,
     LOG_FORMAT.env,
     MQTT_LISTEN.env,
     MQTT_BROKER.env,
     MQTT_USERNAME.env,
     MQTT_PASSWORD.env,
+    LEDGER_ORIGIN.env,
+    CHECKPOINT_INTERVAL_MS.env,
 ];
 
 impl Key {
@@ -348,8 +397,8 @@ impl Key {
 }
 
 /// The configuration file as written. Every key is optional except `version`, whose absence is
-/// reported with a hint rather than serde's generic message. Later sections (mqtt, log ledger,
-/// chain) get their own struct here when they exist.
+/// reported with a hint rather than serde's generic message. Later sections (e.g. chain) get
+/// their own struct here when they exist.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -364,6 +413,8 @@ struct FileConfig {
     log: FileLog,
     #[serde(default)]
     mqtt: FileMqtt,
+    #[serde(default)]
+    ledger: FileLedger,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -394,6 +445,14 @@ struct FileStorage {
 struct FileQuery {
     default_top: Option<u32>,
     max_top: Option<u32>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLedger {
+    origin: Option<String>,
+    checkpoint_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -460,17 +519,20 @@ struct Raw {
     data_dir: Setting<PathBuf>,
     default_top: Setting<u32>,
     max_top: Setting<u32>,
+    query_timeout_ms: Setting<u64>,
     log_level: Setting<String>,
     log_format: Setting<LogFormat>,
     mqtt_listen: Setting<String>,
     mqtt_broker: Setting<Option<String>>,
     mqtt_username: Setting<Option<String>>,
     mqtt_password: Setting<Option<String>>,
+    ledger_origin: Setting<String>,
+    checkpoint_interval_ms: Setting<u64>,
 }
 
 impl Raw {
     fn defaults() -> Raw {
-        let Config { server, storage, query, log, mqtt: _ } = Config::default();
+        let Config { server, storage, query, log, mqtt: _, ledger } = Config::default();
         Raw {
             listen: Setting::default_for(&LISTEN, server.listen.to_string()),
             public_url: Setting::default_for(&PUBLIC_URL, server.public_url),
@@ -478,29 +540,39 @@ impl Raw {
             data_dir: Setting::default_for(&DATA_DIR, storage.data_dir),
             default_top: Setting::default_for(&DEFAULT_TOP, query.default_top),
             max_top: Setting::default_for(&MAX_TOP, query.max_top),
+            query_timeout_ms: Setting::default_for(&QUERY_TIMEOUT_MS, millis(query.timeout)),
             log_level: Setting::default_for(&LOG_LEVEL, log.level),
             log_format: Setting::default_for(&LOG_FORMAT, log.format),
             mqtt_listen: Setting::default_for(&MQTT_LISTEN, "127.0.0.1:1883".to_owned()),
             mqtt_broker: Setting::default_for(&MQTT_BROKER, None),
             mqtt_username: Setting::default_for(&MQTT_USERNAME, None),
             mqtt_password: Setting::default_for(&MQTT_PASSWORD, None),
+            ledger_origin: Setting::default_for(&LEDGER_ORIGIN, ledger.origin),
+            checkpoint_interval_ms: Setting::default_for(
+                &CHECKPOINT_INTERVAL_MS,
+                millis(ledger.checkpoint_interval),
+            ),
         }
     }
 
     fn apply_file(&mut self, file: FileConfig) {
-        let FileConfig { version: _, server, storage, query, log, mqtt } = file;
+        let FileConfig { version: _, server, storage, query, log, mqtt, ledger } = file;
         self.listen.set_from_file(server.listen, &LISTEN);
         self.public_url.set_from_file(server.public_url.map(Some), &PUBLIC_URL);
         self.max_body_bytes.set_from_file(server.max_body_bytes, &MAX_BODY_BYTES);
         self.data_dir.set_from_file(storage.data_dir, &DATA_DIR);
         self.default_top.set_from_file(query.default_top, &DEFAULT_TOP);
         self.max_top.set_from_file(query.max_top, &MAX_TOP);
+        self.query_timeout_ms.set_from_file(query.timeout_ms, &QUERY_TIMEOUT_MS);
         self.log_level.set_from_file(log.level, &LOG_LEVEL);
         self.log_format.set_from_file(log.format, &LOG_FORMAT);
         self.mqtt_listen.set_from_file(mqtt.listen, &MQTT_LISTEN);
         self.mqtt_broker.set_from_file(mqtt.broker.map(Some), &MQTT_BROKER);
         self.mqtt_username.set_from_file(mqtt.username.map(Some), &MQTT_USERNAME);
         self.mqtt_password.set_from_file(mqtt.password.map(Some), &MQTT_PASSWORD);
+        self.ledger_origin.set_from_file(ledger.origin, &LEDGER_ORIGIN);
+        self.checkpoint_interval_ms
+            .set_from_file(ledger.checkpoint_interval_ms, &CHECKPOINT_INTERVAL_MS);
     }
 
     fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
@@ -522,6 +594,10 @@ impl Raw {
         }
         if let Some(text) = env_text(env, MAX_TOP.env) {
             self.max_top.set(env_number(text, &MAX_TOP)?, Origin::Env(MAX_TOP.env));
+        }
+        if let Some(text) = env_text(env, QUERY_TIMEOUT_MS.env) {
+            self.query_timeout_ms
+                .set(env_number(text, &QUERY_TIMEOUT_MS)?, Origin::Env(QUERY_TIMEOUT_MS.env));
         }
         if let Some(text) = env_text(env, LOG_LEVEL.env) {
             self.log_level.set(text.to_owned(), Origin::Env(LOG_LEVEL.env));
@@ -545,6 +621,15 @@ impl Raw {
         if let Some(text) = env_text(env, MQTT_PASSWORD.env) {
             self.mqtt_password.set(Some(text.to_owned()), Origin::Env(MQTT_PASSWORD.env));
         }
+        if let Some(text) = env_text(env, LEDGER_ORIGIN.env) {
+            self.ledger_origin.set(text.to_owned(), Origin::Env(LEDGER_ORIGIN.env));
+        }
+        if let Some(text) = env_text(env, CHECKPOINT_INTERVAL_MS.env) {
+            self.checkpoint_interval_ms.set(
+                env_number(text, &CHECKPOINT_INTERVAL_MS)?,
+                Origin::Env(CHECKPOINT_INTERVAL_MS.env),
+            );
+        }
         Ok(())
     }
 
@@ -556,11 +641,14 @@ impl Raw {
             data_dir,
             default_top,
             max_top,
+            query_timeout_ms,
             max_body_bytes,
             public_url,
             log_format,
             mqtt_listen,
             mqtt_broker,
+            ledger_origin,
+            checkpoint_interval_ms,
         } = flags;
         self.listen.set_from_flag(listen.clone(), &LISTEN);
         self.public_url.set_from_flag(public_url.clone().map(Some), &PUBLIC_URL);
@@ -568,9 +656,12 @@ impl Raw {
         self.data_dir.set_from_flag(data_dir.clone(), &DATA_DIR);
         self.default_top.set_from_flag(*default_top, &DEFAULT_TOP);
         self.max_top.set_from_flag(*max_top, &MAX_TOP);
+        self.query_timeout_ms.set_from_flag(*query_timeout_ms, &QUERY_TIMEOUT_MS);
         self.log_format.set_from_flag(*log_format, &LOG_FORMAT);
         self.mqtt_listen.set_from_flag(mqtt_listen.clone(), &MQTT_LISTEN);
         self.mqtt_broker.set_from_flag(mqtt_broker.clone().map(Some), &MQTT_BROKER);
+        self.ledger_origin.set_from_flag(ledger_origin.clone(), &LEDGER_ORIGIN);
+        self.checkpoint_interval_ms.set_from_flag(*checkpoint_interval_ms, &CHECKPOINT_INTERVAL_MS);
     }
 
     fn validate(self) -> Result<Config, ConfigError> {
@@ -581,12 +672,15 @@ impl Raw {
             data_dir,
             default_top,
             max_top,
+            query_timeout_ms,
             log_level,
             log_format,
             mqtt_listen,
             mqtt_broker,
             mqtt_username,
             mqtt_password,
+            ledger_origin,
+            checkpoint_interval_ms,
         } = self;
 
         let listen_addr = listen.value.parse::<SocketAddr>().map_err(|_| {
@@ -625,6 +719,9 @@ impl Raw {
                 ),
             ));
         }
+        if query_timeout_ms.value < 1 {
+            return Err(invalid(query_timeout_ms.origin, "must be at least 1".to_owned()));
+        }
         if let Err(error) = EnvFilter::builder().parse(&log_level.value) {
             return Err(invalid(
                 log_level.origin,
@@ -639,11 +736,55 @@ impl Raw {
                 max_body_bytes: max_body_bytes.value,
             },
             storage: StorageConfig { data_dir: data_dir.value },
-            query: QueryConfig { default_top: default_top.value, max_top: max_top.value },
+            query: QueryConfig {
+                default_top: default_top.value,
+                max_top: max_top.value,
+                timeout: Duration::from_millis(query_timeout_ms.value),
+            },
             log: LogConfig { level: log_level.value, format: log_format.value },
             mqtt: validate_mqtt(mqtt_listen, mqtt_broker, mqtt_username, mqtt_password)?,
+            ledger: validate_ledger(ledger_origin, checkpoint_interval_ms)?,
         })
     }
+}
+
+/// Smallest checkpoint interval accepted, in milliseconds.
+const MIN_CHECKPOINT_INTERVAL_MS: u64 = 10;
+
+/// The log's origin must be usable as a signed-note key name (non-empty, no whitespace, no
+/// `+`, no control characters); the checkpoint interval must not make the signer spin.
+fn validate_ledger(
+    origin: Setting<String>,
+    checkpoint_interval_ms: Setting<u64>,
+) -> Result<LedgerConfig, ConfigError> {
+    if origin.value.is_empty() {
+        return Err(invalid(origin.origin, "must not be empty".to_owned()));
+    }
+    if origin.value.chars().any(|c| c.is_whitespace() || c.is_control() || c == '+') {
+        return Err(invalid(
+            origin.origin,
+            format!(
+                "invalid log origin '{}' (expected a schema-less URL without whitespace or '+', \
+                 e.g. example.org/log; it is also the signing key's name)",
+                origin.value.escape_debug()
+            ),
+        ));
+    }
+    if checkpoint_interval_ms.value < MIN_CHECKPOINT_INTERVAL_MS {
+        return Err(invalid(
+            checkpoint_interval_ms.origin,
+            format!("must be at least {MIN_CHECKPOINT_INTERVAL_MS}"),
+        ));
+    }
+    Ok(LedgerConfig {
+        origin: origin.value,
+        checkpoint_interval: Duration::from_millis(checkpoint_interval_ms.value),
+    })
+}
+
+/// A default duration in whole milliseconds, as the file, the environment and the flags give it.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `off` (any case) switches a setting off.

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{Config, ConfigError, Flags, LogFormat, MqttMode, config_file_path, load};
 
@@ -48,8 +49,11 @@ fn nothing_given_yields_the_documented_defaults() {
     assert_eq!(config.storage.database_path(), PathBuf::from("./stela-data/stela.db"));
     assert_eq!(config.query.default_top, 100);
     assert_eq!(config.query.max_top, 10_000);
+    assert_eq!(config.query.timeout, Duration::from_secs(30));
     assert_eq!(config.log.level, "info");
     assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.ledger.origin, "stela.localhost/log");
+    assert_eq!(config.ledger.checkpoint_interval, Duration::from_secs(1));
 }
 
 #[test]
@@ -70,8 +74,11 @@ fn sample_file_sets_every_key() {
         "data_dir",
         "default_top",
         "max_top",
+        "timeout_ms",
         "level",
         "format",
+        "origin",
+        "checkpoint_interval_ms",
     ] {
         let prefix = format!("{key} = ");
         assert!(SAMPLE.lines().any(|line| line.starts_with(&prefix)), "sample lacks `{key}`");
@@ -96,6 +103,7 @@ data_dir = "/file/data"
 [query]
 default_top = 11
 max_top = 1001
+timeout_ms = 1001
 
 [log]
 level = "warn"
@@ -105,6 +113,10 @@ format = "json"
 listen = "127.0.0.1:2001"
 username = "file-user"
 password = "file-password"
+
+[ledger]
+origin = "file.example/log"
+checkpoint_interval_ms = 1001
 "#;
 
 fn env_with_every_key() -> HashMap<String, String> {
@@ -115,11 +127,14 @@ fn env_with_every_key() -> HashMap<String, String> {
         ("STELA_DATA_DIR", "/env/data"),
         ("STELA_DEFAULT_TOP", "12"),
         ("STELA_MAX_TOP", "1002"),
+        ("STELA_QUERY_TIMEOUT_MS", "1002"),
         ("STELA_LOG", "debug"),
         ("STELA_LOG_FORMAT", "text"),
         ("STELA_MQTT_LISTEN", "127.0.0.1:2002"),
         ("STELA_MQTT_USERNAME", "env-user"),
         ("STELA_MQTT_PASSWORD", "env-password"),
+        ("STELA_LEDGER_ORIGIN", "env.example/log"),
+        ("STELA_CHECKPOINT_INTERVAL_MS", "1002"),
     ])
 }
 
@@ -130,11 +145,14 @@ fn flags_with_every_key() -> Flags {
         data_dir: Some(PathBuf::from("/flag/data")),
         default_top: Some(13),
         max_top: Some(1003),
+        query_timeout_ms: Some(1003),
         max_body_bytes: Some(1003),
         public_url: Some("http://flag.example".to_owned()),
         log_format: Some(LogFormat::Json),
         mqtt_listen: Some("127.0.0.1:2003".to_owned()),
         mqtt_broker: None,
+        ledger_origin: Some("flag.example/log".to_owned()),
+        checkpoint_interval_ms: Some(1003),
     }
 }
 
@@ -148,10 +166,13 @@ fn file_overrides_defaults() {
     assert_eq!(config.storage.data_dir, PathBuf::from("/file/data"));
     assert_eq!(config.query.default_top, 11);
     assert_eq!(config.query.max_top, 1001);
+    assert_eq!(config.query.timeout, Duration::from_millis(1001));
     assert_eq!(config.log.level, "warn");
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.mqtt.mode, MqttMode::Embedded(addr("127.0.0.1:2001")));
     assert_eq!(config.mqtt.credentials.as_ref().map(|c| c.username.as_str()), Some("file-user"));
+    assert_eq!(config.ledger.origin, "file.example/log");
+    assert_eq!(config.ledger.checkpoint_interval, Duration::from_millis(1001));
 }
 
 #[test]
@@ -164,6 +185,7 @@ fn env_overrides_file() {
     assert_eq!(config.storage.data_dir, PathBuf::from("/env/data"));
     assert_eq!(config.query.default_top, 12);
     assert_eq!(config.query.max_top, 1002);
+    assert_eq!(config.query.timeout, Duration::from_millis(1002));
     assert_eq!(config.log.level, "debug");
     assert_eq!(config.log.format, LogFormat::Text);
     assert_eq!(config.mqtt.mode, MqttMode::Embedded(addr("127.0.0.1:2002")));
@@ -172,6 +194,8 @@ fn env_overrides_file() {
         (credentials.username.as_str(), credentials.password.as_str()),
         ("env-user", "env-password")
     );
+    assert_eq!(config.ledger.origin, "env.example/log");
+    assert_eq!(config.ledger.checkpoint_interval, Duration::from_millis(1002));
 }
 
 #[test]
@@ -184,10 +208,13 @@ fn flags_override_env_and_file() {
     assert_eq!(config.storage.data_dir, PathBuf::from("/flag/data"));
     assert_eq!(config.query.default_top, 13);
     assert_eq!(config.query.max_top, 1003);
+    assert_eq!(config.query.timeout, Duration::from_millis(1003));
     // The log level has no flag: the environment still decides it.
     assert_eq!(config.log.level, "debug");
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.mqtt.mode, MqttMode::Embedded(addr("127.0.0.1:2003")));
+    assert_eq!(config.ledger.origin, "flag.example/log");
+    assert_eq!(config.ledger.checkpoint_interval, Duration::from_millis(1003));
 }
 
 #[test]
@@ -243,10 +270,23 @@ fn unknown_section_is_rejected() {
 }
 
 #[test]
+fn ledger_keys_belong_in_their_own_section() {
+    // `[log]` is diagnostics logging; the verifiable log's keys are not accepted there.
+    check_file_error("version = 1\n[log]\norigin = \"a.example/log\"\n", "unknown field `origin`");
+    check_file_error("version = 1\n[ledger]\ninterval_ms = 5\n", "unknown field `interval_ms`");
+}
+
+#[test]
 fn wrong_type_in_file_is_rejected() {
     check_file_error("version = 1\n[query]\nmax_top = \"ten\"\n", "max_top");
     check_file_error("version = 1\n[query]\nmax_top = -1\n", "max_top");
     check_file_error("version = 1\n[log]\nformat = \"xml\"\n", "xml");
+    check_file_error("version = 1\n[query]\ntimeout_ms = \"30s\"\n", "timeout_ms");
+    check_file_error(
+        "version = 1\n[ledger]\ncheckpoint_interval_ms = -1\n",
+        "checkpoint_interval_ms",
+    );
+    check_file_error("version = 1\n[ledger]\norigin = 7\n", "origin");
 }
 
 #[test]
@@ -298,6 +338,18 @@ fn bad_env_numbers_name_the_variable() {
         &env(&[("STELA_MAX_TOP", "99999999999")]),
         &no_flags,
         "STELA_MAX_TOP: invalid number '99999999999'",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_QUERY_TIMEOUT_MS", "30s")]),
+        &no_flags,
+        "STELA_QUERY_TIMEOUT_MS: invalid number '30s'",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_CHECKPOINT_INTERVAL_MS", "-5")]),
+        &no_flags,
+        "STELA_CHECKPOINT_INTERVAL_MS: invalid number '-5'",
     );
 }
 
@@ -480,4 +532,114 @@ fn mqtt_passwords_are_not_printed() {
     )
     .expect("valid");
     assert!(!format!("{config:?}").contains("s3cret"));
+}
+
+#[test]
+fn query_timeout_comes_from_each_layer_and_the_highest_wins() {
+    let file = "version = 1\n[query]\ntimeout_ms = 5000\n";
+    let from_file = load(Some(file), &HashMap::new(), &Flags::default()).expect("valid");
+    assert_eq!(from_file.query.timeout, Duration::from_millis(5000));
+    let from_env = env(&[("STELA_QUERY_TIMEOUT_MS", "250")]);
+    let config = load(Some(file), &from_env, &Flags::default()).expect("valid");
+    assert_eq!(config.query.timeout, Duration::from_millis(250));
+    let flags = Flags { query_timeout_ms: Some(1), ..Flags::default() };
+    let config = load(Some(file), &from_env, &flags).expect("1 ms is the smallest timeout");
+    assert_eq!(config.query.timeout, Duration::from_millis(1));
+}
+
+#[test]
+fn query_timeout_must_be_at_least_one() {
+    check_error(
+        Some("version = 1\n[query]\ntimeout_ms = 0\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "query.timeout_ms (config file): must be at least 1",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_QUERY_TIMEOUT_MS", "0")]),
+        &Flags::default(),
+        "STELA_QUERY_TIMEOUT_MS: must be at least 1",
+    );
+    let flags = Flags { query_timeout_ms: Some(0), ..Flags::default() };
+    check_error(None, &HashMap::new(), &flags, "--query-timeout-ms: must be at least 1");
+}
+
+#[test]
+fn ledger_settings_come_from_each_layer_and_the_highest_wins() {
+    let file =
+        "version = 1\n[ledger]\norigin = \"file.example/log\"\ncheckpoint_interval_ms = 5000\n";
+    let config = load(Some(file), &HashMap::new(), &Flags::default()).expect("valid");
+    assert_eq!(config.ledger.origin, "file.example/log");
+    assert_eq!(config.ledger.checkpoint_interval, Duration::from_millis(5000));
+    // Single keys: the environment changes the origin, the file still sets the interval.
+    let from_env = env(&[("STELA_LEDGER_ORIGIN", "env.example/log")]);
+    let config = load(Some(file), &from_env, &Flags::default()).expect("valid");
+    assert_eq!(config.ledger.origin, "env.example/log");
+    assert_eq!(config.ledger.checkpoint_interval, Duration::from_millis(5000));
+    let from_env = env(&[
+        ("STELA_LEDGER_ORIGIN", "env.example/log"),
+        ("STELA_CHECKPOINT_INTERVAL_MS", "2000"),
+    ]);
+    let flags = Flags {
+        ledger_origin: Some("flag.example/log".to_owned()),
+        checkpoint_interval_ms: Some(10),
+        ..Flags::default()
+    };
+    let config = load(Some(file), &from_env, &flags).expect("10 ms is the smallest interval");
+    assert_eq!(config.ledger.origin, "flag.example/log");
+    assert_eq!(config.ledger.checkpoint_interval, Duration::from_millis(10));
+    // The `[ledger]` section leaves `[log]` (diagnostics) alone, and the other way round.
+    assert_eq!(config.log, Config::default().log);
+}
+
+#[test]
+fn ledger_origin_must_be_a_key_name() {
+    check_error(
+        Some("version = 1\n[ledger]\norigin = \"\"\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "ledger.origin (config file): must not be empty",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_LEDGER_ORIGIN", "example.org/my log")]),
+        &Flags::default(),
+        "STELA_LEDGER_ORIGIN: invalid log origin 'example.org/my log' (expected a schema-less URL \
+         without whitespace or '+', e.g. example.org/log; it is also the signing key's name)",
+    );
+    let flags = Flags { ledger_origin: Some("example.org+log".to_owned()), ..Flags::default() };
+    check_error(
+        None,
+        &HashMap::new(),
+        &flags,
+        "--ledger-origin: invalid log origin 'example.org+log' (expected a schema-less URL \
+         without whitespace or '+', e.g. example.org/log; it is also the signing key's name)",
+    );
+    for bad in ["a\tb", "a\nb", "a\u{7f}b", "a\u{a0}b", " example.org/log"] {
+        let flags = Flags { ledger_origin: Some(bad.to_owned()), ..Flags::default() };
+        let error = load(None, &HashMap::new(), &flags).expect_err(bad);
+        assert!(error.to_string().starts_with("--ledger-origin: invalid log origin '"), "{error}");
+    }
+    // An empty variable counts as unset, so only the file and the flag can try an empty origin.
+    let flags = Flags { ledger_origin: Some(String::new()), ..Flags::default() };
+    check_error(None, &HashMap::new(), &flags, "--ledger-origin: must not be empty");
+}
+
+#[test]
+fn checkpoint_interval_must_be_at_least_ten_ms() {
+    check_error(
+        Some("version = 1\n[ledger]\ncheckpoint_interval_ms = 9\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "ledger.checkpoint_interval_ms (config file): must be at least 10",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_CHECKPOINT_INTERVAL_MS", "0")]),
+        &Flags::default(),
+        "STELA_CHECKPOINT_INTERVAL_MS: must be at least 10",
+    );
+    let flags = Flags { checkpoint_interval_ms: Some(1), ..Flags::default() };
+    check_error(None, &HashMap::new(), &flags, "--checkpoint-interval-ms: must be at least 10");
 }

@@ -215,7 +215,12 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     if !database.is_file() {
         bail!("no database at {}", database.display());
     }
-    let service = Service::open_sqlite(&database, ServiceOptions::default())
+    // Audit the log under its own origin (the key's name), whatever `[ledger] origin` says.
+    let mut options = ServiceOptions::default();
+    if let Ok(key) = stela_service::verifier_key_in(&args.data_dir) {
+        key.name().clone_into(&mut options.log_origin);
+    }
+    let service = Service::open_sqlite(&database, options)
         .with_context(|| format!("cannot open {}", database.display()))?;
     let report = service.audit().await.context("the audit could not run")?;
     println!(

@@ -26,7 +26,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the server described by `config` until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let Config { server, storage, query, log: _, mqtt } = config;
+    let Config { server, storage, query, log: _, mqtt, ledger } = config;
 
     std::fs::create_dir_all(&storage.data_dir).with_context(|| {
         format!(
@@ -38,7 +38,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let service_options = ServiceOptions {
         default_top: query.default_top,
         max_top: query.max_top,
-        ..ServiceOptions::default()
+        query_timeout: query.timeout,
+        log_origin: ledger.origin,
+        checkpoint_interval: ledger.checkpoint_interval,
     };
     let service = Service::open_sqlite(&database_path, service_options)
         .with_context(|| format!("cannot open the database {}", database_path.display()))?;
@@ -75,6 +77,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         public_url: server.public_url,
         mqtt_endpoints: mqtt.endpoints.clone(),
         health: mqtt.health.clone().into_iter().collect(),
+        ..ServerOptions::default()
     };
     let running = stela_server::run(listener, service, server_options, shutdown);
     let grace_expired = async {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{Server, http_client, run_to_exit, stela_command};
+use crate::support::{Server, http_client, run_to_exit, serve_command, stela_command};
 
 async fn post(
     client: &reqwest::Client,
@@ -211,4 +211,82 @@ async fn after_kill_9_the_log_and_the_data_agree_and_stay_consistent() {
         c
     });
     assert!(online.status.success(), "{}{}", online.stdout, online.stderr);
+}
+
+async fn get_text(client: &reqwest::Client, server: &Server, path: &str) -> String {
+    let response = client.get(server.url(path)).send().await.expect("GET");
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.text().await.expect("text")
+}
+
+#[tokio::test]
+async fn ledger_origin_names_the_key_and_the_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(serve_command(
+        dir.path(),
+        &[
+            "--ledger-origin",
+            "example.org/mylog",
+            "--checkpoint-interval-ms",
+            "50",
+            "--query-timeout-ms",
+            "5000",
+        ],
+    ));
+    let client = http_client();
+    post(&client, &server, "/v1.1/Things", json!({"name": "t", "description": "d"})).await;
+
+    let key = get_text(&client, &server, "/log/key").await;
+    assert!(key.starts_with("example.org/mylog+"), "key: {key}");
+    let checkpoint = get_text(&client, &server, "/log/checkpoint").await;
+    assert_eq!(checkpoint.lines().next(), Some("example.org/mylog"), "checkpoint: {checkpoint}");
+
+    // The key file in the data directory carries the origin as its name.
+    let printed = run_to_exit({
+        let mut c = stela_command();
+        c.args(["log", "key", "--data-dir"]).arg(dir.path());
+        c
+    });
+    assert!(printed.status.success(), "{}", printed.stderr);
+    assert_eq!(printed.stdout.trim(), key.trim());
+
+    // `stela audit` checks the log under the key's own origin, not the default one.
+    drop(server);
+    let audit = run_to_exit({
+        let mut c = stela_command();
+        c.args(["audit", "--data-dir"]).arg(dir.path());
+        c
+    });
+    assert!(audit.status.success(), "{}{}", audit.stdout, audit.stderr);
+    assert!(audit.stdout.contains("no problems found"), "{}", audit.stdout);
+}
+
+#[tokio::test]
+async fn a_data_dir_refuses_an_origin_other_than_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("log-signer.key");
+    let mut server =
+        Server::start_with(serve_command(dir.path(), &["--ledger-origin", "example.org/mylog"]));
+    let client = http_client();
+    let key = get_text(&client, &server, "/log/key").await;
+    server.signal("TERM");
+    assert!(server.wait_for_exit().success(), "{}", server.stderr());
+    assert!(key_file.is_file(), "no key file at {}", key_file.display());
+
+    // Started again with the default origin: refused, naming both origins and the key file.
+    let refused = run_to_exit(serve_command(dir.path(), &[]));
+    assert!(!refused.status.success(), "started with another origin: {}", refused.stdout);
+    assert!(!refused.stdout.contains("stela listening on"), "announced anyway: {}", refused.stdout);
+    let expected = format!(
+        "the log key in {} belongs to origin 'example.org/mylog', not 'stela.localhost/log'; \
+         keep the origin or move the key away",
+        key_file.display()
+    );
+    assert!(refused.stderr.contains(&expected), "unexpected message:\n{}", refused.stderr);
+
+    // With its own origin (here from the environment) the data directory serves its key again.
+    let mut command = serve_command(dir.path(), &[]);
+    command.env("STELA_LEDGER_ORIGIN", "example.org/mylog");
+    let server = Server::start_with(command);
+    assert_eq!(get_text(&client, &server, "/log/key").await, key);
 }
