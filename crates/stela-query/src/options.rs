@@ -209,8 +209,15 @@ impl Parser<'_> {
 
     /// A navigation property name: an identifier (never a number, whatever the position), so
     /// that every expand item prints and parses back the same.
-    fn parse_navigation_name(&mut self, after_slash: Option<usize>) -> Result<(String, Span), SyntaxError> {
-        let what = if after_slash.is_some() { "a navigation property after '/'" } else { "a navigation property" };
+    fn parse_navigation_name(
+        &mut self,
+        after_slash: Option<usize>,
+    ) -> Result<(String, Span), SyntaxError> {
+        let what = if after_slash.is_some() {
+            "a navigation property after '/'"
+        } else {
+            "a navigation property"
+        };
         let identifier = self
             .peek_word()
             .and_then(|word| word.chars().next())
