@@ -86,6 +86,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // On Ctrl-C the run is dropped, and with it the server it started and its data directory.
+    tokio::select! {
+        result = run(args) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let observations = args.observations.unwrap_or(if args.large {
         10_000_000
     } else if args.quick {

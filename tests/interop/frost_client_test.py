@@ -6,22 +6,39 @@ Usage: frost_client_test.py SERVICE_URL
 SERVICE_URL is the SensorThings service root, e.g. http://127.0.0.1:8080/v1.1 (a URL without
 a version segment gets /v1.1 appended). The script creates a Thing with a Location and a
 Datastream (Sensor, ObservedProperty) by deep insert, posts 10 Observations, reads them back
-with $filter/$orderby/$top/$count, pages through all of them by @iot.nextLink three at a time,
-deletes the Thing and checks that its Datastream and Observations are gone (404).
+with $filter/$orderby/$top/$count, pages through all of them by @iot.nextLink three at a time.
+Then, through the client's MultiDatastream API, it creates a MultiDatastream on the Thing with
+two ObservedProperties (a new one first, then one created before it and linked by id, so that
+their order differs from their ids' order), posts Observations with array results, and reads
+back the ObservedProperties (in the MultiDatastream's order, by navigation and by $expand) and
+the results. Finally it deletes the Thing and checks that its Datastream, MultiDatastream and
+their Observations are gone (404).
 
 Exits 0 when every check holds, 1 with a message naming the first mismatch, 2 on bad usage.
 It deletes what it created, so it can also run against a server that holds other data.
 """
 
 import logging
+import re
 import sys
 
 import frost_sta_client as fsc
 import requests
+from furl import furl
 
 OBSERVATION_COUNT = 10
 PAGE_SIZE = 3
 FILTER_THRESHOLD = 4
+
+OM = "http://www.opengis.net/def/observationType/OGC-OM/2.0/"
+# Array results of the MultiDatastream's Observations: [air temperature, relative humidity].
+MULTI_RESULTS = [[20.5, 41.0], [21.25, 43.5], [19.75, 52.0]]
+MULTI_UNITS = [
+    {"name": "degree Celsius", "symbol": "degC", "definition": "http://unitsofmeasure.org/ucum.html#para-30"},
+    {"name": "percent", "symbol": "%", "definition": "http://unitsofmeasure.org/ucum.html#para-29"},
+]
+MULTI_DATA_TYPES = [OM + "OM_Measurement", OM + "OM_Measurement"]
+MULTI_PROPERTY_NAMES = ["air temperature", "relative humidity"]
 
 
 class Mismatch(Exception):
@@ -228,14 +245,194 @@ def status_of(action):
     return 200
 
 
-def check_delete_cascades(service, thing, datastream, posted):
+def create_multi_datastream(service, thing, created):
+    """A MultiDatastream on `thing` whose ObservedProperties are [new, existing by id]; returns
+    it and the ObservedProperty created beforehand (also appended to `created`)."""
+    # Created first, so it has the lower id but is the MultiDatastream's second ObservedProperty.
+    humidity = fsc.ObservedProperty(
+        name=MULTI_PROPERTY_NAMES[1],
+        definition="http://vocab.nerc.ac.uk/collection/P07/current/CFSN0413/",
+        description="relative humidity of the air",
+    )
+    service.create(humidity)
+    check(humidity.id is not None, "creating an ObservedProperty returned no id in the Location header")
+    created.append(humidity)
+    units = [fsc.UnitOfMeasurement(**unit) for unit in MULTI_UNITS]
+    multi = fsc.MultiDatastream(
+        name="interop multidatastream",
+        description="air temperature and humidity, posted by frost-sta-client",
+        observation_type=OM + "OM_ComplexObservation",
+        unit_of_measurements=units,
+        multi_observation_data_types=list(MULTI_DATA_TYPES),
+        thing=fsc.Thing(id=thing.id),
+        sensor=fsc.Sensor(
+            name="interop multi sensor",
+            description="a thermo-hygrometer",
+            encoding_type="application/pdf",
+            metadata="http://example.org/thermo-hygrometer.pdf",
+        ),
+        observed_properties=[
+            fsc.ObservedProperty(
+                name=MULTI_PROPERTY_NAMES[0],
+                definition="http://vocab.nerc.ac.uk/collection/P07/current/CFSN0023/",
+                description="temperature of the air",
+            ),
+            fsc.ObservedProperty(id=humidity.id),
+        ],
+    )
+    body = fsc.utils.transform_entity_to_json_dict(multi)
+    if body.get("unitOfMeasurements") == MULTI_UNITS:
+        service.create(multi)
+    else:
+        # Fallback to the client's raw HTTP service: frost-sta-client 1.1.53 cannot send
+        # unitOfMeasurements. MultiDatastream.__getstate__ calls __getstate__() on the plain
+        # Python list of units, which is None on Python 3.11+ (and missing before), so
+        # service.create(multi) would POST "unitOfMeasurements": null. This POSTs the body the
+        # client made, with the units it dropped, through the client's own
+        # SensorThingsService.execute, and takes the id from the Location header as the client
+        # does. The rest of the MultiDatastream test uses the client's API.
+        body["unitOfMeasurements"] = [unit.__getstate__() for unit in units]
+        url = furl(service.url)
+        url.path.add("MultiDatastreams")
+        response = service.execute("post", url, json=body)
+        multi.id = fsc.utils.extract_value(response.headers["location"])
+        multi.service = service
+    check(multi.id is not None, "creating the MultiDatastream returned no id in the Location header")
+    return multi, humidity
+
+
+def related(dao, entity_id, *relations):
+    """The entities `relations` of dao's entity `entity_id` link to (by $expand), to delete them
+    at the end: Sensors, ObservedProperties and FeaturesOfInterest outlive the Thing."""
+    listed = list(dao.query().filter(f"id eq {entity_id}").expand(",".join(relations)).list())
+    found = []
+    for relation in relations:
+        for entity in listed[:1]:
+            # The client's attribute for the relation: ObservedProperties -> observed_properties.
+            value = getattr(entity, re.sub(r"(?<!^)(?=[A-Z])", "_", relation).lower())
+            found += value.entities if isinstance(value, fsc.EntityList) else [value]
+    return [entity for entity in found if entity is not None]
+
+
+def check_multi_datastream(service, thing, multi, humidity):
+    found = service.multi_datastreams().find(multi.id)
+    check(found.name == "interop multidatastream", f"MultiDatastreams({multi.id}) is named {found.name!r}")
+    check(
+        found.observation_type == OM + "OM_ComplexObservation",
+        f"MultiDatastreams({multi.id}) has observationType {found.observation_type!r}",
+    )
+    # The client reads unitOfMeasurements back as the JSON objects the server sent.
+    units = [unit if isinstance(unit, dict) else unit.__getstate__() for unit in found.unit_of_measurements]
+    check(
+        units == MULTI_UNITS,
+        f"MultiDatastreams({multi.id}) has unitOfMeasurements {units}, expected {MULTI_UNITS}",
+    )
+    check(
+        found.multi_observation_data_types == MULTI_DATA_TYPES,
+        f"MultiDatastreams({multi.id}) has multiObservationDataTypes {found.multi_observation_data_types}",
+    )
+    of_thing = [entity.id for entity in thing.get_multi_datastreams().query().list()]
+    check(
+        of_thing == [multi.id],
+        f"Things({thing.id})/MultiDatastreams lists {of_thing}, expected [{multi.id}]",
+    )
+
+    # The order is the MultiDatastream's (the order of its result arrays), not the ids' order:
+    # the second ObservedProperty was created first.
+    properties = list(found.get_observed_properties().query().list())
+    names = [observed_property.name for observed_property in properties]
+    check(
+        names == MULTI_PROPERTY_NAMES,
+        f"MultiDatastreams({multi.id})/ObservedProperties lists {names}, expected {MULTI_PROPERTY_NAMES} "
+        "(the order of the MultiDatastream's result arrays)",
+    )
+    check(
+        properties[1].id == humidity.id and properties[0].id != humidity.id,
+        f"MultiDatastreams({multi.id})/ObservedProperties has ids {[p.id for p in properties]}; the second "
+        f"should be the linked ObservedProperties({humidity.id})",
+    )
+    expanded = list(
+        service.multi_datastreams().query().filter(f"id eq {multi.id}").expand("ObservedProperties").list()
+    )
+    check(
+        len(expanded) == 1,
+        f"MultiDatastreams?$filter=id eq {multi.id} lists {len(expanded)}, expected 1",
+    )
+    expanded_names = [observed_property.name for observed_property in expanded[0].observed_properties or []]
+    check(
+        expanded_names == MULTI_PROPERTY_NAMES,
+        f"MultiDatastreams?$expand=ObservedProperties gives {expanded_names}, "
+        f"expected {MULTI_PROPERTY_NAMES}",
+    )
+
+
+def post_multi_observations(service, multi):
+    posted = []
+    for index, result in enumerate(MULTI_RESULTS):
+        observation = fsc.Observation(
+            result=list(result),
+            phenomenon_time=phenomenon_time(30 + index),
+            multi_datastream=fsc.MultiDatastream(id=multi.id),
+        )
+        service.create(observation)
+        check(
+            observation.id is not None,
+            f"MultiDatastream Observation {index} got no id in the Location header",
+        )
+        posted.append(observation)
+    # One value per ObservedProperty: a result of another width is refused.
+    too_short = fsc.Observation(
+        result=[1.0], phenomenon_time=phenomenon_time(59), multi_datastream=fsc.MultiDatastream(id=multi.id)
+    )
+    logging.disable(logging.ERROR)
+    try:
+        status = status_of(lambda: service.create(too_short))
+    finally:
+        logging.disable(logging.NOTSET)
+    check(
+        status == 400,
+        f"an Observation with result [1.0] for a MultiDatastream of two answered {status}, "
+        "expected 400",
+    )
+    return posted
+
+
+def check_multi_observations(service, multi, posted):
+    read = list(multi.get_observations().query().orderby("phenomenonTime", "asc").list())
+    results = [observation.result for observation in read]
+    check(
+        len(results) == len(MULTI_RESULTS)
+        and all(
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(same_number(a, e) for a, e in zip(actual, expected))
+            for actual, expected in zip(results, MULTI_RESULTS)
+        ),
+        f"MultiDatastreams({multi.id})/Observations has results {results}, expected {MULTI_RESULTS}",
+    )
+    check(
+        [observation.id for observation in read] == [observation.id for observation in posted],
+        f"MultiDatastreams({multi.id})/Observations returned other ids than were created",
+    )
+    one = service.observations().find(posted[0].id)
+    check(
+        isinstance(one.result, list)
+        and len(one.result) == len(MULTI_RESULTS[0])
+        and all(same_number(a, e) for a, e in zip(one.result, MULTI_RESULTS[0])),
+        f"Observations({posted[0].id}) has result {one.result!r}, expected {MULTI_RESULTS[0]}",
+    )
+
+
+def check_delete_cascades(service, thing, datastream, posted, multi, multi_posted):
     service.delete(thing)
     gone = {
         f"Things({thing.id})": lambda: service.things().find(thing.id),
         f"Datastreams({datastream.id})": lambda: service.datastreams().find(datastream.id),
         f"Datastreams({datastream.id})/Observations": lambda: datastream.get_observations().query().list(),
+        f"MultiDatastreams({multi.id})": lambda: service.multi_datastreams().find(multi.id),
+        f"MultiDatastreams({multi.id})/Observations": lambda: multi.get_observations().query().list(),
     }
-    for observation in posted:
+    for observation in [*posted, *multi_posted]:
         gone[f"Observations({observation.id})"] = (
             lambda observation_id=observation.id: service.observations().find(observation_id)
         )
@@ -249,11 +446,12 @@ def check_delete_cascades(service, thing, datastream, posted):
         check(status == 404, f"after DELETE Things({thing.id}), GET {path} answers {status}, expected 404")
 
 
-def clean_up(service, thing, locations):
-    """Deletes what the test created and still exists; Locations outlive their Thing."""
+def clean_up(service, thing, others):
+    """Deletes what the test created and still exists; Locations, Sensors and ObservedProperties
+    outlive their Thing."""
     logging.disable(logging.ERROR)
     try:
-        for entity in [thing, *locations]:
+        for entity in [thing, *others]:
             try:
                 service.delete(entity)
             except requests.exceptions.RequestException:
@@ -265,17 +463,25 @@ def clean_up(service, thing, locations):
 def run(url):
     service = CountingService(url)
     thing = create_thing(service)
-    locations = []
+    others = []
     try:
         locations = list(thing.get_locations().query().list())
+        others += locations
         check(len(locations) == 1, f"Things({thing.id})/Locations lists {len(locations)}, expected 1")
         datastream = the_datastream_of(thing)
+        others += related(service.datastreams(), datastream.id, "Sensor", "ObservedProperty")
         posted = post_observations(service, datastream)
+        others += related(service.observations(), posted[0].id, "FeatureOfInterest")
         check_filtered_query(datastream)
         check_paging(service, datastream, posted)
-        check_delete_cascades(service, thing, datastream, posted)
+        multi, humidity = create_multi_datastream(service, thing, others)
+        others += related(service.multi_datastreams(), multi.id, "Sensor", "ObservedProperties")
+        check_multi_datastream(service, thing, multi, humidity)
+        multi_posted = post_multi_observations(service, multi)
+        check_multi_observations(service, multi, multi_posted)
+        check_delete_cascades(service, thing, datastream, posted, multi, multi_posted)
     finally:
-        clean_up(service, thing, locations)
+        clean_up(service, thing, others)
 
 
 def main(argv):

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Interoperability test: starts a fresh stela on a free port with an empty data directory and
-# drives it with FROST's Python client (tests/interop/frost_client_test.py).
+# Interoperability tests: starts a fresh stela (HTTP and the embedded MQTT broker, each on a free
+# port) with an empty data directory and drives it with FROST's Python client
+# (tests/interop/frost_client_test.py), then with Eclipse Paho's MQTT client
+# (tests/interop/paho_mqtt_test.py).
 #
 #   tests/interop/run.sh
 #
 # Environment:
 #   STELA_BIN         stela executable to test; when unset, `cargo build -p stela --locked`
 #                     builds one (into CARGO_TARGET_DIR when that is set, as cargo does)
-#   STELA_VENV        Python virtual environment for the client, created when missing
+#   STELA_VENV        Python virtual environment for the clients, created when missing
 #                     (default: $HOME/.cache/stela/venv)
 #
-# Exits with the Python test's status; the server is stopped with SIGTERM in any case.
+# Runs both tests even when the first fails; exits non-zero when either fails (with the first
+# failing test's status). The server is stopped with SIGTERM in any case.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -90,10 +93,15 @@ env "${unset_stela_vars[@]}" "$bin" serve --listen 127.0.0.1:0 --mqtt-listen 127
   >"$work/stdout" 2>"$work/stderr" &
 server_pid=$!
 
+# The MQTT line comes first, then the HTTP one: once the HTTP line is there, so is the other.
 base_url=""
+mqtt_url=""
 for _ in $(seq 1 600); do
   if line="$(grep -m1 '^stela listening on ' "$work/stdout")"; then
     base_url="${line#stela listening on }"
+    if line="$(grep -m1 '^stela mqtt listening on ' "$work/stdout")"; then
+      mqtt_url="${line#stela mqtt listening on }"
+    fi
     break
   fi
   if ! kill -0 "$server_pid" 2>/dev/null; then
@@ -106,18 +114,33 @@ if [[ -z "$base_url" ]]; then
   cat "$work/stderr" >&2
   exit 1
 fi
-say "stela is listening on $base_url"
+if [[ -z "$mqtt_url" ]]; then
+  say "stela announced no MQTT address (no 'stela mqtt listening on' line); its stdout:"
+  cat "$work/stdout" >&2
+  exit 1
+fi
+say "stela is listening on $base_url and $mqtt_url"
 
-# --- the test ---------------------------------------------------------------------------------
+# --- the tests --------------------------------------------------------------------------------
 status=0
-"$venv/bin/python" "$here/frost_client_test.py" "$base_url/v1.1" || status=$?
+failed=()
+"$venv/bin/python" "$here/frost_client_test.py" "$base_url/v1.1" || {
+  status=$?
+  failed+=(frost_client_test.py)
+}
+paho_status=0
+"$venv/bin/python" "$here/paho_mqtt_test.py" "$base_url/v1.1" "$mqtt_url" || paho_status=$?
+if [[ "$paho_status" -ne 0 ]]; then
+  failed+=(paho_mqtt_test.py)
+  [[ "$status" -ne 0 ]] || status=$paho_status
+fi
 
 stop_server
 if [[ "$server_status" -ne 0 ]]; then
   say "warning: stela exited with status $server_status after SIGTERM (expected 0)"
 fi
 if [[ "$status" -ne 0 ]]; then
-  say "the client test failed; the last lines stela logged:"
+  say "failed: ${failed[*]}; the last lines stela logged:"
   tail -n 50 "$work/stderr" >&2
 fi
 exit "$status"

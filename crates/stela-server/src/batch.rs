@@ -101,7 +101,10 @@ pub(crate) enum Outcome {
     /// The request at index `failed` failed and nothing of the unit was written; one reply per
     /// request: the failure, and 424 for the others. `failed` is `None` when every request
     /// succeeded but the commit failed; each request then has the commit's error.
-    RolledBack { failed: Option<usize>, replies: Vec<Reply> },
+    RolledBack {
+        failed: Option<usize>,
+        replies: Vec<Reply>,
+    },
 }
 
 /// A unit after running: the ids of its requests (for the response), its group, its outcome.
@@ -240,9 +243,15 @@ async fn run(state: &AppState, context: &Context, units: Vec<Unit>) -> Vec<Done>
             }
             Unit::Atomic { group, requests } => {
                 let ids: Vec<Option<String>> = requests.iter().map(|r| r.id.clone()).collect();
-                let outcome =
-                    run_atomic(state, context, group.as_deref(), requests, &failed, &mut references)
-                        .await;
+                let outcome = run_atomic(
+                    state,
+                    context,
+                    group.as_deref(),
+                    requests,
+                    &failed,
+                    &mut references,
+                )
+                .await;
                 if matches!(outcome, Outcome::RolledBack { .. }) {
                     failed.extend(ids.iter().flatten().cloned());
                     failed.extend(group.iter().cloned());
@@ -552,7 +561,9 @@ fn replace_references(value: &mut Json, references: &References) {
                 }
             }
         }
-        Json::Array(items) => items.iter_mut().for_each(|item| replace_references(item, references)),
+        Json::Array(items) => {
+            items.iter_mut().for_each(|item| replace_references(item, references))
+        }
         _ => {}
     }
 }

@@ -43,7 +43,10 @@ pub(super) fn parse(body: &[u8]) -> Result<Vec<Unit>, ApiError> {
         let group = group.transpose()?;
         if let Some(id) = &request.id {
             if groups.contains(id) {
-                return Err(malformed(&request.label, format!("'{id}' already names an atomicity group")));
+                return Err(malformed(
+                    &request.label,
+                    format!("'{id}' already names an atomicity group"),
+                ));
             }
             ids.insert(id.clone());
         }

@@ -97,7 +97,8 @@ pub(super) fn parse(body: &[u8], boundary: &str) -> Result<Vec<Unit>, ApiError> 
                     .map_err(|what| malformed(&label, format!("the change set: {what}")))?;
                 let mut requests = Vec::with_capacity(inner.len());
                 for (inner_index, inner_part) in inner.iter().enumerate() {
-                    let label = format!("change set in part {}, part {}", index + 1, inner_index + 1);
+                    let label =
+                        format!("change set in part {}, part {}", index + 1, inner_index + 1);
                     let (headers, content) = part_headers(&label, inner_part)?;
                     let content_type = header_text(&headers, "content-type").unwrap_or_default();
                     match media_type(content_type).0.as_str() {
@@ -146,7 +147,9 @@ fn check_unique(request: &BatchRequest, seen: &mut HashSet<String>) -> Result<()
     match &request.id {
         Some(id) if !seen.insert(id.clone()) => Err(malformed(
             &request.label,
-            format!("Content-ID '{id}' is used by an earlier part; Content-IDs are unique in a batch"),
+            format!(
+                "Content-ID '{id}' is used by an earlier part; Content-IDs are unique in a batch"
+            ),
         )),
         _ => Ok(()),
     }
@@ -280,9 +283,7 @@ fn http_request(
             completed.extend_from_slice(b"\r\n");
             let mut retry = httparse::Request::new(&mut storage);
             return match retry.parse(&completed) {
-                Ok(httparse::Status::Complete(_)) => {
-                    build_request(label, id, &retry, Bytes::new())
-                }
+                Ok(httparse::Status::Complete(_)) => build_request(label, id, &retry, Bytes::new()),
                 Ok(httparse::Status::Partial) => Err(malformed(
                     &label,
                     "no request line (e.g. GET Things(1) HTTP/1.1) after the part headers",
@@ -331,7 +332,8 @@ fn http_request(
 /// Adds ` HTTP/1.1` to a request line that has only a method and a target.
 fn with_http_version(content: &[u8]) -> Cow<'_, [u8]> {
     let start = content.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
-    let line_end = content[start..].iter().position(|b| *b == b'\n').map_or(content.len(), |p| start + p);
+    let line_end =
+        content[start..].iter().position(|b| *b == b'\n').map_or(content.len(), |p| start + p);
     let line = &content[start..line_end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let words = line.split(|b| *b == b' ').filter(|word| !word.is_empty()).count();

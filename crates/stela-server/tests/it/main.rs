@@ -1,6 +1,7 @@
 //! Black-box tests of the SensorThings HTTP API: a real server on a free port, a real SQLite
 //! database in a temporary directory, a real HTTP client.
 
+mod batch;
 mod core;
 mod create;
 mod data_array;
