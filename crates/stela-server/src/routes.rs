@@ -276,8 +276,12 @@ async fn get_resource(
                 (None, None) => None,
             };
             match format {
-                Some(ResultFormat::DataArray) => formats::data_array_json(links, &page, &components, next),
-                Some(ResultFormat::GeoJson) => return Ok(formats::geojson_response(links, &page, &options)),
+                Some(ResultFormat::DataArray) => {
+                    formats::data_array_json(links, &page, &components, next)
+                }
+                Some(ResultFormat::GeoJson) => {
+                    return Ok(formats::geojson_response(links, &page, &options));
+                }
                 Some(ResultFormat::Csv) => return formats::csv_response(links, &page, &options),
                 None if tail == Tail::Ref => refs_json(links, &page, next),
                 None => collection_json(links, &page, &options, next),
@@ -472,9 +476,14 @@ async fn consistency_proof(State(state): State<AppState>, uri: Uri) -> Result<Re
 /// `POST CreateObservations` (DataArray extension): many Observations in one transaction; the
 /// response lists the new Observations' URLs in input order, `"error"` for rows that failed
 /// (their writes undone, the other rows kept).
-async fn create_observations(state: &AppState, links: &Links, body: Json) -> Result<Response, ApiError> {
+async fn create_observations(
+    state: &AppState,
+    links: &Links,
+    body: Json,
+) -> Result<Response, ApiError> {
     let groups = formats::create_observations_rows(&body)?;
-    let path = parse_resource_path("Observations").map_err(|e| ApiError::not_found(e.to_string()))?;
+    let path =
+        parse_resource_path("Observations").map_err(|e| ApiError::not_found(e.to_string()))?;
     let root = links.root.clone();
     let results = state
         .service
