@@ -61,10 +61,14 @@ impl Server {
         ));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create the server log {}", log_path.display()))?;
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .args(["--mqtt-listen", "127.0.0.1:0"])
+        let mut command = Command::new(bin);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path());
+        // A server with an embedded MQTT broker gets a free port too, never a fixed one that
+        // another broker on the machine may hold; it announces the port on stdout.
+        if serve_flags(bin).contains("--mqtt-listen") {
+            command.args(["--mqtt-listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -182,6 +186,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The help text of `bin serve`, to learn which flags this build knows.
+fn serve_flags(bin: &Path) -> String {
+    Command::new(bin)
+        .args(["serve", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// Peak and current resident memory of a process, in bytes.

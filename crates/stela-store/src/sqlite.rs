@@ -59,6 +59,7 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
          PRAGMA busy_timeout = 10000;
          PRAGMA cache_size = -32000;",
     )?;

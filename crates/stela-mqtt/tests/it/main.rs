@@ -6,4 +6,5 @@ mod create;
 mod external;
 mod receive;
 mod robustness;
+mod soak;
 mod support;

@@ -1,10 +1,12 @@
-//! A real Stela (SQLite in a temporary directory, HTTP and the embedded broker on port 0) and
-//! a real MQTT client (rumqttc) to talk to it.
+//! A real Stela (SQLite in a temporary directory, HTTP and the embedded broker on port 0), a
+//! real MQTT client (rumqttc) to talk to it, and a hand-driven one for clients that misbehave.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{Connect, Packet, Subscribe};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, Publish, QoS, SubscribeReasonCode,
 };
@@ -12,6 +14,8 @@ use serde_json::{Value as Json, json};
 use stela_mqtt::{AllowAll, Authenticator, Bridge, BridgeOptions, Broker, BrokerOptions, Metrics};
 use stela_server::{HealthProvider, ServerOptions};
 use stela_service::{Service, ServiceOptions};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 /// How long a test waits for a message it expects.
@@ -373,6 +377,82 @@ impl Peer {
                 publish.topic,
                 String::from_utf8_lossy(&publish.payload)
             );
+        }
+    }
+}
+
+/// One MQTT packet as bytes.
+pub fn encode(packet: &Packet) -> Vec<u8> {
+    let mut buffer = BytesMut::new();
+    packet.write(&mut buffer, usize::MAX).expect("encode");
+    buffer.to_vec()
+}
+
+/// A hand-driven MQTT connection, for clients that misbehave on purpose.
+pub struct RawClient {
+    stream: TcpStream,
+    buffer: BytesMut,
+}
+
+impl RawClient {
+    /// Connects with a small receive buffer (so that a client that stops reading is felt
+    /// quickly) and does not send CONNECT yet.
+    pub async fn open(port: u16) -> RawClient {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("small receive buffer");
+        let stream = socket.connect(([127, 0, 0, 1], port).into()).await.expect("connect");
+        RawClient { stream, buffer: BytesMut::new() }
+    }
+
+    /// Opens and completes CONNECT/CONNACK.
+    pub async fn connect(port: u16, client_id: &str, keep_alive: u16) -> RawClient {
+        let mut client = RawClient::open(port).await;
+        let mut connect = Connect::new(client_id);
+        connect.keep_alive = keep_alive;
+        client.send(&encode(&Packet::Connect(connect))).await;
+        match client.packet().await {
+            Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        client
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn subscribe(&mut self, topic: &str, qos: QoS) {
+        self.send(&encode(&Packet::Subscribe(Subscribe::new(topic, qos)))).await;
+        match self.packet().await {
+            Some(Packet::SubAck(_)) => {}
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// The next packet, or `None` when the server closed the connection.
+    pub async fn packet(&mut self) -> Option<Packet> {
+        loop {
+            match Packet::read(&mut self.buffer, usize::MAX) {
+                Ok(packet) => return Some(packet),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(error) => panic!("malformed packet from the broker: {error}"),
+            }
+            let read = tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buffer))
+                .await
+                .expect("the broker answers or closes in time");
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads (and discards) until the server closes the connection; panics if it does not
+    /// within the wait.
+    pub async fn expect_closed(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        while self.packet().await.is_some() {
+            assert!(Instant::now() < deadline, "the broker did not close the connection");
         }
     }
 }
