@@ -52,7 +52,7 @@ impl Default for ServerOptions {
             public_url: None,
             mqtt_endpoints: Vec::new(),
             health: Vec::new(),
-            max_batch_requests: 1000,
+            max_batch_requests: 10_000,
         }
     }
 }

@@ -180,7 +180,9 @@ impl Service {
         let data_dir =
             path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let signer = ledger::load_or_create_key(data_dir, &options.log_origin)?;
-        let (events, _) = broadcast::channel(4096);
+        // Room for bursts of group commits; a subscriber further behind than this loses events
+        // (and is told so by the channel), writers are never slowed down.
+        let (events, _) = broadcast::channel(65_536);
         let inner =
             Arc::new(Inner { store, writes: std::sync::Mutex::new(None), signer, options, events });
         let (sender, receiver) = std::sync::mpsc::channel();
