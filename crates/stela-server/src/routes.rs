@@ -20,7 +20,7 @@ use tower_http::trace::TraceLayer;
 use crate::ServerOptions;
 use crate::error::ApiError;
 use crate::formats::{self, ResultFormat};
-use crate::render::{Links, collection_json, entity_json, refs_json};
+use crate::render::{CollectionView, EntityView, Links, entity_json, refs_json};
 use crate::writes::{ServiceWrites, Writes};
 
 /// Versions of the API served; both expose the same data.
@@ -268,7 +268,10 @@ async fn get_resource(
             return Ok(raw_value(value));
         }
         (ReadResult::Entity(entity), Tail::Ref) => json!({"@iot.selfLink": links.entity(&entity)}),
-        (ReadResult::Entity(entity), Tail::None) => entity_json(links, &entity, &options),
+        (ReadResult::Entity(entity), Tail::None) => {
+            return Ok(axum::Json(EntityView { links, entity: &entity, options: &options })
+                .into_response());
+        }
         (ReadResult::Collection { page, .. }, tail) => {
             let next = match (&page.next_after, page.next_skip) {
                 (Some(after), _) => Some(keyset_link(links, path_text, pairs, after)),
@@ -284,7 +287,15 @@ async fn get_resource(
                 }
                 Some(ResultFormat::Csv) => return formats::csv_response(links, &page, &options),
                 None if tail == Tail::Ref => refs_json(links, &page, next),
-                None => collection_json(links, &page, &options, next),
+                None => {
+                    let view = CollectionView {
+                        links,
+                        page: &page,
+                        options: &options,
+                        next_link: next.as_deref(),
+                    };
+                    return Ok(axum::Json(view).into_response());
+                }
             }
         }
     };

@@ -135,8 +135,13 @@ CREATE TABLE observations (
     CHECK ((datastream_id IS NULL) <> (multi_datastream_id IS NULL))
 );
 CREATE INDEX observations_by_datastream_time ON observations(datastream_id, phenomenon_time_start, id);
+-- Ordered by (datastream_id, id): a Datastream's Observations in the default order (by id)
+-- without sorting, e.g. the first few of every Datastream in an $expand.
+CREATE INDEX observations_by_datastream ON observations(datastream_id);
 CREATE INDEX observations_by_multi_datastream_time
-    ON observations(multi_datastream_id, phenomenon_time_start, id);
+    ON observations(multi_datastream_id, phenomenon_time_start, id) WHERE multi_datastream_id IS NOT NULL;
+CREATE INDEX observations_by_multi_datastream
+    ON observations(multi_datastream_id) WHERE multi_datastream_id IS NOT NULL;
 CREATE INDEX observations_by_feature ON observations(feature_id);
 "#,
     r#"
