@@ -52,6 +52,9 @@ pub struct Figure {
     pub target: Option<&'static str>,
     /// Whether the target is met at this dataset size (`None`: no target or not measured).
     pub met: Option<bool>,
+    /// The machine's 1-minute load average when the measurement ended: the machine is shared,
+    /// and a figure taken under load from others is worth less.
+    pub load_average: f64,
     /// Figure-specific values (paging rates at the first and last pages, …).
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -86,6 +89,7 @@ impl Figure {
             harness_cpu_ms_per_request: None,
             target: None,
             met: None,
+            load_average: 0.0,
             extra: serde_json::Map::new(),
         }
     }
@@ -177,8 +181,11 @@ pub struct MemoryReport {
     pub after_seeding: Option<Memory>,
     /// After the read measurements.
     pub after_reads: Option<Memory>,
-    /// After the ingest measurements (VmHWM: the peak over the whole run).
+    /// After the ingest measurements; its peak is that of the ingest phase alone when
+    /// `peak_reset_before_ingest`, else of the whole run.
     pub after_ingest: Option<Memory>,
+    /// Whether VmHWM was reset (`/proc/<pid>/clear_refs`) before the ingest measurements.
+    pub peak_reset_before_ingest: bool,
     pub target_at_rest: &'static str,
     pub target_under_ingest: &'static str,
     pub met_at_rest: Option<bool>,
@@ -282,10 +289,19 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<44} {:>4} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8}  {:<24} verdict",
-            "figure", "conc", "req/s", "items/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms", "target",
+            "{:<44} {:>4} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>5}  {:<24} verdict",
+            "figure",
+            "conc",
+            "req/s",
+            "items/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "CPU ms",
+            "load",
+            "target",
         );
-        let _ = writeln!(out, "{}", "-".repeat(140));
+        let _ = writeln!(out, "{}", "-".repeat(146));
         for figure in &self.figures {
             let verdict = match figure.met {
                 Some(true) => "met",
@@ -310,7 +326,7 @@ impl Report {
             let cpu = figure.server_cpu_ms_per_request.map_or(String::new(), ms);
             let _ = writeln!(
                 out,
-                "{:<44} {:>4} {:>9.0} {:>10} {:>8} {:>8} {:>8} {:>8}  {:<24} {}",
+                "{:<44} {:>4} {:>9.0} {:>10} {:>8} {:>8} {:>8} {:>8} {:>5.1}  {:<24} {}",
                 figure.title,
                 figure.concurrency,
                 figure.requests_per_second,
@@ -319,6 +335,7 @@ impl Report {
                 p95,
                 p99,
                 cpu,
+                figure.load_average,
                 figure.target.unwrap_or_default(),
                 verdict
             );
@@ -349,7 +366,7 @@ impl Report {
             Some(false) => "NOT MET",
             None => "",
         };
-        let _ = writeln!(out, "\nserver memory (VmHWM = peak resident set, VmRSS = now)");
+        let _ = writeln!(out, "\nserver memory (peak = VmHWM, now = VmRSS)");
         let _ = writeln!(
             out,
             "  at rest          {:<40} target {} {}",
@@ -361,7 +378,8 @@ impl Report {
         let _ = writeln!(out, "  after reads      {}", mib(self.memory.after_reads));
         let _ = writeln!(
             out,
-            "  after ingest     {:<40} target {} {}",
+            "  {:<16} {:<40} target {} {}",
+            if self.memory.peak_reset_before_ingest { "ingest phase" } else { "after ingest" },
             mib(self.memory.after_ingest),
             self.memory.target_under_ingest,
             verdict(self.memory.met_under_ingest)

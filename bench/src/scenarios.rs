@@ -20,7 +20,7 @@ use serde_json::{Value as Json, json};
 
 use crate::client::{Api, OpError, encode};
 use crate::mqtt::Publisher;
-use crate::report::{Figure, Status};
+use crate::report::{Figure, Status, load_average};
 use crate::runner::{self, Latency, Plan, Run};
 use crate::seed::{self, Dataset, STEP_SECONDS, T0, iso, mix, reading};
 
@@ -32,6 +32,8 @@ const BATCH_SIZE: u64 = 100;
 const BULK_CONCURRENCY: usize = 4;
 /// Results of the time-window `$filter` (minutes of one Datastream).
 const WINDOW: u64 = 100;
+/// The DESIGN.md target of MQTT ingest, Observations per second.
+const MQTT_TARGET: f64 = 50_000.0;
 /// Pages timed at each end of a walk.
 const EDGE_PAGES: usize = 50;
 
@@ -92,6 +94,7 @@ impl Bench {
 /// Fills a figure from a run (or marks it not available).
 fn fill(mut figure: Figure, concurrency: usize, result: Result<Run, String>) -> Figure {
     figure.concurrency = concurrency;
+    figure.load_average = load_average()[0];
     match result {
         Err(reason) => {
             figure.status = Status::NotAvailable;
@@ -294,6 +297,17 @@ pub async fn reads(bench: &Bench) -> Vec<Figure> {
     .await;
     figures.extend(figure.map(|f| judge(f, "≤ 50 ms (at 10 M)", |f| p50(f) <= 50.0)));
 
+    let receipt = move |n: u64| format!("{}/$receipt", by_id(n));
+    let figure = Figure::new(
+        "read_receipt",
+        "read",
+        "receipt (inclusion proof) of an Observation",
+        "GET /v1.1/Observations(<random id>)/$receipt".into(),
+        "responses",
+    );
+    let figure = read(bench, figure, 1, receipt, |_| None).await;
+    figures.extend(figure.map(|f| judge(f, "p99 ≤ 2 ms", |f| p99(f) <= 2.0)));
+
     // The south-west quarter of the station grid: about 25 of the 100 Locations.
     let polygon = "POLYGON((8.0 50.0, 8.5 50.0, 8.5 50.5, 8.0 50.5, 8.0 50.0))";
     let spatial = format!(
@@ -387,6 +401,7 @@ fn paging_figure(mut figure: Figure, walk: Result<Walk, String>, expected: u64) 
             return figure;
         }
     };
+    figure.load_average = load_average()[0];
     let pages = walk.page_micros.len();
     let edge = EDGE_PAGES.min(pages / 2).max(1).min(pages);
     let mut histogram =
@@ -527,11 +542,12 @@ pub async fn ingest(bench: &Bench) -> Vec<Figure> {
 
     figures.extend(create_observations(bench).await);
     figures.extend(batch(bench).await);
-    if bench.wants("ingest_mqtt_qos0") {
-        figures.push(mqtt_qos0(bench).await);
-    }
+    // QoS 0 last: a server that cannot keep up is still draining its backlog afterwards.
     if bench.wants("ingest_mqtt_qos1") {
         figures.push(mqtt_qos1(bench).await);
+    }
+    if bench.wants("ingest_mqtt_qos0") {
+        figures.push(mqtt_qos0(bench).await);
     }
     figures
 }
@@ -696,7 +712,7 @@ async fn mqtt_qos1(bench: &Bench) -> Figure {
         }
     })
     .await;
-    judge(fill(figure, c, result), "≥ 50,000/s", |f| f.items_per_second >= 50_000.0)
+    judge(fill(figure, c, result), "≥ 50,000/s", |f| f.items_per_second >= MQTT_TARGET)
 }
 
 fn no_mqtt_reason() -> String {
@@ -734,6 +750,10 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
     let cpu_before = bench.pid.and_then(crate::server::cpu_seconds);
     let started = Instant::now();
     let deadline = started + bench.duration;
+    // Nothing slows a QoS 0 publisher but TCP, and the kernel buffers hold minutes of backlog:
+    // the publishers are paced together at the target rate, so a server that meets it keeps
+    // up, and one that does not is left with a bounded backlog.
+    let cap = (bench.duration.as_secs_f64() * MQTT_TARGET).ceil() as u64;
     let seq = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for mut publisher in publishers {
@@ -742,8 +762,16 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
         tasks.push(tokio::spawn(async move {
             let mut sent = 0u64;
             while Instant::now() < deadline {
-                let (topic, payload) =
-                    mqtt_topic_and_payload(&worker, seq.fetch_add(1, Ordering::Relaxed));
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                if n >= cap {
+                    break;
+                }
+                let due = started + Duration::from_secs_f64(n as f64 / MQTT_TARGET);
+                if due > Instant::now() + Duration::from_millis(2) {
+                    publisher.flush().await?;
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let (topic, payload) = mqtt_topic_and_payload(&worker, n);
                 publisher.publish_qos0(&topic, &payload).await?;
                 sent += 1;
                 if sent.is_multiple_of(64) {
@@ -771,16 +799,18 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
             }
         }
     }
-    // Wait until the stored count stops growing (2 s without change) or reaches the total.
+    let published_after = started.elapsed();
+    // Wait until everything is stored, the count stops growing for 3 s, or the wait is over.
+    let wait_limit = started + (bench.duration * 2).max(Duration::from_secs(10));
     let mut stored = before;
     let mut last_growth = Instant::now();
-    let settle_limit = Instant::now() + Duration::from_secs(120);
     while stored < before + published
-        && last_growth.elapsed() < Duration::from_secs(2)
-        && Instant::now() < settle_limit
+        && last_growth.elapsed() < Duration::from_secs(3)
+        && Instant::now() < wait_limit
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(count) = observation_count(&bench.api).await
+        let poll = tokio::time::timeout(Duration::from_secs(5), observation_count(&bench.api));
+        if let Ok(Ok(count)) = poll.await
             && count > stored
         {
             stored = count;
@@ -789,7 +819,7 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
     }
     drop(keep_open);
     let stored = stored - before;
-    let elapsed = last_growth.duration_since(started).max(bench.duration);
+    let elapsed = last_growth.duration_since(started);
     if stored == 0 {
         let reason = failure.unwrap_or_else(|| {
             format!("published {published} Observations, the server stored none")
@@ -797,12 +827,16 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
         return mqtt_unavailable(figure, c, reason);
     }
     figure.concurrency = c;
+    figure.load_average = load_average()[0];
     figure.requests = published;
     figure.items = stored;
-    figure.errors = published.saturating_sub(stored);
     figure.first_error = failure;
+    figure.extra.insert("published".into(), json!(published));
+    figure
+        .extra
+        .insert("not_stored_when_the_wait_ended".into(), json!(published - stored.min(published)));
     figure.seconds = elapsed.as_secs_f64();
-    figure.requests_per_second = published as f64 / bench.duration.as_secs_f64();
+    figure.requests_per_second = published as f64 / published_after.as_secs_f64().max(1e-3);
     figure.items_per_second = stored as f64 / figure.seconds;
     figure.server_cpu_ms_per_item =
         match (cpu_before, bench.pid.and_then(crate::server::cpu_seconds)) {
@@ -811,7 +845,14 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
         };
     figure.server_cpu_ms_per_request = figure.server_cpu_ms_per_item;
     figure.note = Some(format!(
-        "published {published}, stored {stored} (QoS 0 has no acknowledgement: lost messages count as errors)"
+        "published {published} in {:.1} s, {stored} stored {:.1} s after the start{}",
+        published_after.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        if stored < published {
+            "; the rest was lost or still queued when the wait ended"
+        } else {
+            ""
+        }
     ));
-    judge(figure, "≥ 50,000/s", |f| f.items_per_second >= 50_000.0)
+    judge(figure, "≥ 50,000/s", |f| f.items_per_second >= MQTT_TARGET)
 }

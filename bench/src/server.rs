@@ -217,6 +217,12 @@ pub fn memory(pid: u32) -> Option<Memory> {
     Some(Memory { peak_bytes: field("VmHWM:")?, current_bytes: field("VmRSS:")? })
 }
 
+/// Resets the peak resident set size (VmHWM) of `pid` to its current size, so that a later
+/// reading shows the peak of what happened in between; false when the kernel refuses.
+pub fn reset_peak_memory(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// CPU time (user + system) a process has used so far, in seconds; `None` when unreadable.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -464,8 +464,10 @@ fn comparison(
                 BinaryOp::Ne => format!("NOT ({start} = {value} AND {end} = {value})"),
                 BinaryOp::Gt => format!("{start} > {value}"),
                 BinaryOp::Ge => format!("{start} >= {value}"),
-                BinaryOp::Lt => format!("{end} < {value}"),
-                BinaryOp::Le => format!("{end} <= {value}"),
+                // The redundant bound on the start (start ≤ end) lets the index on the start
+                // narrow the range; the end alone is an expression no index serves.
+                BinaryOp::Lt => format!("({start} < {value} AND {end} < {value})"),
+                BinaryOp::Le => format!("({start} <= {value} AND {end} <= {value})"),
                 _ => return Err(cx.error("not a comparison")),
             })
         }

@@ -64,7 +64,15 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
          PRAGMA cache_size = -32000;",
     )?;
     conn.set_prepared_statement_cache_capacity(256);
+    stable_plans(conn)?;
     crate::spatial::register(conn)?;
+    Ok(())
+}
+
+/// Keeps a prepared statement's plan instead of re-planning it for each new set of bound values
+/// (the query planner stability guarantee): cached statements are then really reused.
+fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(())
 }
 
@@ -162,6 +170,7 @@ impl SqliteStore {
 fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000;")?;
     conn.set_prepared_statement_cache_capacity(256);
+    stable_plans(conn)?;
     crate::spatial::register(conn)?;
     Ok(())
 }

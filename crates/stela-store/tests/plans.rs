@@ -86,7 +86,7 @@ fn reads_of_a_datastream_use_its_index() {
                 None,
             )?;
             assert!(
-                plans[0].join(" ").contains("COVERING INDEX observations_by_datastream_time"),
+                plans[0].join(" ").contains("COVERING INDEX observations_by_datastream"),
                 "{:?}",
                 plans[0]
             );
