@@ -249,23 +249,10 @@ async fn get_resource(
     let result = state.service.read(path, options.clone(), after).await?;
     let json = match (result, tail) {
         (ReadResult::Entity(entity), Tail::Property(index)) => {
-            let property = &entity.ty.properties()[index];
-            let value = entity
-                .values
-                .get(index)
-                .cloned()
-                .flatten()
-                .map_or(Json::Null, |v| value_to_json(&v));
-            json!({ property.name: value })
+            json!({ entity.ty.properties()[index].name: property_value(&entity, index) })
         }
         (ReadResult::Entity(entity), Tail::PropertyValue(index)) => {
-            let value = entity
-                .values
-                .get(index)
-                .cloned()
-                .flatten()
-                .map_or(Json::Null, |v| value_to_json(&v));
-            return Ok(raw_value(value));
+            return Ok(raw_value(property_value(&entity, index)));
         }
         (ReadResult::Entity(entity), Tail::Ref) => json!({"@iot.selfLink": links.entity(&entity)}),
         (ReadResult::Entity(entity), Tail::None) => {
@@ -300,6 +287,11 @@ async fn get_resource(
         }
     };
     Ok(axum::Json(json).into_response())
+}
+
+/// The JSON of one property of an entity (null when it has none).
+fn property_value(entity: &stela_model::Entity, index: usize) -> Json {
+    entity.values.get(index).and_then(Option::as_ref).map_or(Json::Null, value_to_json)
 }
 
 /// `$value`: strings as text, everything else as JSON text.

@@ -824,6 +824,22 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Adds `parents` (Datastreams or MultiDatastreams) and, before them, their Observations.
+    fn cascade_through(
+        &self,
+        parent_ty: EntityType,
+        parents: Vec<i64>,
+        cascade: &mut Vec<(EntityType, i64)>,
+    ) -> Result<(), StoreError> {
+        let sql = format!("SELECT id FROM observations WHERE {} = ?1", parent_column(parent_ty));
+        for parent in &parents {
+            let observations = query_ids(&self.tx, &sql, &[Sql::Integer(*parent)])?;
+            cascade.extend(observations.into_iter().map(|o| (EntityType::Observation, o)));
+        }
+        cascade.extend(parents.into_iter().map(|p| (parent_ty, p)));
+        Ok(())
+    }
+
     /// The entities deleting `ty(id)` removes with it, dependents first.
     fn cascade_of(&self, ty: EntityType, id: i64) -> Result<Vec<(EntityType, i64)>, StoreError> {
         let ids = |sql: &str| query_ids(&self.tx, sql, &[Sql::Integer(id)]);
@@ -836,15 +852,7 @@ impl WriteTx<'_> {
             _ => Vec::new(),
         };
         let mut cascade = Vec::new();
-        for datastream in &datastreams {
-            let observations = query_ids(
-                &self.tx,
-                "SELECT id FROM observations WHERE datastream_id = ?1",
-                &[Sql::Integer(*datastream)],
-            )?;
-            cascade.extend(observations.into_iter().map(|o| (EntityType::Observation, o)));
-        }
-        cascade.extend(datastreams.into_iter().map(|d| (EntityType::Datastream, d)));
+        self.cascade_through(EntityType::Datastream, datastreams, &mut cascade)?;
         let multis = match ty {
             EntityType::Thing => ids("SELECT id FROM multi_datastreams WHERE thing_id = ?1")?,
             EntityType::Sensor => ids("SELECT id FROM multi_datastreams WHERE sensor_id = ?1")?,
@@ -853,15 +861,7 @@ impl WriteTx<'_> {
             )?,
             _ => Vec::new(),
         };
-        for multi in &multis {
-            let observations = query_ids(
-                &self.tx,
-                "SELECT id FROM observations WHERE multi_datastream_id = ?1",
-                &[Sql::Integer(*multi)],
-            )?;
-            cascade.extend(observations.into_iter().map(|o| (EntityType::Observation, o)));
-        }
-        cascade.extend(multis.into_iter().map(|m| (EntityType::MultiDatastream, m)));
+        self.cascade_through(EntityType::MultiDatastream, multis, &mut cascade)?;
         let (dependent_ty, sql) = match ty {
             EntityType::Thing => (
                 EntityType::HistoricalLocation,
