@@ -251,6 +251,8 @@ pub struct Report {
     pub figures: Vec<Figure>,
     pub memory: MemoryReport,
     pub storage: StorageReport,
+    /// The store's ingest with and without the log append (in-process); absent with `--url`.
+    pub log_overhead: Option<crate::log_overhead::LogOverhead>,
 }
 
 impl Report {
