@@ -120,8 +120,26 @@ impl LogEntry {
     /// The RFC 8785 canonical JSON of the entry: the exact bytes that are logged.
     pub fn to_canonical_json(&self) -> Result<String, EntryError> {
         self.validate()?;
-        serde_json_canonicalizer::to_string(self)
-            .map_err(|e| EntryError::Canonicalize(e.to_string()))
+        // The members in their canonical order (all ASCII keys, sorted).
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"actor\":");
+        crate::jcs::write_canonical(&Value::String(self.actor.clone()), &mut out);
+        out.push_str(",\"body\":");
+        crate::jcs::write_canonical(&self.body, &mut out);
+        out.push_str(",\"committed_at\":");
+        crate::jcs::write_canonical(&Value::String(self.committed_at.clone()), &mut out);
+        out.push_str(",\"entity_id\":");
+        out.push_str(&self.entity_id.to_string());
+        out.push_str(",\"entity_type\":");
+        crate::jcs::write_canonical(&Value::String(self.entity_type.clone()), &mut out);
+        out.push_str(",\"op\":");
+        out.push_str(match self.op {
+            Operation::Create => "\"create\"",
+            Operation::Update => "\"update\"",
+            Operation::Delete => "\"delete\"",
+        });
+        out.push('}');
+        Ok(out)
     }
 
     /// The entry's leaf hash: [`leaf_hash`] of its canonical JSON.

@@ -86,6 +86,7 @@ pub mod node;
 pub mod note;
 pub mod proof;
 pub mod receipt;
+pub mod jcs;
 pub mod tile;
 pub mod verify;
 
