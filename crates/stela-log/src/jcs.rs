@@ -54,11 +54,7 @@ pub fn to_canonical_string(value: &Value) -> String {
 }
 
 fn utf16_less(a: &str, b: &str) -> bool {
-    if a.is_ascii() && b.is_ascii() {
-        a < b
-    } else {
-        a.encode_utf16().lt(b.encode_utf16())
-    }
+    if a.is_ascii() && b.is_ascii() { a < b } else { a.encode_utf16().lt(b.encode_utf16()) }
 }
 
 fn write_number(number: &serde_json::Number, out: &mut String) {

@@ -81,12 +81,12 @@ pub mod checkpoint;
 pub mod entry;
 pub mod error;
 pub mod hash;
+pub mod jcs;
 pub mod memory;
 pub mod node;
 pub mod note;
 pub mod proof;
 pub mod receipt;
-pub mod jcs;
 pub mod tile;
 pub mod verify;
 

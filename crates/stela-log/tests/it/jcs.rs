@@ -23,9 +23,8 @@ fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
         (-(1_i64 << 53)..(1_i64 << 53)).prop_map(Value::from),
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         "\\PC*".prop_map(Value::String),
-        proptest::collection::vec(0_u8..0x20, 0..4).prop_map(|bytes| {
-            Value::String(bytes.into_iter().map(char::from).collect())
-        }),
+        proptest::collection::vec(0_u8..0x20, 0..4)
+            .prop_map(|bytes| { Value::String(bytes.into_iter().map(char::from).collect()) }),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
