@@ -1,7 +1,7 @@
 //! Entities as read back from the store, with the related entities a query expanded.
 
-use crate::schema::{EntityType, Relation};
-use crate::value::Value;
+use crate::schema::{EntityType, Property, Relation};
+use crate::value::{Value, value_to_json};
 
 /// An entity read from the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,4 +47,23 @@ impl Entity {
         let index = self.ty.property_index(name)?;
         self.values.get(index).and_then(Option::as_ref)
     }
+}
+
+/// The entity's own state as a JSON object: its properties except those the server derives
+/// (a Datastream's extents), leaving out nulls unless the property is mandatory. This is what
+/// the log records and what a JSON Patch edits.
+pub fn own_properties_json<'a>(
+    values: impl IntoIterator<Item = (&'a Property, &'a Value)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut object = serde_json::Map::new();
+    for (property, value) in values {
+        if property.server_maintained {
+            continue;
+        }
+        let json = value_to_json(value);
+        if !json.is_null() || property.required {
+            object.insert(property.name.to_owned(), json);
+        }
+    }
+    object
 }

@@ -3,7 +3,7 @@
 
 use serde_json::Value as Json;
 use stela_model::{
-    DecodeMode, Entity, EntityType, ResourcePath, Step, Tail, decode_entity, value_to_json,
+    DecodeMode, Entity, EntityType, ResourcePath, Step, Tail, decode_entity, own_properties_json,
 };
 use stela_store::{Resolved, StoreError, WriteTx};
 
@@ -125,17 +125,11 @@ fn resolve_entity(resolved: Resolved) -> Result<(EntityType, i64), StoreError> {
 
 /// The writable properties of an entity as a JSON object (the document a JSON Patch edits).
 fn entity_properties_json(entity: &Entity) -> Json {
-    let mut object = serde_json::Map::new();
-    for (property, value) in entity.ty.properties().iter().zip(&entity.values) {
-        if property.server_maintained {
-            continue;
-        }
-        if let Some(value) = value {
-            let json = value_to_json(value);
-            if !json.is_null() || property.required {
-                object.insert(property.name.to_owned(), json);
-            }
-        }
-    }
-    Json::Object(object)
+    let values = entity
+        .ty
+        .properties()
+        .iter()
+        .zip(&entity.values)
+        .filter_map(|(p, v)| v.as_ref().map(|v| (p, v)));
+    Json::Object(own_properties_json(values))
 }

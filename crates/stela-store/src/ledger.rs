@@ -13,9 +13,9 @@
 //! change. Entities removed by a cascade are covered by the entry of the delete that caused it.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use stela_log::{Appender, Hash, HashReader, LogEntry, NodeId, Operation};
-use stela_model::{Entity, EntityType, Link, format_instant, value_to_json};
+use stela_model::{Entity, EntityType, Link, format_instant, own_properties_json};
 
 use crate::StoreError;
 use crate::write::{Change, ChangeKind};
@@ -68,27 +68,15 @@ pub(crate) fn load_appender(conn: &Connection) -> Result<Appender, StoreError> {
 ///
 /// `values` are in the order of the type's properties; `links` in the order of its relations.
 pub(crate) fn body_from_parts<'a>(
-    ty: EntityType,
     id: i64,
     values: impl IntoIterator<Item = (&'a stela_model::Property, &'a stela_model::Value)>,
     links: impl IntoIterator<Item = (&'static str, i64)>,
 ) -> Json {
-    let mut object = Map::new();
+    let mut object = own_properties_json(values);
     object.insert("@iot.id".into(), Json::from(id));
-    for (property, value) in values {
-        // Values the server derives (a Datastream's extents) are not the entity's own state.
-        if property.server_maintained {
-            continue;
-        }
-        let json = value_to_json(value);
-        if !json.is_null() || property.required {
-            object.insert(property.name.into(), json);
-        }
-    }
     for (name, target) in links {
         object.insert(name.into(), serde_json::json!({"@iot.id": target}));
     }
-    debug_assert!(ty.property("name").is_none() || object.contains_key("name"));
     Json::Object(object)
 }
 
@@ -114,23 +102,30 @@ pub(crate) fn entity_body(conn: &Connection, entity: &Entity) -> Result<Json, St
             }
         }
     }
-    Ok(body_from_parts(entity.ty, entity.id, values, links))
+    Ok(body_from_parts(entity.id, values, links))
 }
 
-/// Refuses a body the log's canonical JSON cannot hold exactly (integers beyond ±2^53).
-pub(crate) fn check_loggable(ty: EntityType, id: i64, body: Json) -> Result<Json, StoreError> {
-    let probe = LogEntry {
-        op: Operation::Create,
+/// The canonical text of the log entry of a change, written when the change is made (so that
+/// a value the canonical form cannot hold exactly, an integer beyond ±2^53, fails that write
+/// alone, and the append does not serialise again).
+pub(crate) fn entry_text(
+    op: Operation,
+    ty: EntityType,
+    id: i64,
+    body: Json,
+    now: i64,
+) -> Result<String, StoreError> {
+    let entry = LogEntry {
+        op,
         entity_type: ty.name().to_owned(),
         entity_id: id,
         body,
-        committed_at: "1970-01-01T00:00:00Z".to_owned(),
+        committed_at: format_instant(now),
         actor: String::new(),
     };
-    match probe.validate() {
-        Ok(()) => Ok(probe.body),
-        Err(e) => Err(StoreError::Invalid(format!("{ty}({id}) cannot be logged exactly: {e}"))),
-    }
+    entry
+        .to_canonical_json()
+        .map_err(|e| StoreError::Invalid(format!("{ty}({id}) cannot be logged exactly: {e}")))
 }
 
 /// Appends one entry per change to the log; returns the appender after the append.
@@ -139,7 +134,7 @@ pub(crate) fn append_changes(
     appender: &Appender,
     changes: &[Change],
     now: i64,
-    bodies: &mut std::collections::HashMap<usize, Json>,
+    entries: &mut std::collections::HashMap<usize, String>,
     read_entity: impl Fn(EntityType, i64) -> Result<Entity, StoreError>,
 ) -> Result<Appender, StoreError> {
     let mut next = appender.clone();
@@ -152,38 +147,22 @@ pub(crate) fn append_changes(
         "INSERT INTO log_entries (idx, entity_type, entity_id, entry) VALUES (?1, ?2, ?3, ?4)",
     )?;
     for (offset, change) in changes.iter().enumerate() {
-        let entry = match change.kind {
-            ChangeKind::Deleted => LogEntry::delete(change.ty.name(), change.id, &committed_at, ""),
-            kind => {
-                // Bodies recorded by the write itself; others (re-linked children, moved
-                // Things) are read back.
-                let known = bodies.remove(&offset);
-                let body = match known {
-                    Some(body) => body,
-                    None => entity_body(conn, &read_entity(change.ty, change.id)?)?,
-                };
-                LogEntry {
-                    op: if kind == ChangeKind::Created {
-                        Operation::Create
-                    } else {
-                        Operation::Update
-                    },
-                    entity_type: change.ty.name().to_owned(),
-                    entity_id: change.id,
-                    body,
-                    committed_at: committed_at.clone(),
-                    actor: String::new(),
-                }
+        let text = match (change.kind, entries.remove(&offset)) {
+            // Entries written by the change itself.
+            (_, Some(text)) => text,
+            (ChangeKind::Deleted, None) => {
+                LogEntry::delete(change.ty.name(), change.id, &committed_at, "")
+                    .to_canonical_json()
+                    .map_err(|e| StoreError::Corrupt(format!("log entry: {e}")))?
+            }
+            // Re-linked children and moved Things are read back.
+            (kind, None) => {
+                let body = entity_body(conn, &read_entity(change.ty, change.id)?)?;
+                let op =
+                    if kind == ChangeKind::Created { Operation::Create } else { Operation::Update };
+                entry_text(op, change.ty, change.id, body, now)?
             }
         };
-        // A value the canonical form cannot hold exactly (an integer beyond ±2^53) is refused:
-        // the log must record exactly what was stored.
-        let text = entry.to_canonical_json().map_err(|e| {
-            StoreError::Invalid(format!(
-                "{}({}) cannot be logged exactly: {e}",
-                change.ty, change.id
-            ))
-        })?;
         leaves.push(stela_log::leaf_hash(text.as_bytes()));
         let index = i64::try_from(appender.size() + offset as u64).unwrap_or(i64::MAX);
         insert.execute(params![index, change.ty.name(), change.id, text])?;

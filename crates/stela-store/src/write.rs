@@ -20,6 +20,7 @@ use geo::{ConvexHull, Coord, MultiPoint, Point};
 use rusqlite::types::Value as Sql;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde_json::{Value as Json, json};
+use stela_log::Operation;
 use stela_model::Link;
 
 /// The fixed observationType of a MultiDatastream.
@@ -66,10 +67,10 @@ pub(crate) struct Pending {
     extents: BTreeMap<(EntityType, i64), Extent>,
     recompute: BTreeSet<(EntityType, i64)>,
     now: Micros,
-    /// The log bodies of entities created in this transaction, recorded at insert so that the
-    /// log does not read them back.
+    /// The log entries (canonical text) of the changes that wrote them, by index of the change
+    /// in `changes`, so that the log neither reads the entities back nor serialises twice.
     /// By index of the change in `changes`.
-    pub(crate) bodies: std::collections::HashMap<usize, Json>,
+    pub(crate) entries: std::collections::HashMap<usize, String>,
     /// Entities known to exist in this transaction (links checked once per transaction).
     known: std::collections::HashSet<(EntityType, i64)>,
     /// Features generated from the Location of a Datastream's or MultiDatastream's Thing.
@@ -115,7 +116,7 @@ impl WriteTx<'_> {
                 for undone in self.pending.changes.drain(changes..) {
                     self.pending.known.remove(&(undone.ty, undone.id));
                 }
-                self.pending.bodies.retain(|index, _| *index < changes);
+                self.pending.entries.retain(|index, _| *index < changes);
                 self.pending.generated.clear();
                 self.pending.extents = extents;
                 self.pending.recompute = recompute;
@@ -286,10 +287,9 @@ impl WriteTx<'_> {
             }
             _ => None,
         });
-        let body =
-            crate::ledger::body_from_parts(ty, id, logged.iter().map(|(p, v)| (*p, v)), links);
-        let body = crate::ledger::check_loggable(ty, id, body)?;
-        self.pending.bodies.insert(change_index, body);
+        let body = crate::ledger::body_from_parts(id, logged.iter().map(|(p, v)| (*p, v)), links);
+        let entry = crate::ledger::entry_text(Operation::Create, ty, id, body, self.pending.now)?;
+        self.pending.entries.insert(change_index, entry);
 
         // 3. To-many relations: children pointing at this entity, and join rows.
         if let Some((relation, other)) = implicit {
@@ -769,8 +769,8 @@ impl WriteTx<'_> {
         // this request alone.
         let entity = self.entity(ty, id)?;
         let body = crate::ledger::entity_body(&self.tx, &entity)?;
-        let body = crate::ledger::check_loggable(ty, id, body)?;
-        self.pending.bodies.insert(self.pending.changes.len(), body);
+        let entry = crate::ledger::entry_text(Operation::Update, ty, id, body, self.pending.now)?;
+        self.pending.entries.insert(self.pending.changes.len(), entry);
         self.pending.changes.push(Change { kind: ChangeKind::Updated, ty, id });
         Ok(())
     }
@@ -894,8 +894,8 @@ impl WriteTx<'_> {
         changes: &[Change],
         now: Micros,
     ) -> Result<stela_log::Appender, StoreError> {
-        let mut bodies = std::mem::take(&mut self.pending.bodies);
-        crate::ledger::append_changes(&self.tx, log, changes, now, &mut bodies, |ty, id| {
+        let mut entries = std::mem::take(&mut self.pending.entries);
+        crate::ledger::append_changes(&self.tx, log, changes, now, &mut entries, |ty, id| {
             self.entity(ty, id)
         })
     }

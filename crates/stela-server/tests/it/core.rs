@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestServer, seed_graph};
+use crate::support::{CORE_SETS, TestServer, seed_graph};
 
 #[tokio::test]
 async fn service_roots_list_every_entity_set() {
@@ -184,16 +184,7 @@ async fn properties_values_and_refs() {
 #[tokio::test]
 async fn missing_things_are_404_with_a_json_body() {
     let server = TestServer::start().await;
-    for set in [
-        "Things",
-        "Locations",
-        "HistoricalLocations",
-        "Datastreams",
-        "Sensors",
-        "ObservedProperties",
-        "Observations",
-        "FeaturesOfInterest",
-    ] {
+    for set in CORE_SETS {
         let reply = server.get(&format!("{set}(9223372036854775807)")).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{set}");
         assert_eq!(reply.json["code"], json!(404));

@@ -5,6 +5,18 @@ use serde_json::{Value as Json, json};
 use stela_server::ServerOptions;
 use stela_service::{Service, ServiceOptions};
 
+/// The entity sets of the Sensing core (those the OGC suite probes one by one).
+pub const CORE_SETS: [&str; 8] = [
+    "Things",
+    "Locations",
+    "HistoricalLocations",
+    "Datastreams",
+    "Sensors",
+    "ObservedProperties",
+    "Observations",
+    "FeaturesOfInterest",
+];
+
 /// A running server with its own data directory; stopped when dropped.
 pub struct TestServer {
     /// `http://127.0.0.1:<port>/v1.1`

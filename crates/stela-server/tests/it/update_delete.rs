@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{TestServer, datastream, location, seed_graph, sensor, thing};
+use crate::support::{CORE_SETS, TestServer, datastream, location, seed_graph, sensor, thing};
 
 #[tokio::test]
 async fn patch_merges_and_keeps_the_rest() {
@@ -232,16 +232,7 @@ async fn delete_cascades_as_the_standard_says() {
 #[tokio::test]
 async fn delete_of_a_missing_entity_is_404() {
     let server = TestServer::start().await;
-    for set in [
-        "Things",
-        "Locations",
-        "HistoricalLocations",
-        "Datastreams",
-        "Sensors",
-        "ObservedProperties",
-        "Observations",
-        "FeaturesOfInterest",
-    ] {
+    for set in CORE_SETS {
         let reply = server.delete(&format!("{set}(9223372036854775807)")).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{set}");
     }
