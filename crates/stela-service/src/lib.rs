@@ -12,6 +12,7 @@
 //! Invariant: nothing else writes to the store. Later issues hook the verifiable log into the
 //! transaction here and MQTT onto the change events.
 
+mod bulk;
 mod group;
 mod ledger;
 mod writer;

@@ -57,6 +57,19 @@ impl Writer<'_, '_> {
         Ok(self.tx.create(&input, None)?)
     }
 
+    /// Creates many entities, each as [`Writer::create_id`] would and each on its own: a
+    /// failing item is undone alone and reported in its place, the others are created. The
+    /// results are in input order.
+    ///
+    /// Observations are written in bulk (multi-row inserts, one log append); anything else
+    /// one by one.
+    pub fn create_many(
+        &mut self,
+        items: &[(&ResourcePath, &Json)],
+    ) -> Vec<Result<i64, ServiceError>> {
+        crate::bulk::create_many(self, items)
+    }
+
     /// Updates the entity `path` addresses: merge (PATCH) or replace (PUT).
     pub fn update(
         &mut self,
