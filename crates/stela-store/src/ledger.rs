@@ -12,6 +12,7 @@
 //! Invariant: a change is never committed without its entry, an entry never without its
 //! change. Entities removed by a cascade are covered by the entry of the delete that caused it.
 
+use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value as Json;
 use stela_log::{Appender, Hash, HashReader, LogEntry, NodeId, Operation};
@@ -20,37 +21,102 @@ use stela_model::{Entity, EntityType, Link, format_instant, own_properties_json}
 use crate::StoreError;
 use crate::write::{Change, ChangeKind};
 
-/// Reads stored perfect-subtree hashes.
+/// Reads perfect-subtree hashes from what the store keeps: the entries (level 0, hashed on
+/// read) and the stored nodes of the levels that are multiples of 8 (the levels of the hash
+/// tiles above level 0). A node between those levels is folded from the at most 128 hashes of
+/// the level below it that is a multiple of 8, all inside one tile.
+///
+/// Storing only the tile levels is what keeps the log append cheap: one stored node per 256
+/// entries instead of one per entry and level.
 pub(crate) struct NodeReader<'a> {
     pub(crate) conn: &'a Connection,
+}
+
+/// Hashes per tile (C2SP tlog-tiles), and the levels a tile spans.
+const TILE_WIDTH: u64 = 256;
+const TILE_HEIGHT: u8 = 8;
+
+/// Whether the log stores the hash of a node at `level` (rather than computing it).
+pub(crate) fn stores_level(level: u8) -> bool {
+    level > 0 && level % TILE_HEIGHT == 0
+}
+
+impl NodeReader<'_> {
+    /// The hashes at `base` level (a multiple of 8) of one tile: the leaf hashes of 256
+    /// entries, or 256 stored nodes; fewer at the right edge.
+    fn tile_hashes(&self, base: u8, tile: u64) -> Result<Vec<Hash>, StoreError> {
+        let start = i64::try_from(tile * TILE_WIDTH)
+            .map_err(|_| StoreError::Corrupt("log node index".into()))?;
+        let end = start.saturating_add(TILE_WIDTH as i64);
+        let mut hashes = Vec::with_capacity(TILE_WIDTH as usize);
+        if base == 0 {
+            let mut statement = self.conn.prepare_cached(
+                "SELECT entry FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )?;
+            let mut rows = statement.query(params![start, end])?;
+            while let Some(row) = rows.next()? {
+                let text = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+                hashes.push(stela_log::leaf_hash(text.as_bytes()));
+            }
+        } else {
+            let mut statement = self.conn.prepare_cached(
+                "SELECT hash FROM log_nodes WHERE level = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+            )?;
+            let mut rows = statement.query(params![i64::from(base), start, end])?;
+            while let Some(row) = rows.next()? {
+                let bytes = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+                let hash: Hash = bytes.try_into().map_err(|_| {
+                    StoreError::Corrupt(format!("a log node at level {base} is not 32 bytes"))
+                })?;
+                hashes.push(hash);
+            }
+        }
+        Ok(hashes)
+    }
 }
 
 impl HashReader for NodeReader<'_> {
     type Error = StoreError;
 
     fn read_hashes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
-        let mut statement =
-            self.conn.prepare_cached("SELECT hash FROM log_nodes WHERE level = ?1 AND idx = ?2")?;
+        // Proofs and tiles ask for several nodes of the same tile: read each tile once.
+        let mut tiles: std::collections::HashMap<(u8, u64), Vec<Hash>> =
+            std::collections::HashMap::new();
         let mut hashes = Vec::with_capacity(ids.len());
         for id in ids {
-            let index = i64::try_from(id.index)
-                .map_err(|_| StoreError::Corrupt("log node index".into()))?;
-            let bytes: Option<Vec<u8>> = statement
-                .query_row(params![i64::from(id.level), index], |r| r.get(0))
-                .optional()?;
-            let bytes = bytes.ok_or_else(|| {
-                StoreError::Corrupt(format!("log node ({}, {}) is missing", id.level, id.index))
-            })?;
-            let hash: Hash = bytes.try_into().map_err(|_| {
-                StoreError::Corrupt(format!(
-                    "log node ({}, {}) is not 32 bytes",
+            let base = id.level - id.level % TILE_HEIGHT;
+            let height = id.level - base;
+            let first = id
+                .index
+                .checked_shl(u32::from(height))
+                .ok_or_else(|| StoreError::Corrupt("log node index".into()))?;
+            let tile = first / TILE_WIDTH;
+            if !tiles.contains_key(&(base, tile)) {
+                let read = self.tile_hashes(base, tile)?;
+                tiles.insert((base, tile), read);
+            }
+            let below = &tiles[&(base, tile)];
+            let offset = (first % TILE_WIDTH) as usize;
+            let span = 1usize << height;
+            let Some(leaves) = below.get(offset..offset + span) else {
+                return Err(StoreError::Corrupt(format!(
+                    "log node ({}, {}) is missing",
                     id.level, id.index
-                ))
-            })?;
-            hashes.push(hash);
+                )));
+            };
+            hashes.push(fold_perfect(leaves));
         }
         Ok(hashes)
     }
+}
+
+/// The root of a perfect subtree from its hashes at one level (a power-of-two count).
+fn fold_perfect(hashes: &[Hash]) -> Hash {
+    let mut level: Vec<Hash> = hashes.to_vec();
+    while level.len() > 1 {
+        level = level.chunks(2).map(|pair| stela_log::node_hash(&pair[0], &pair[1])).collect();
+    }
+    level[0]
 }
 
 /// Restores the appender from the stored tree.
@@ -143,9 +209,7 @@ pub(crate) fn append_changes(
     }
     let committed_at = format_instant(now);
     let mut leaves = Vec::with_capacity(changes.len());
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO log_entries (idx, entity_type, entity_id, entry) VALUES (?1, ?2, ?3, ?4)",
-    )?;
+    let mut rows: Vec<Sql> = Vec::with_capacity(changes.len() * 4);
     for (offset, change) in changes.iter().enumerate() {
         let text = match (change.kind, entries.remove(&offset)) {
             // Entries written by the change itself.
@@ -165,12 +229,19 @@ pub(crate) fn append_changes(
         };
         leaves.push(stela_log::leaf_hash(text.as_bytes()));
         let index = i64::try_from(appender.size() + offset as u64).unwrap_or(i64::MAX);
-        insert.execute(params![index, change.ty.name(), change.id, text])?;
+        rows.extend([
+            Sql::Integer(index),
+            Sql::Text(change.ty.name().to_owned()),
+            Sql::Integer(change.id),
+            Sql::Text(text),
+        ]);
     }
+    crate::rows::insert_rows(conn, "log_entries", "idx, entity_type, entity_id, entry", 4, &rows)?;
     let appended = next.append(&leaves).map_err(|e| StoreError::Corrupt(format!("log: {e}")))?;
+    // Only the levels of the hash tiles are stored (see `NodeReader`).
     let mut node =
         conn.prepare_cached("INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
-    for (id, hash) in appended.nodes {
+    for (id, hash) in appended.nodes.iter().filter(|(id, _)| stores_level(id.level)) {
         let index = i64::try_from(id.index).unwrap_or(i64::MAX);
         node.execute(params![i64::from(id.level), index, hash.as_slice()])?;
     }
@@ -436,5 +507,114 @@ impl crate::ReadTx<'_> {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stela_log::{MemoryTree, TileId};
+
+    /// A log of `n` entries written as the store writes it (entries, nodes of the tile levels
+    /// only), with the same tree in memory (every node) to compare with.
+    fn log_of(n: u64) -> (Connection, MemoryTree) {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::migrations::migrate(&mut conn).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut appender = Appender::new();
+        let mut memory = MemoryTree::new();
+        // Several appends of different sizes, as commits of different group sizes do.
+        let mut next = 0u64;
+        let mut step = 1u64;
+        while next < n {
+            let count = step.min(n - next);
+            let texts: Vec<String> = (next..next + count).map(|i| format!("entry {i}")).collect();
+            let changes: Vec<Change> = (next..next + count)
+                .map(|i| Change {
+                    kind: ChangeKind::Created,
+                    ty: EntityType::Thing,
+                    id: i as i64 + 1,
+                })
+                .collect();
+            let mut entries: std::collections::HashMap<usize, String> =
+                texts.iter().cloned().enumerate().collect();
+            appender = append_changes(&tx, &appender, &changes, 0, &mut entries, |_, _| {
+                unreachable!("every entry is given")
+            })
+            .unwrap();
+            for text in &texts {
+                memory.append_entry(text.as_bytes()).unwrap();
+            }
+            next += count;
+            step = step * 3 + 1;
+        }
+        tx.commit().unwrap();
+        (conn, memory)
+    }
+
+    #[test]
+    fn only_the_tile_levels_are_stored() {
+        let (conn, _) = log_of(1000);
+        let levels: Vec<(i64, i64)> = conn
+            .prepare("SELECT level, COUNT(*) FROM log_nodes GROUP BY level")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(levels, vec![(8, 3)]);
+    }
+
+    #[test]
+    fn computed_nodes_equal_the_whole_tree() {
+        // Past 65,536 entries: level-16 nodes are stored, levels 9..15 folded from level 8.
+        let n = 65_536 + 700;
+        let (conn, memory) = log_of(n);
+        let reader = NodeReader { conn: &conn };
+        let sizes = [1, 2, 7, 255, 256, 257, 511, 512, 1000, 65_535, 65_536, 65_537, n];
+        for size in sizes {
+            assert_eq!(
+                stela_log::tree_root(size, &reader).unwrap(),
+                stela_log::tree_root(size, &memory).unwrap(),
+                "root at {size}"
+            );
+            for index in [0, size / 3, size - 1] {
+                assert_eq!(
+                    stela_log::inclusion_proof(index, size, &reader).unwrap(),
+                    stela_log::inclusion_proof(index, size, &memory).unwrap(),
+                    "inclusion of {index} in {size}"
+                );
+            }
+        }
+        for (old, new) in [(1, 2), (255, 257), (700, 65_537), (65_536, n)] {
+            assert_eq!(
+                stela_log::consistency_proof(old, new, &reader).unwrap(),
+                stela_log::consistency_proof(old, new, &memory).unwrap(),
+                "consistency {old} → {new}"
+            );
+        }
+        for tile in [
+            TileId { level: 0, index: 0, width: 256 },
+            TileId { level: 0, index: 258, width: 188 },
+            TileId { level: 1, index: 0, width: 256 },
+            TileId { level: 1, index: 1, width: 2 },
+            TileId { level: 2, index: 0, width: 1 },
+        ] {
+            assert_eq!(
+                stela_log::read_tile(&tile, &reader).unwrap(),
+                stela_log::read_tile(&tile, &memory).unwrap(),
+                "{tile:?}"
+            );
+        }
+        let restored = load_appender(&conn).unwrap();
+        assert_eq!((restored.size(), restored.root()), (n, memory.root()));
+    }
+
+    #[test]
+    fn a_missing_node_is_reported_as_corruption() {
+        let (conn, _) = log_of(300);
+        let reader = NodeReader { conn: &conn };
+        let error = stela_log::tree_root(512, &reader).unwrap_err();
+        assert!(error.to_string().contains("missing"), "{error}");
     }
 }

@@ -15,6 +15,8 @@ mod filter;
 mod ledger;
 mod migrations;
 mod read;
+mod read_many;
+mod rows;
 mod spatial;
 mod sqlite;
 mod write;

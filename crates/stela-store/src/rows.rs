@@ -1,0 +1,89 @@
+//! Multi-row `INSERT`s: many rows per statement, the statements prepared once and cached.
+//!
+//! Rows go in chunks of at most [`MAX_CHUNK`], every chunk a power of two, so that a table has
+//! at most eight statements in the cache whatever the row counts.
+
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, params_from_iter};
+
+use crate::StoreError;
+
+/// The most rows one statement inserts.
+const MAX_CHUNK: usize = 64;
+
+/// Inserts `values.len() / width` rows into `table (columns)`, in order. Returns the rowid of
+/// the last row of each statement with the number of rows it inserted: rows of one statement
+/// get consecutive rowids (one writer; SQLite numbers the rows of a `VALUES` list in order).
+pub(crate) fn insert_rows(
+    conn: &Connection,
+    table: &str,
+    columns: &str,
+    width: usize,
+    values: &[Sql],
+) -> Result<Vec<(i64, usize)>, StoreError> {
+    debug_assert!(width > 0 && values.len() % width == 0);
+    let mut done = Vec::new();
+    let mut rest = values;
+    while !rest.is_empty() {
+        let rows = rest.len() / width;
+        let chunk = if rows >= MAX_CHUNK { MAX_CHUNK } else { 1 << rows.ilog2() };
+        let (now, later) = rest.split_at(chunk * width);
+        let sql = insert_sql(table, columns, width, chunk);
+        let inserted = conn.prepare_cached(&sql)?.execute(params_from_iter(now.iter()))?;
+        if inserted != chunk {
+            return Err(StoreError::Corrupt(format!(
+                "inserting {chunk} rows into {table} inserted {inserted}"
+            )));
+        }
+        done.push((conn.last_insert_rowid(), chunk));
+        rest = later;
+    }
+    Ok(done)
+}
+
+fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for column in 0..width {
+            if column > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("?{}", row * width + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_go_in_power_of_two_chunks_with_consecutive_ids() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, a, b)").unwrap();
+        let values: Vec<Sql> =
+            (0..203).flat_map(|i| [Sql::Integer(i), Sql::Text(format!("row {i}"))]).collect();
+        let done = insert_rows(&conn, "t", "a, b", 2, &values).unwrap();
+        assert_eq!(done.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![64, 64, 64, 8, 2, 1]);
+        assert_eq!(
+            done.iter().map(|(last, _)| *last).collect::<Vec<_>>(),
+            vec![64, 128, 192, 200, 202, 203]
+        );
+        let mut statement = conn.prepare("SELECT id, a, b FROM t ORDER BY id").unwrap();
+        let rows: Vec<(i64, i64, String)> = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 203);
+        for (n, (id, a, b)) in rows.into_iter().enumerate() {
+            assert_eq!((id, a, b), (n as i64 + 1, n as i64, format!("row {n}")));
+        }
+    }
+}
