@@ -38,7 +38,7 @@ const TILE_HEIGHT: u8 = 8;
 
 /// Whether the log stores the hash of a node at `level` (rather than computing it).
 pub(crate) fn stores_level(level: u8) -> bool {
-    level > 0 && level % TILE_HEIGHT == 0
+    level > 0 && level.is_multiple_of(TILE_HEIGHT)
 }
 
 impl NodeReader<'_> {
@@ -91,11 +91,12 @@ impl HashReader for NodeReader<'_> {
                 .checked_shl(u32::from(height))
                 .ok_or_else(|| StoreError::Corrupt("log node index".into()))?;
             let tile = first / TILE_WIDTH;
-            if !tiles.contains_key(&(base, tile)) {
-                let read = self.tile_hashes(base, tile)?;
-                tiles.insert((base, tile), read);
-            }
-            let below = &tiles[&(base, tile)];
+            let below = match tiles.entry((base, tile)) {
+                std::collections::hash_map::Entry::Occupied(read) => read.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(self.tile_hashes(base, tile)?)
+                }
+            };
             let offset = (first % TILE_WIDTH) as usize;
             let span = 1usize << height;
             let Some(leaves) = below.get(offset..offset + span) else {

@@ -21,7 +21,7 @@ pub(crate) fn insert_rows(
     width: usize,
     values: &[Sql],
 ) -> Result<Vec<(i64, usize)>, StoreError> {
-    debug_assert!(width > 0 && values.len() % width == 0);
+    debug_assert!(width > 0 && values.len().is_multiple_of(width));
     let mut done = Vec::new();
     let mut rest = values;
     while !rest.is_empty() {
