@@ -491,16 +491,20 @@ async fn create_observations(
     let results = state
         .service
         .atomic(move |writer| {
-            let mut results = Vec::new();
-            for row in groups.into_iter().flatten() {
-                let created = match row {
-                    Some(observation) => writer.isolated(|w| w.create_id(&path, &observation)).ok(),
-                    None => None,
-                };
-                results.push(created.map_or(Json::String("error".into()), |id| {
-                    Json::String(format!("{root}/Observations({id})"))
-                }));
-            }
+            let rows: Vec<Option<Json>> = groups.into_iter().flatten().collect();
+            let items: Vec<(&ResourcePath, &Json)> =
+                rows.iter().flatten().map(|observation| (&path, observation)).collect();
+            let mut created = writer.create_many(&items).into_iter();
+            let results = rows
+                .iter()
+                .map(|row| {
+                    // A row that does not match its components was not an item.
+                    let id = row.as_ref().and_then(|_| created.next()).and_then(Result::ok);
+                    id.map_or(Json::String("error".into()), |id| {
+                        Json::String(format!("{root}/Observations({id})"))
+                    })
+                })
+                .collect::<Vec<_>>();
             Ok(results)
         })
         .await?;

@@ -1,7 +1,12 @@
 //! Bulk creation: many entities in one transaction, each succeeding or failing alone.
+//!
+//! Every item is decoded and its collection path checked here (as `Writer::create` does);
+//! the store then writes the plain Observations among them with multi-row inserts
+//! (`WriteTx::create_batch`) and everything else one by one.
 
 use serde_json::Value as Json;
-use stela_model::ResourcePath;
+use stela_model::{DecodeMode, Relation, ResourcePath, Tail, decode_entity};
+use stela_store::{BatchItem, Resolved};
 
 use crate::ServiceError;
 use crate::writer::Writer;
@@ -11,5 +16,57 @@ pub(crate) fn create_many(
     writer: &mut Writer<'_, '_>,
     items: &[(&ResourcePath, &Json)],
 ) -> Vec<Result<i64, ServiceError>> {
-    items.iter().map(|(path, body)| writer.isolated(|w| w.create_id(path, body))).collect()
+    let mut results: Vec<Option<Result<i64, ServiceError>>> =
+        std::iter::repeat_with(|| None).take(items.len()).collect();
+    let mut batch: Vec<BatchItem> = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
+    // Items of one request mostly share their path: its parent is resolved once.
+    let mut parent: Option<(&ResourcePath, Option<(&'static Relation, i64)>)> = None;
+    for (position, (path, body)) in items.iter().enumerate() {
+        let implicit = match parent {
+            Some((known, implicit)) if known == *path => Ok(implicit),
+            _ => implicit_link(writer, path).inspect(|implicit| parent = Some((path, *implicit))),
+        };
+        let item = implicit.and_then(|implicit| {
+            let input = decode_entity(path.target().ty, body, DecodeMode::Create)
+                .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+            Ok((input, implicit))
+        });
+        match item {
+            Ok(item) => {
+                batch.push(item);
+                positions.push(position);
+            }
+            Err(error) => results[position] = Some(Err(error)),
+        }
+    }
+    let created = writer.tx.create_batch(&batch);
+    for (position, result) in positions.into_iter().zip(created) {
+        results[position] = Some(result.map_err(ServiceError::from));
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ServiceError::Internal("a bulk item was lost".into()))))
+        .collect()
+}
+
+/// The relation and entity a POST to `path` links the new entity to (`Datastreams(5)/
+/// Observations` → the new Observation's Datastream is 5); `None` for a top-level collection.
+pub(crate) fn implicit_link(
+    writer: &Writer<'_, '_>,
+    path: &ResourcePath,
+) -> Result<Option<(&'static Relation, i64)>, ServiceError> {
+    let target = *path.target();
+    if target.id.is_some() || path.tail != Tail::None || target.via.is_some_and(|r| !r.many) {
+        return Err(ServiceError::MethodNotAllowed(
+            "POST creates entities in a collection, e.g. /Things or /Things(1)/Datastreams".into(),
+        ));
+    }
+    let Some(relation) = target.via else { return Ok(None) };
+    match writer.tx.resolve(&path.steps[..path.steps.len() - 1])? {
+        Resolved::Entity { id, .. } => Ok(Some((relation.inverse_relation(), id))),
+        Resolved::Collection { .. } => {
+            Err(ServiceError::NotFound("the parent of the collection is not an entity".into()))
+        }
+    }
 }

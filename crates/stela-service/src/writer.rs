@@ -22,39 +22,17 @@ fn bad_request(error: impl ToString) -> ServiceError {
 impl Writer<'_, '_> {
     /// Creates an entity (with everything nested in it) in the collection `path` addresses.
     pub fn create(&mut self, path: &ResourcePath, body: &Json) -> Result<Entity, ServiceError> {
-        let target = *path.target();
-        if target.id.is_some() || path.tail != Tail::None || target.via.is_some_and(|r| !r.many) {
-            return Err(ServiceError::MethodNotAllowed(
-                "POST creates entities in a collection, e.g. /Things or /Things(1)/Datastreams"
-                    .into(),
-            ));
-        }
-        let input = decode_entity(target.ty, body, DecodeMode::Create).map_err(bad_request)?;
-        let implicit = match target.via {
-            Some(relation) => match self.tx.resolve(&path.steps[..path.steps.len() - 1])? {
-                Resolved::Entity { id, .. } => Some((relation.inverse_relation(), id)),
-                Resolved::Collection { .. } => {
-                    return Err(ServiceError::NotFound(
-                        "the parent of the collection is not an entity".into(),
-                    ));
-                }
-            },
-            None => None,
-        };
-        let id = self.tx.create(&input, implicit)?;
-        Ok(self.tx.entity(target.ty, id)?)
+        let id = self.create_id(path, body)?;
+        Ok(self.tx.entity(path.target().ty, id)?)
     }
 
     /// Creates an entity like [`Writer::create`], returning only its id (bulk paths do not
     /// read each entity back).
     pub fn create_id(&mut self, path: &ResourcePath, body: &Json) -> Result<i64, ServiceError> {
-        let target = *path.target();
-        if target.via.is_some() || target.id.is_some() || path.tail != Tail::None {
-            let entity = self.create(path, body)?;
-            return Ok(entity.id);
-        }
-        let input = decode_entity(target.ty, body, DecodeMode::Create).map_err(bad_request)?;
-        Ok(self.tx.create(&input, None)?)
+        let implicit = crate::bulk::implicit_link(self, path)?;
+        let input =
+            decode_entity(path.target().ty, body, DecodeMode::Create).map_err(bad_request)?;
+        Ok(self.tx.create(&input, implicit)?)
     }
 
     /// Creates many entities, each as [`Writer::create_id`] would and each on its own: a

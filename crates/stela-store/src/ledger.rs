@@ -190,9 +190,26 @@ pub(crate) fn entry_text(
         committed_at: format_instant(now),
         actor: String::new(),
     };
-    entry
-        .to_canonical_json()
-        .map_err(|e| StoreError::Invalid(format!("{ty}({id}) cannot be logged exactly: {e}")))
+    entry.to_canonical_json().map_err(|e| unloggable(ty, e))
+}
+
+fn unloggable(ty: EntityType, error: stela_log::EntryError) -> StoreError {
+    StoreError::Invalid(format!("the {ty} cannot be logged exactly: {error}"))
+}
+
+/// Checks, before it is written, that a new entity's body can be logged exactly (see
+/// [`entry_text`]); gives the body back.
+pub(crate) fn check_loggable(ty: EntityType, body: Json) -> Result<Json, StoreError> {
+    let entry = LogEntry {
+        op: Operation::Create,
+        entity_type: ty.name().to_owned(),
+        entity_id: 0,
+        body,
+        committed_at: format_instant(0),
+        actor: String::new(),
+    };
+    entry.validate().map_err(|e| unloggable(ty, e))?;
+    Ok(entry.body)
 }
 
 /// Appends one entry per change to the log; returns the appender after the append.

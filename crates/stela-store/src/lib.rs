@@ -10,6 +10,7 @@
 //!
 //! Invariant: user values reach SQL only as bound parameters, never as SQL text.
 
+mod bulk;
 mod columns;
 mod filter;
 mod ledger;
@@ -21,6 +22,7 @@ mod spatial;
 mod sqlite;
 mod write;
 
+pub use bulk::BatchItem;
 pub use ledger::AuditReport;
 pub use read::{ReadLimits, Resolved, Scope};
 pub use sqlite::{ReadTx, SqliteStore, WriteTx};

@@ -59,6 +59,13 @@ pub(crate) struct Extent {
     features: BTreeSet<i64>,
 }
 
+/// The row of a new entity: see [`WriteTx::row_values`].
+pub(crate) struct RowValues {
+    pub(crate) columns: Vec<String>,
+    pub(crate) values: Vec<Sql>,
+    pub(crate) logged: Vec<(&'static stela_model::Property, Value)>,
+}
+
 /// Work deferred to the end of a write transaction.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
@@ -66,13 +73,13 @@ pub(crate) struct Pending {
     /// By Datastream or MultiDatastream.
     extents: BTreeMap<(EntityType, i64), Extent>,
     recompute: BTreeSet<(EntityType, i64)>,
-    now: Micros,
+    pub(crate) now: Micros,
     /// The log entries (canonical text) of the changes that wrote them, by index of the change
     /// in `changes`, so that the log neither reads the entities back nor serialises twice.
     /// By index of the change in `changes`.
     pub(crate) entries: std::collections::HashMap<usize, String>,
     /// Entities known to exist in this transaction (links checked once per transaction).
-    known: std::collections::HashSet<(EntityType, i64)>,
+    pub(crate) known: std::collections::HashSet<(EntityType, i64)>,
     /// Features generated from the Location of a Datastream's or MultiDatastream's Thing.
     generated: std::collections::HashMap<(EntityType, i64), i64>,
 }
@@ -237,34 +244,7 @@ impl WriteTx<'_> {
         };
 
         // 2. The row itself.
-        let mut columns: Vec<String> = Vec::new();
-        let mut values: Vec<Sql> = Vec::new();
-        let mut logged: Vec<(&'static stela_model::Property, Value)> = Vec::new();
-        for (index, property) in ty.properties().iter().enumerate() {
-            let given = input.values.iter().find(|(i, _)| *i == index).map(|(_, v)| v);
-            let value = match (given, ty, property.name) {
-                (Some(v), EntityType::MultiDatastream, "observationType") => {
-                    if *v != Value::Text(COMPLEX_OBSERVATION.into()) {
-                        return Err(invalid(format!(
-                            "the observationType of a MultiDatastream is always {COMPLEX_OBSERVATION}"
-                        )));
-                    }
-                    v.clone()
-                }
-                (None, EntityType::MultiDatastream, "observationType") => {
-                    Value::Text(COMPLEX_OBSERVATION.into())
-                }
-                (Some(v), _, _) => v.clone(),
-                (None, EntityType::Observation, "phenomenonTime") => {
-                    Value::Time(TimeValue::Instant(self.pending.now))
-                }
-                (None, _, _) if property.server_maintained => continue,
-                (None, _, _) => Value::Null,
-            };
-            columns.extend(column_names(property));
-            values.extend(to_sql(property, &value));
-            logged.push((property, value));
-        }
+        let RowValues { mut columns, mut values, logged } = self.row_values(input)?;
         for (column, (_, id)) in &forward {
             columns.push((*column).to_owned());
             values.push(Sql::Integer(*id));
@@ -376,6 +356,41 @@ impl WriteTx<'_> {
         Ok(id)
     }
 
+    /// The columns and values of the row of a new entity (its own properties, defaults
+    /// filled in), and the values as the log records them.
+    pub(crate) fn row_values(&self, input: &EntityInput) -> Result<RowValues, StoreError> {
+        let ty = input.ty;
+        let mut columns: Vec<String> = Vec::new();
+        let mut values: Vec<Sql> = Vec::new();
+        let mut logged: Vec<(&'static stela_model::Property, Value)> = Vec::new();
+        for (index, property) in ty.properties().iter().enumerate() {
+            let given = input.values.iter().find(|(i, _)| *i == index).map(|(_, v)| v);
+            let value = match (given, ty, property.name) {
+                (Some(v), EntityType::MultiDatastream, "observationType") => {
+                    if *v != Value::Text(COMPLEX_OBSERVATION.into()) {
+                        return Err(invalid(format!(
+                            "the observationType of a MultiDatastream is always {COMPLEX_OBSERVATION}"
+                        )));
+                    }
+                    v.clone()
+                }
+                (None, EntityType::MultiDatastream, "observationType") => {
+                    Value::Text(COMPLEX_OBSERVATION.into())
+                }
+                (Some(v), _, _) => v.clone(),
+                (None, EntityType::Observation, "phenomenonTime") => {
+                    Value::Time(TimeValue::Instant(self.pending.now))
+                }
+                (None, _, _) if property.server_maintained => continue,
+                (None, _, _) => Value::Null,
+            };
+            columns.extend(column_names(property));
+            values.extend(to_sql(property, &value));
+            logged.push((property, value));
+        }
+        Ok(RowValues { columns, values, logged })
+    }
+
     /// The Datastream or MultiDatastream an Observation belongs to.
     fn observation_parents(&self, observation: i64) -> Result<Vec<(EntityType, i64)>, StoreError> {
         let row: Option<(Option<i64>, Option<i64>)> = self
@@ -394,7 +409,7 @@ impl WriteTx<'_> {
     }
 
     /// The number of ObservedProperties of a MultiDatastream.
-    fn multi_width(&self, multi: i64) -> Result<usize, StoreError> {
+    pub(crate) fn multi_width(&self, multi: i64) -> Result<usize, StoreError> {
         let count: i64 = self
             .tx
             .prepare_cached(
@@ -431,20 +446,10 @@ impl WriteTx<'_> {
     /// The result of an Observation of a MultiDatastream is an array with one value per
     /// ObservedProperty.
     fn check_multi_result(&self, multi: i64, result: Option<&Value>) -> Result<(), StoreError> {
-        let width = self.multi_width(multi)?;
-        match result {
-            Some(Value::Json(Json::Array(items))) if items.len() == width => Ok(()),
-            Some(Value::Json(Json::Array(items))) => Err(invalid(format!(
-                "the result has {} values but the MultiDatastream has {width} ObservedProperties",
-                items.len()
-            ))),
-            _ => Err(invalid(format!(
-                "the result of an Observation of a MultiDatastream is an array of {width} values"
-            ))),
-        }
+        crate::bulk::check_multi_result(self.multi_width(multi)?, result)
     }
 
-    fn require(&mut self, ty: EntityType, id: i64) -> Result<(), StoreError> {
+    pub(crate) fn require(&mut self, ty: EntityType, id: i64) -> Result<(), StoreError> {
         if self.pending.known.contains(&(ty, id)) {
             return Ok(());
         }
@@ -580,7 +585,10 @@ impl WriteTx<'_> {
 
     /// The FeatureOfInterest for an Observation that names none: generated from the current
     /// Location of the Datastream's Thing, or reused when generated from it before.
-    fn feature_from_location(&mut self, parent: (EntityType, i64)) -> Result<i64, StoreError> {
+    pub(crate) fn feature_from_location(
+        &mut self,
+        parent: (EntityType, i64),
+    ) -> Result<i64, StoreError> {
         if let Some(feature) = self.pending.generated.get(&parent) {
             return Ok(*feature);
         }
@@ -640,7 +648,7 @@ impl WriteTx<'_> {
         Ok(feature)
     }
 
-    fn widen_extent(
+    pub(crate) fn widen_extent(
         &mut self,
         datastream: (EntityType, i64),
         feature: i64,

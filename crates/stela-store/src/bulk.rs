@@ -1,0 +1,274 @@
+//! Bulk creation of Observations: many rows per `INSERT`, no savepoint per row.
+//!
+//! ```text
+//!   create_batch(items)
+//!     ├─ plain Observation (links to existing entities only) ─► plan: every check that can
+//!     │    refuse it (links exist, Datastream xor MultiDatastream, result width), its
+//!     │    FeatureOfInterest, its row ─► refused: Err in its place, nothing written
+//!     ├─ anything else (deep insert, other types) ─► WriteTx::create in a savepoint
+//!     └─ runs of planned rows with the same columns ─► rows::insert_rows (one savepoint
+//!          per run; if the database refuses the run, its rows go one by one instead)
+//!          ─► ids, change records, log entry texts, Datastream extents
+//! ```
+//!
+//! The rules are those of `WriteTx::create` (write.rs); a row refused here is refused there
+//! with the same message.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::types::Value as Sql;
+use stela_log::Operation;
+use stela_model::{EntityInput, EntityType, Link, LinkTarget, Relation, Value};
+
+use crate::StoreError;
+use crate::sqlite::WriteTx;
+use crate::write::{Change, ChangeKind, RowValues};
+
+/// An item to create: the entity, and the relation and entity a path links it to
+/// (`Datastreams(5)/Observations`).
+pub type BatchItem = (EntityInput, Option<(&'static Relation, i64)>);
+
+/// A planned Observation row.
+struct Planned {
+    /// Position in the batch.
+    position: usize,
+    columns: String,
+    values: Vec<Sql>,
+    /// The body of its log entry, `@iot.id` still to be set.
+    body: serde_json::Value,
+    parent: (EntityType, i64),
+    feature: i64,
+}
+
+fn invalid(message: impl Into<String>) -> StoreError {
+    StoreError::Invalid(message.into())
+}
+
+impl WriteTx<'_> {
+    /// Creates every item on its own: a refused item leaves nothing behind and gets its error
+    /// in its place; the others are created. Results are in input order; ids increase in
+    /// input order.
+    pub fn create_batch(&mut self, items: &[BatchItem]) -> Vec<Result<i64, StoreError>> {
+        let mut results: Vec<Option<Result<i64, StoreError>>> =
+            std::iter::repeat_with(|| None).take(items.len()).collect();
+        let mut widths: HashMap<i64, usize> = HashMap::new();
+        let mut planned: Vec<Planned> = Vec::new();
+        for (position, (input, implicit)) in items.iter().enumerate() {
+            match self.plan_observation(position, input, *implicit, &mut widths) {
+                Ok(Some(plan)) => planned.push(plan),
+                Ok(None) => {
+                    // Keep ids in input order: what is planned goes in first.
+                    self.insert_planned(std::mem::take(&mut planned), items, &mut results);
+                    results[position] = Some(self.isolated(|tx| tx.create(input, *implicit)));
+                }
+                Err(error) => results[position] = Some(Err(error)),
+            }
+        }
+        self.insert_planned(planned, items, &mut results);
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("a batch item was lost".into()))))
+            .collect()
+    }
+
+    /// Checks a plain Observation and computes its row; `None` for anything the general path
+    /// must create (another type, or new entities nested in it).
+    fn plan_observation(
+        &mut self,
+        position: usize,
+        input: &EntityInput,
+        implicit: Option<(&'static Relation, i64)>,
+        widths: &mut HashMap<i64, usize>,
+    ) -> Result<Option<Planned>, StoreError> {
+        let ty = input.ty;
+        if ty != EntityType::Observation {
+            return Ok(None);
+        }
+        let mut forward: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut pending_links: Vec<(&'static Relation, &'static str, i64)> = Vec::new();
+        if let Some((relation, id)) = implicit {
+            let Link::Forward { column } = relation.link else { return Ok(None) };
+            pending_links.push((relation, column, id));
+        }
+        for link in &input.links {
+            let Link::Forward { column } = link.relation.link else { return Ok(None) };
+            for target in &link.targets {
+                let LinkTarget::Existing(id) = target else { return Ok(None) };
+                pending_links.push((link.relation, column, *id));
+            }
+        }
+        for (relation, column, id) in pending_links {
+            self.require(relation.target, id)?;
+            if let Some(previous) = forward.get(column)
+                && *previous != id
+            {
+                return Err(invalid(format!(
+                    "conflicting {} for the {ty}: {previous} and {id}",
+                    relation.name
+                )));
+            }
+            forward.insert(column, id);
+        }
+        for relation in ty.relations() {
+            if let Link::Forward { column } = relation.link
+                && relation.required
+                && !forward.contains_key(column)
+            {
+                return Err(invalid(format!(
+                    "a {ty} needs a {}: missing relation '{}'",
+                    relation.target, relation.name
+                )));
+            }
+        }
+        let parent = match (forward.get("datastream_id"), forward.get("multi_datastream_id")) {
+            (Some(d), None) => (EntityType::Datastream, *d),
+            (None, Some(m)) => (EntityType::MultiDatastream, *m),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "an Observation belongs to a Datastream or to a MultiDatastream, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "an Observation needs a Datastream (or a MultiDatastream): missing relation 'Datastream'",
+                ));
+            }
+        };
+        if parent.0 == EntityType::MultiDatastream {
+            let width = match widths.get(&parent.1) {
+                Some(width) => *width,
+                None => {
+                    let width = self.multi_width(parent.1)?;
+                    widths.insert(parent.1, width);
+                    width
+                }
+            };
+            check_multi_result(width, input.value("result"))?;
+        }
+        let feature = match forward.get("feature_id") {
+            Some(feature) => *feature,
+            None => {
+                let feature = self.feature_from_location(parent)?;
+                forward.insert("feature_id", feature);
+                feature
+            }
+        };
+        let RowValues { mut columns, mut values, logged } = self.row_values(input)?;
+        for (column, id) in &forward {
+            columns.push((*column).to_owned());
+            values.push(Sql::Integer(*id));
+        }
+        let links = ty.relations().iter().filter_map(|relation| match relation.link {
+            Link::Forward { column } => forward.get(column).map(|id| (relation.name, *id)),
+            _ => None,
+        });
+        let body = crate::ledger::body_from_parts(0, logged.iter().map(|(p, v)| (*p, v)), links);
+        // Refused now rather than after the insert, as the one-by-one path refuses it.
+        let body = crate::ledger::check_loggable(ty, body)?;
+        Ok(Some(Planned { position, columns: columns.join(", "), values, body, parent, feature }))
+    }
+
+    /// Inserts planned rows, runs of the same columns together.
+    fn insert_planned(
+        &mut self,
+        planned: Vec<Planned>,
+        items: &[BatchItem],
+        results: &mut [Option<Result<i64, StoreError>>],
+    ) {
+        let mut rest = planned;
+        while !rest.is_empty() {
+            let same = rest.iter().take_while(|p| p.columns == rest[0].columns).count();
+            let later = rest.split_off(same);
+            let run = std::mem::replace(&mut rest, later);
+            if let Err(run) = self.insert_run(run, items, results) {
+                // The database refused the run (it should not, after the checks): each row
+                // on its own, so that only the failing ones fail.
+                for plan in run {
+                    let (input, implicit) = &items[plan.position];
+                    results[plan.position] = Some(self.isolated(|tx| tx.create(input, *implicit)));
+                }
+            }
+        }
+    }
+
+    /// One run of rows with the same columns, in one savepoint; gives the run back when the
+    /// database refuses it (nothing of it written).
+    fn insert_run(
+        &mut self,
+        run: Vec<Planned>,
+        items: &[BatchItem],
+        results: &mut [Option<Result<i64, StoreError>>],
+    ) -> Result<(), Vec<Planned>> {
+        let width = run[0].values.len();
+        let values: Vec<Sql> = run.iter().flat_map(|p| p.values.iter().cloned()).collect();
+        let inserted = (|| {
+            self.tx.execute_batch("SAVEPOINT bulk")?;
+            match crate::rows::insert_rows(
+                &self.tx,
+                "observations",
+                &run[0].columns,
+                width,
+                &values,
+            ) {
+                Ok(done) => {
+                    self.tx.execute_batch("RELEASE bulk")?;
+                    Ok(done)
+                }
+                Err(error) => {
+                    self.tx.execute_batch("ROLLBACK TO bulk; RELEASE bulk")?;
+                    Err(error)
+                }
+            }
+        })();
+        let Ok(done) = inserted else { return Err(run) };
+        let ids = done.into_iter().flat_map(|(last, count)| (last + 1 - count as i64)..=last);
+        for (plan, id) in run.into_iter().zip(ids) {
+            let position = plan.position;
+            let (input, _) = &items[position];
+            results[position] = Some(self.created_observation(plan, input, id));
+        }
+        Ok(())
+    }
+
+    /// Records an inserted Observation: its change, its log entry, its Datastream's extent.
+    fn created_observation(
+        &mut self,
+        plan: Planned,
+        input: &EntityInput,
+        id: i64,
+    ) -> Result<i64, StoreError> {
+        let ty = EntityType::Observation;
+        let mut body = plan.body;
+        body["@iot.id"] = serde_json::Value::from(id);
+        let entry =
+            match crate::ledger::entry_text(Operation::Create, ty, id, body, self.pending.now) {
+                Ok(entry) => entry,
+                Err(error) => {
+                    // A value the log cannot hold exactly fails this row alone.
+                    self.tx.execute("DELETE FROM observations WHERE id = ?1", [id])?;
+                    return Err(error);
+                }
+            };
+        let change_index = self.pending.changes.len();
+        self.pending.changes.push(Change { kind: ChangeKind::Created, ty, id });
+        self.pending.known.insert((ty, id));
+        self.pending.entries.insert(change_index, entry);
+        self.widen_extent(plan.parent, plan.feature, input)?;
+        Ok(id)
+    }
+}
+
+/// The result of an Observation of a MultiDatastream is an array with one value per
+/// ObservedProperty.
+pub(crate) fn check_multi_result(width: usize, result: Option<&Value>) -> Result<(), StoreError> {
+    match result {
+        Some(Value::Json(serde_json::Value::Array(items))) if items.len() == width => Ok(()),
+        Some(Value::Json(serde_json::Value::Array(items))) => Err(invalid(format!(
+            "the result has {} values but the MultiDatastream has {width} ObservedProperties",
+            items.len()
+        ))),
+        _ => Err(invalid(format!(
+            "the result of an Observation of a MultiDatastream is an array of {width} values"
+        ))),
+    }
+}
