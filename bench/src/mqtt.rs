@@ -1,11 +1,12 @@
-//! A minimal MQTT 3.1.1 publisher: CONNECT, PUBLISH at QoS 0 or 1, PUBACK. That is all a
-//! device does to post Observations, and all the harness needs to measure the broker; a full
-//! client library would only add weight.
+//! A minimal MQTT 3.1.1 client: CONNECT, PUBLISH at QoS 0 or 1, PUBACK, and SUBSCRIBE at
+//! QoS 0. That is all a device does to post Observations and a dashboard to follow them, and
+//! all the harness needs to measure the broker; a full client library would only add weight.
 //!
 //! ```text
 //! CONNECT (clean session, no keep-alive) ─▶ CONNACK 0
 //! PUBLISH v1.1/Datastreams(ID)/Observations {json}  QoS 0: no answer
 //!                                                   QoS 1: ─▶ PUBACK(packet id)
+//! SUBSCRIBE v1.1/Observations QoS 0 ─▶ SUBACK, then PUBLISH per notification
 //! ```
 
 use std::time::Duration;
@@ -54,6 +55,18 @@ fn connect_packet(client_id: &str) -> Vec<u8> {
     body.extend_from_slice(&0u16.to_be_bytes()); // keep-alive off
     string(client_id, &mut body);
     let mut packet = vec![0x10];
+    remaining_length(body.len(), &mut packet);
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// A SUBSCRIBE packet of one topic at QoS 0.
+fn subscribe_packet(topic: &str, packet_id: u16) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + 5);
+    body.extend_from_slice(&packet_id.to_be_bytes());
+    string(topic, &mut body);
+    body.push(0);
+    let mut packet = vec![0x82];
     remaining_length(body.len(), &mut packet);
     packet.extend_from_slice(&body);
     packet
@@ -129,6 +142,58 @@ impl Publisher {
         self.stream.flush().await.map_err(io_error)
     }
 
+    /// Sends a QoS 1 PUBLISH without waiting for its PUBACK (buffered: call
+    /// [`Publisher::flush`]); returns its packet id, for [`Publisher::next_puback`].
+    pub async fn send_qos1(&mut self, topic: &str, payload: &[u8]) -> Result<u16, OpError> {
+        let id = self.next_packet_id;
+        self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+        self.stream.write_all(&publish_packet(topic, payload, Some(id))).await.map_err(io_error)?;
+        Ok(id)
+    }
+
+    /// Waits for the next PUBACK; returns its packet id.
+    pub async fn next_puback(&mut self) -> Result<u16, OpError> {
+        loop {
+            let (kind, body) = self.read_packet().await?;
+            if kind == 0x40 && body.len() >= 2 {
+                return Ok(u16::from_be_bytes([body[0], body[1]]));
+            }
+        }
+    }
+
+    /// Subscribes to `topic` at QoS 0 and waits for the SUBACK.
+    pub async fn subscribe_qos0(&mut self, topic: &str) -> Result<(), OpError> {
+        self.stream.write_all(&subscribe_packet(topic, 1)).await.map_err(io_error)?;
+        self.stream.flush().await.map_err(io_error)?;
+        loop {
+            let (kind, body) = self.read_packet().await?;
+            if kind == 0x90 {
+                return match body.get(2) {
+                    Some(0) => Ok(()),
+                    _ => Err(OpError(format!(
+                        "MQTT: the broker refused the subscription to {topic}"
+                    ))),
+                };
+            }
+        }
+    }
+
+    /// The payload of the next QoS 0 PUBLISH the broker sends; `None` when none comes within
+    /// the answer timeout.
+    pub async fn next_message(&mut self) -> Result<Option<Vec<u8>>, OpError> {
+        loop {
+            let (kind, mut body) = match self.read_packet().await {
+                Ok(packet) => packet,
+                Err(OpError(message)) if message.contains("no answer") => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            if kind == 0x30 && body.len() >= 2 {
+                let topic_length = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                return Ok(Some(body.split_off((2 + topic_length).min(body.len()))));
+            }
+        }
+    }
+
     /// Publishes at QoS 1 and waits for its PUBACK.
     pub async fn publish_qos1(&mut self, topic: &str, payload: &[u8]) -> Result<(), OpError> {
         let id = self.next_packet_id;
@@ -155,6 +220,7 @@ mod tests {
         assert_eq!(connect, [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 1, b'b']);
         let publish = publish_packet("t", b"{}", Some(7));
         assert_eq!(publish, [0x32, 7, 0, 1, b't', 0, 7, b'{', b'}']);
+        assert_eq!(subscribe_packet("t", 1), [0x82, 6, 0, 1, 0, 1, b't', 0]);
         let mut length = Vec::new();
         remaining_length(321, &mut length);
         assert_eq!(length, [0xC1, 0x02]);

@@ -5,7 +5,9 @@
 //! reads  (dataset exactly as seeded)  GET by id · latest Observation · time window · $expand
 //!                                     · $count · st_within
 //! paging                              follow @iot.nextLink: one Datastream, then all Observations
-//! ingest (adds Observations)          POST ×1, ×32 · CreateObservations · JSON $batch · MQTT QoS 0, 1
+//! ingest (adds Observations)          POST ×1, ×32 · CreateObservations · JSON $batch
+//!                                     · MQTT QoS 1 (one and a window in flight), QoS 0
+//! notify (adds Observations)          MQTT notification latency at 10,000 messages/s fan-out
 //! ```
 //!
 //! A feature the server lacks shows as "not available" with its answer; it never fails the run.
@@ -34,6 +36,15 @@ const BULK_CONCURRENCY: usize = 4;
 const WINDOW: u64 = 100;
 /// The DESIGN.md target of MQTT ingest, Observations per second.
 const MQTT_TARGET: f64 = 50_000.0;
+/// QoS 1 PUBLISHes each connection keeps unacknowledged in `ingest_mqtt_qos1_window`: the
+/// default of paho-mqtt (`max_inflight_messages`); rumqttc's is 100.
+const MQTT_QOS1_WINDOW: usize = 20;
+/// Subscribers of `v1.1/Observations` in `notify_mqtt_latency`.
+const NOTIFY_SUBSCRIBERS: usize = 10;
+/// Notifications per second the subscribers receive together in `notify_mqtt_latency`.
+const NOTIFY_FAN_OUT_RATE: f64 = 10_000.0;
+/// The DESIGN.md target of notification latency, p99 in ms.
+const NOTIFY_P99_TARGET_MS: f64 = 20.0;
 /// Pages timed at each end of a walk.
 const EDGE_PAGES: usize = 50;
 
@@ -79,6 +90,12 @@ impl Bench {
     /// Whether the figure `id` is to be measured (`--only`).
     pub fn wants(&self, id: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|prefix| id.starts_with(prefix.as_str()))
+    }
+
+    /// Whether `--only` names `id` exactly and nothing else that `id` is a prefix of asks for
+    /// more (so `--only ingest_mqtt_qos1_window` does not also run `ingest_mqtt_qos1`).
+    fn only_prefix_of(&self, id: &str) -> bool {
+        !self.only.is_empty() && self.only.iter().all(|prefix| prefix == id)
     }
 
     fn plan(&self, concurrency: usize) -> Plan {
@@ -543,8 +560,14 @@ pub async fn ingest(bench: &Bench) -> Vec<Figure> {
     figures.extend(create_observations(bench).await);
     figures.extend(batch(bench).await);
     // QoS 0 last: a server that cannot keep up is still draining its backlog afterwards.
-    if bench.wants("ingest_mqtt_qos1") {
+    if bench.wants("ingest_mqtt_qos1") && !bench.only_prefix_of("ingest_mqtt_qos1_window") {
         figures.push(mqtt_qos1(bench).await);
+    }
+    if bench.wants("ingest_mqtt_qos1_window") {
+        figures.push(mqtt_qos1_window(bench).await);
+    }
+    if bench.wants("notify_mqtt_latency") {
+        figures.push(mqtt_notification_latency(bench).await);
     }
     if bench.wants("ingest_mqtt_qos0") {
         figures.push(mqtt_qos0(bench).await);
@@ -855,4 +878,280 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
         }
     ));
     judge(figure, "≥ 50,000/s", |f| f.items_per_second >= MQTT_TARGET)
+}
+
+/// QoS 1 with a window: each connection keeps up to [`MQTT_QOS1_WINDOW`] PUBLISHes
+/// unacknowledged, as MQTT clients do, and counts what is acknowledged.
+async fn mqtt_qos1_window(bench: &Bench) -> Figure {
+    let title = "MQTT publish, QoS 1, window of 20";
+    announce(title);
+    let mut figure = Figure::new(
+        "ingest_mqtt_qos1_window",
+        "ingest",
+        title,
+        format!(
+            "PUBLISH v1.1/Datastreams(<id>)/Observations, QoS 1, up to {MQTT_QOS1_WINDOW} \
+             unacknowledged per connection"
+        ),
+        "Observations",
+    );
+    let c = bench.concurrency;
+    let Some(addr) = bench.mqtt.clone() else {
+        return mqtt_unavailable(figure, c, no_mqtt_reason());
+    };
+    let mut publishers = Vec::with_capacity(c);
+    for i in 0..c {
+        match Publisher::connect(&addr, &format!("stela-bench-q1w-{i}")).await {
+            Ok(publisher) => publishers.push(publisher),
+            Err(error) => return mqtt_unavailable(figure, c, error.0),
+        }
+    }
+    let cpu_before = bench.pid.and_then(crate::server::cpu_seconds);
+    let started = Instant::now();
+    let deadline = started + bench.duration;
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for mut publisher in publishers {
+        let worker = bench.clone();
+        let seq = Arc::clone(&seq);
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).map_err(|e| OpError(e.to_string()))?;
+            let mut in_flight: std::collections::VecDeque<(u16, Instant)> =
+                std::collections::VecDeque::new();
+            let mut acknowledged = 0u64;
+            loop {
+                let open = Instant::now() < deadline;
+                while open && in_flight.len() < MQTT_QOS1_WINDOW {
+                    let (topic, payload) =
+                        mqtt_topic_and_payload(&worker, seq.fetch_add(1, Ordering::Relaxed));
+                    let id = publisher.send_qos1(&topic, &payload).await?;
+                    in_flight.push_back((id, Instant::now()));
+                }
+                if in_flight.is_empty() {
+                    break;
+                }
+                publisher.flush().await?;
+                let id = publisher.next_puback().await?;
+                // PUBACKs come in PUBLISH order (MQTT 3.1.1 §4.6); anything else is skipped.
+                if let Some(position) = in_flight.iter().position(|(sent, _)| *sent == id) {
+                    if let Some((_, sent_at)) = in_flight.remove(position) {
+                        let micros = sent_at.elapsed().as_micros() as u64;
+                        let _ = histogram.record(micros.max(1));
+                    }
+                    acknowledged += 1;
+                }
+            }
+            Ok::<_, OpError>((acknowledged, histogram))
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+    let mut acknowledged = 0;
+    let mut failure = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok((count, own))) => {
+                acknowledged += count;
+                let _ = histogram.add(own);
+            }
+            Ok(Err(error)) => {
+                failure.get_or_insert(error.0);
+            }
+            Err(join) => {
+                failure.get_or_insert(join.to_string());
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    if acknowledged == 0 {
+        let reason = failure.unwrap_or_else(|| "no PUBLISH was acknowledged".into());
+        return mqtt_unavailable(figure, c, reason);
+    }
+    figure.concurrency = c;
+    figure.load_average = load_average()[0];
+    figure.requests = acknowledged;
+    figure.items = acknowledged;
+    figure.first_error = failure;
+    figure.seconds = elapsed.as_secs_f64();
+    figure.requests_per_second = acknowledged as f64 / figure.seconds;
+    figure.items_per_second = figure.requests_per_second;
+    figure.latency_ms = Latency::from_histogram(&histogram);
+    figure.server_cpu_ms_per_item =
+        match (cpu_before, bench.pid.and_then(crate::server::cpu_seconds)) {
+            (Some(before), Some(after)) => Some((after - before) * 1000.0 / acknowledged as f64),
+            _ => None,
+        };
+    figure.server_cpu_ms_per_request = figure.server_cpu_ms_per_item;
+    figure.extra.insert("window".into(), json!(MQTT_QOS1_WINDOW));
+    judge(figure, "≥ 50,000/s", |f| f.items_per_second >= MQTT_TARGET)
+}
+
+/// Notification latency: [`NOTIFY_SUBSCRIBERS`] subscribers of `v1.1/Observations` while
+/// Observations are published over MQTT at [`NOTIFY_FAN_OUT_RATE`] / subscribers per second,
+/// so that the broker sends [`NOTIFY_FAN_OUT_RATE`] notifications per second. Each
+/// Observation's result is the time it was published (µs after the start), so that each
+/// subscriber times every notification from PUBLISH to its arrival: the whole path of create,
+/// commit, change event, read, render and delivery.
+async fn mqtt_notification_latency(bench: &Bench) -> Figure {
+    let title = "MQTT notification latency";
+    announce(title);
+    let mut figure = Figure::new(
+        "notify_mqtt_latency",
+        "notify",
+        title,
+        format!(
+            "{NOTIFY_SUBSCRIBERS} subscribers of v1.1/Observations (QoS 0), {} Observations/s \
+             published (QoS 0, 4 connections): {NOTIFY_FAN_OUT_RATE} notifications/s",
+            NOTIFY_FAN_OUT_RATE / NOTIFY_SUBSCRIBERS as f64
+        ),
+        "notifications",
+    );
+    let c = NOTIFY_SUBSCRIBERS;
+    let Some(addr) = bench.mqtt.clone() else {
+        return mqtt_unavailable(figure, c, no_mqtt_reason());
+    };
+    let mut subscribers = Vec::with_capacity(c);
+    for i in 0..c {
+        let subscriber = match Publisher::connect(&addr, &format!("stela-bench-sub-{i}")).await {
+            Ok(mut subscriber) => {
+                subscriber.subscribe_qos0("v1.1/Observations").await.map(|()| subscriber)
+            }
+            Err(error) => Err(error),
+        };
+        match subscriber {
+            Ok(subscriber) => subscribers.push(subscriber),
+            Err(error) => return mqtt_unavailable(figure, c, error.0),
+        }
+    }
+    let mut publishers = Vec::new();
+    for i in 0..4 {
+        match Publisher::connect(&addr, &format!("stela-bench-notify-{i}")).await {
+            Ok(publisher) => publishers.push(publisher),
+            Err(error) => return mqtt_unavailable(figure, c, error.0),
+        }
+    }
+    let rate = NOTIFY_FAN_OUT_RATE / c as f64;
+    let started = Instant::now();
+    let deadline = started + bench.duration;
+    let cap = (bench.duration.as_secs_f64() * rate).ceil() as u64;
+    let cpu_before = bench.pid.and_then(crate::server::cpu_seconds);
+    // Subscribers read until nothing has come for a while after publishing ended.
+    let mut listening = Vec::new();
+    for mut subscriber in subscribers {
+        listening.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).map_err(|e| OpError(e.to_string()))?;
+            let mut received = 0u64;
+            loop {
+                // Until nothing has come for 2 s after publishing ended.
+                let quiet_until = Instant::now().max(deadline) + Duration::from_secs(2);
+                let next = tokio::time::timeout_at(quiet_until.into(), subscriber.next_message());
+                let payload = match next.await {
+                    Ok(Ok(Some(payload))) => payload,
+                    Ok(Ok(None)) | Err(_) => break,
+                    Ok(Err(error)) => return Err(error),
+                };
+                let Some(sent_micros) = serde_json::from_slice::<Json>(&payload)
+                    .ok()
+                    .and_then(|json| json.get("result").and_then(Json::as_f64))
+                else {
+                    continue;
+                };
+                let now = started.elapsed().as_micros() as u64;
+                let _ = histogram.record(now.saturating_sub(sent_micros as u64).max(1));
+                received += 1;
+            }
+            Ok::<_, OpError>((received, histogram))
+        }));
+    }
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut sending = Vec::new();
+    for mut publisher in publishers {
+        let worker = bench.clone();
+        let seq = Arc::clone(&seq);
+        sending.push(tokio::spawn(async move {
+            let streams = &worker.dataset.datastreams;
+            let mut sent = 0u64;
+            loop {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                if n >= cap || Instant::now() >= deadline {
+                    break;
+                }
+                let due = started + Duration::from_secs_f64(n as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                let d = (mix(n) % streams.len() as u64) as usize;
+                let (time, _) = new_observation(&worker, d);
+                let result = started.elapsed().as_micros() as u64;
+                let payload = format!(r#"{{"phenomenonTime":"{time}","result":{result}}}"#);
+                let topic = format!("v1.1/Datastreams({})/Observations", streams[d]);
+                publisher.publish_qos0(&topic, payload.as_bytes()).await?;
+                publisher.flush().await?;
+                sent += 1;
+            }
+            Ok::<_, OpError>((sent, publisher))
+        }));
+    }
+    let mut published = 0u64;
+    let mut failure = None;
+    let mut keep_open = Vec::new();
+    for task in sending {
+        match task.await {
+            Ok(Ok((sent, publisher))) => {
+                published += sent;
+                keep_open.push(publisher);
+            }
+            Ok(Err(error)) => {
+                failure.get_or_insert(error.0);
+            }
+            Err(join) => {
+                failure.get_or_insert(join.to_string());
+            }
+        }
+    }
+    let publishing = started.elapsed();
+    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+    let mut received = 0u64;
+    for task in listening {
+        match task.await {
+            Ok(Ok((count, own))) => {
+                received += count;
+                let _ = histogram.add(own);
+            }
+            Ok(Err(error)) => {
+                failure.get_or_insert(error.0);
+            }
+            Err(join) => {
+                failure.get_or_insert(join.to_string());
+            }
+        }
+    }
+    drop(keep_open);
+    let expected = published * c as u64;
+    if received == 0 {
+        let reason = failure
+            .unwrap_or_else(|| format!("published {published} Observations, no notification came"));
+        return mqtt_unavailable(figure, c, reason);
+    }
+    figure.concurrency = c;
+    figure.load_average = load_average()[0];
+    figure.requests = published;
+    figure.items = received;
+    figure.first_error = failure;
+    figure.seconds = publishing.as_secs_f64();
+    figure.requests_per_second = published as f64 / figure.seconds;
+    figure.items_per_second = received as f64 / figure.seconds;
+    figure.latency_ms = Latency::from_histogram(&histogram);
+    figure.server_cpu_ms_per_item =
+        match (cpu_before, bench.pid.and_then(crate::server::cpu_seconds)) {
+            (Some(before), Some(after)) => Some((after - before) * 1000.0 / received as f64),
+            _ => None,
+        };
+    figure.server_cpu_ms_per_request = figure.server_cpu_ms_per_item;
+    figure.extra.insert("subscribers".into(), json!(c));
+    figure.extra.insert("expected".into(), json!(expected));
+    figure.extra.insert("lost".into(), json!(expected.saturating_sub(received)));
+    figure.note = Some(format!(
+        "{published} Observations published, {received} of {expected} notifications received"
+    ));
+    judge(figure, "p99 ≤ 20 ms, none lost", |f| {
+        f.latency_ms.is_some_and(|l| l.p99 <= NOTIFY_P99_TARGET_MS) && f.items == expected
+    })
 }

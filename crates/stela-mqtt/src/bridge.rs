@@ -2,9 +2,11 @@
 //! several Stela instances behind one load balancer share one bus.
 //!
 //! ```text
-//!  broker ──► $share/<group>/v1.1/Observations, v1.1/+/Observations (and v1.0) ──► Ingest
+//!  broker ──► $share/<group>/v1.1/Observations, v1.1/+/Observations (and v1.0)
 //!             (a shared subscription: each message goes to one Stela instance)
-//!  Service change events of this instance ──► v1.1/<Set>, v1.1/<Set>(id),
+//!             ──► Ingest::submit (batched creates) ──► ack task: PUBACKs in arrival order,
+//!                                                      each after its commit
+//!  Service change events of this instance, in batches ──► v1.1/<Set>, v1.1/<Set>(id),
 //!             v1.1/<Parent>(id)/<NavSet> (and v1.0) ──► broker
 //! ```
 //!
@@ -20,14 +22,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS};
 use serde_json::Value as Json;
 use stela_service::{ChangeEvent, ChangeKind, Service, ServiceError};
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::{broadcast, mpsc};
 
-use crate::ingest::{Ingest, log_rejection};
+use crate::ingest::{Ingest, Pending, log_rejection};
 use crate::metrics::{Metrics, MqttState, bump};
-use crate::payload::{EventEntity, related_ids, render};
+use crate::notifier::{MAX_EVENTS, receive_batch};
+use crate::payload::{Wanted, render};
 use crate::topic::VERSIONS;
 
 /// Errors of the MQTT side's set-up.
@@ -113,6 +116,10 @@ pub fn parse_broker_url(url: &str) -> Result<(String, u16), MqttError> {
 /// Requests queued towards the broker; beyond it notifications are dropped and counted.
 const REQUEST_QUEUE: usize = 4096;
 
+/// Messages received and not yet acknowledged (queued or committing); beyond it the bridge
+/// stops reading from the broker until commits catch up.
+const MAX_PENDING_ACKS: usize = 4096;
+
 /// Stela as a client of an external broker.
 #[derive(Debug)]
 pub struct Bridge {
@@ -176,7 +183,10 @@ impl Bridge {
             self.service.subscribe(),
         ));
         let topics = self.create_topics();
-        let permits = self.ingest.permits();
+        let batcher = self.ingest.start();
+        let (acks, pending_acks) = mpsc::channel(MAX_PENDING_ACKS);
+        let ack_task =
+            tokio::spawn(ack_loop(pending_acks, client.clone(), Arc::clone(&self.metrics)));
         let mut connected_before = false;
         let mut connected = false;
         tokio::pin!(shutdown);
@@ -219,25 +229,15 @@ impl Bridge {
                 }
                 Ok(Event::Incoming(Incoming::Publish(publish))) => {
                     bump(&self.metrics.messages_in);
-                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
-                    let ingest = Arc::clone(&self.ingest);
-                    let client = client.clone();
-                    let metrics = Arc::clone(&self.metrics);
-                    tokio::spawn(async move {
-                        if !is_notification(&publish.payload)
-                            && let Err(rejection) =
-                                ingest.create(&publish.topic, &publish.payload).await
-                        {
-                            let count = Metrics::get(&metrics.rejected);
-                            log_rejection("(external broker)", &publish.topic, &rejection, count);
-                        }
-                        drop(permit);
-                        if client.try_ack(&publish).is_err() {
-                            tracing::warn!(
-                                "mqtt acknowledgement could not be queued; the broker will redeliver"
-                            );
-                        }
-                    });
+                    // Waits only while the create queue is full: the backpressure of a flood.
+                    let outcome = if is_notification(&publish.payload) {
+                        None
+                    } else {
+                        Some(self.ingest.submit(&publish.topic, &publish.payload).await)
+                    };
+                    if acks.send((publish, outcome)).await.is_err() {
+                        break;
+                    }
                 }
                 Ok(_) => {}
                 Err(error) => {
@@ -256,6 +256,12 @@ impl Bridge {
             }
         }
         notifier.abort();
+        drop(acks);
+        // The messages received are committed (or refused) and acknowledged before leaving.
+        let _ = ack_task.await;
+        if let Some(batcher) = batcher {
+            batcher.abort();
+        }
         let _ = client.try_disconnect();
         self.metrics.set_state(MqttState::Stopped);
     }
@@ -267,6 +273,27 @@ fn is_notification(payload: &[u8]) -> bool {
     serde_json::from_slice::<Json>(payload).is_ok_and(|json| json.get("@iot.selfLink").is_some())
 }
 
+/// Acknowledges the messages in the order they came, each once its create is committed or
+/// refused (MQTT 3.1.1 has no negative acknowledgement: refused messages are acknowledged too,
+/// otherwise the broker would redeliver them forever).
+async fn ack_loop(
+    mut pending: mpsc::Receiver<(Publish, Option<Pending>)>,
+    client: AsyncClient,
+    metrics: Arc<Metrics>,
+) {
+    while let Some((publish, outcome)) = pending.recv().await {
+        if let Some(outcome) = outcome
+            && let Err(rejection) = outcome.outcome().await
+        {
+            let count = Metrics::get(&metrics.rejected);
+            log_rejection("(external broker)", &publish.topic, &rejection, count);
+        }
+        if client.try_ack(&publish).is_err() {
+            tracing::warn!("mqtt acknowledgement could not be queued; the broker will redeliver");
+        }
+    }
+}
+
 async fn notify_loop(
     service: Service,
     client: AsyncClient,
@@ -274,23 +301,22 @@ async fn notify_loop(
     http_base_url: String,
     mut events: broadcast::Receiver<ChangeEvent>,
 ) {
-    loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(RecvError::Lagged(missed)) => {
-                metrics.events_lost.fetch_add(missed, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(
-                    missed,
-                    "mqtt notifier fell behind the writers; notifications were lost"
-                );
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        if let Err(error) = notify(&service, &client, &metrics, &http_base_url, event).await {
-            tracing::error!(%error, ?event, "mqtt notifications for a change failed");
+    let mut batch = Vec::with_capacity(MAX_EVENTS);
+    while receive_batch(&mut events, &mut batch, &metrics).await {
+        if let Err(error) = notify(&service, &client, &metrics, &http_base_url, &batch).await {
+            tracing::error!(%error, events = batch.len(), "mqtt notifications for a batch of changes failed");
         }
+        batch.clear();
     }
+}
+
+/// The relations of `event`'s type whose inverse is a collection: the navigation topics
+/// (`Datastreams(id)/Observations`) a creation is published on.
+fn navigation_relations(
+    event: &ChangeEvent,
+) -> impl Iterator<Item = &'static stela_model::Relation> {
+    let created = event.kind == ChangeKind::Created;
+    event.ty.relations().iter().filter(move |relation| created && relation.inverse_relation().many)
 }
 
 async fn notify(
@@ -298,38 +324,46 @@ async fn notify(
     client: &AsyncClient,
     metrics: &Metrics,
     http_base_url: &str,
-    event: ChangeEvent,
+    batch: &[ChangeEvent],
 ) -> Result<(), ServiceError> {
-    let set = event.ty.set_name();
-    let mut entity = EventEntity::new(service, event.ty, event.id);
-    let Some(current) = entity.get(&Default::default()).await? else { return Ok(()) };
-    let mut topics: Vec<String> = Vec::new();
-    match event.kind {
-        ChangeKind::Created => {
-            topics.push(set.to_owned());
-            topics.push(format!("{set}({})", event.id));
-            let relations: Vec<_> =
-                event.ty.relations().iter().filter(|r| r.inverse_relation().many).collect();
-            for (relation, parent, parent_id) in
-                related_ids(service, event.ty, event.id, &relations).await?
-            {
-                topics.push(format!("{}({parent_id})/{}", parent.set_name(), relation.inverse));
-            }
+    let mut wanted = Wanted::default();
+    for event in batch.iter().filter(|event| event.kind != ChangeKind::Deleted) {
+        wanted.entity(event.ty, event.id);
+        for relation in navigation_relations(event) {
+            wanted.related(event.ty, relation, event.id);
         }
-        ChangeKind::Updated => topics.push(format!("{set}({})", event.id)),
-        ChangeKind::Deleted => {}
     }
-    for version in VERSIONS {
-        let payload = render(http_base_url, version, current, &Default::default());
-        for topic in &topics {
-            match client.try_publish(
-                format!("{version}/{topic}"),
-                QoS::AtLeastOnce,
-                false,
-                payload.to_vec(),
-            ) {
-                Ok(()) => bump(&metrics.messages_out),
-                Err(_) => bump(&metrics.dropped),
+    let fetched = wanted.read(service).await?;
+    for event in batch {
+        let Some(current) = fetched.entity(event.ty, event.id) else { continue };
+        let set = event.ty.set_name();
+        let mut topics: Vec<String> = Vec::new();
+        match event.kind {
+            ChangeKind::Created => {
+                topics.push(set.to_owned());
+                topics.push(format!("{set}({})", event.id));
+                for relation in navigation_relations(event) {
+                    for parent_id in fetched.related(event.ty, relation, event.id) {
+                        let parent = relation.target.set_name();
+                        topics.push(format!("{parent}({parent_id})/{}", relation.inverse));
+                    }
+                }
+            }
+            ChangeKind::Updated => topics.push(format!("{set}({})", event.id)),
+            ChangeKind::Deleted => {}
+        }
+        for version in VERSIONS {
+            let payload = render(http_base_url, version, current, &Default::default());
+            for topic in &topics {
+                match client.try_publish(
+                    format!("{version}/{topic}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.to_vec(),
+                ) {
+                    Ok(()) => bump(&metrics.messages_out),
+                    Err(_) => bump(&metrics.dropped),
+                }
             }
         }
     }

@@ -25,11 +25,13 @@ pub struct BrokerOptions {
     pub http_base_url: String,
     /// Largest packet accepted from a client; larger ones close the connection.
     pub max_packet_bytes: usize,
-    /// Notifications queued per client; beyond it the slow-subscriber rule applies.
+    /// Notifications queued per client; beyond it the slow-subscriber rule applies. Room for
+    /// a few of the notifier's batches (`notifier::MAX_EVENTS`), which arrive at once.
     pub client_queue: usize,
     /// QoS 1 notifications sent to a client and not yet acknowledged.
     pub max_inflight: usize,
-    /// Creates from one client in progress before the broker stops reading from it.
+    /// Creates from one client queued or committing before the broker stops reading from it
+    /// (the depth of its pipeline: its PUBACKs wait for their commits, its reading does not).
     pub max_pending_creates: usize,
     /// Open connections; further ones are refused.
     pub max_connections: usize,
@@ -44,7 +46,7 @@ impl BrokerOptions {
         BrokerOptions {
             http_base_url: http_base_url.into(),
             max_packet_bytes: 1024 * 1024,
-            client_queue: 1024,
+            client_queue: 4096,
             max_inflight: 64,
             max_pending_creates: 64,
             max_connections: 10_000,
@@ -114,6 +116,7 @@ impl Broker {
         shared.metrics.set_endpoint(format!("mqtt://{local}"));
         shared.metrics.set_state(MqttState::Running);
         let notifier = tokio::spawn(notifier::run(Arc::clone(&shared), shared.service.subscribe()));
+        let batcher = shared.ingest.start();
         let mut sessions = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -152,6 +155,10 @@ impl Broker {
             sessions.abort_all();
         }
         notifier.abort();
+        // Every session has ended (and awaited its creates): nothing is left to batch.
+        if let Some(batcher) = batcher {
+            batcher.abort();
+        }
         shared.metrics.set_state(MqttState::Stopped);
         tracing::info!("mqtt broker stopped");
         Ok(())

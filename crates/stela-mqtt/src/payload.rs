@@ -1,14 +1,17 @@
 //! Reading changed entities and rendering them exactly as HTTP does
 //! (`stela_server::render::entity_json`), with links under the HTTP base URL.
+//!
+//! The notifiers read for a batch of change events at once ([`Wanted`] → [`Fetched`]): one
+//! read per entity type and one per relation followed, whatever the number of events. A
+//! topic's `$select` does not change what is read (it applies when rendering), so one read
+//! serves every `$select`.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde_json::{Value as Json, json};
-use stela_model::{
-    Entity, EntityType, ExpandedContent, Relation, ResourcePath, Step, Tail, value_to_json,
-};
-use stela_query::{QueryOptions, parse_query_options};
+use stela_model::{Entity, EntityType, Relation, ResourcePath, Step, Tail, value_to_json};
+use stela_query::QueryOptions;
 use stela_server::render::{Links, entity_json};
 use stela_service::{ErrorCode, ReadResult, Service, ServiceError};
 
@@ -50,39 +53,6 @@ pub(crate) fn property_json(entity: &Entity, index: usize) -> Json {
     json!({ property.name: value })
 }
 
-/// A cache of the entity of one change event, read once per distinct `$select`.
-#[derive(Debug)]
-pub(crate) struct EventEntity<'a> {
-    service: &'a Service,
-    ty: EntityType,
-    id: i64,
-    read: HashMap<String, Option<Entity>>,
-}
-
-impl<'a> EventEntity<'a> {
-    pub fn new(service: &'a Service, ty: EntityType, id: i64) -> EventEntity<'a> {
-        EventEntity { service, ty, id, read: HashMap::new() }
-    }
-
-    /// The entity read with `options`; `None` when it is gone.
-    pub async fn get(&mut self, options: &QueryOptions) -> Result<Option<&Entity>, ServiceError> {
-        let key = select_key(options);
-        if !self.read.contains_key(&key) {
-            let entity =
-                read_entity(self.service, entity_path(self.ty, self.id), options.clone()).await?;
-            self.read.insert(key.clone(), entity);
-        }
-        Ok(self.read.get(&key).and_then(Option::as_ref))
-    }
-}
-
-fn select_key(options: &QueryOptions) -> String {
-    match &options.select {
-        None => String::new(),
-        Some(items) => items.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-    }
-}
-
 /// Renders `entity` for a topic of `version` with its `$select`.
 pub(crate) fn render(
     http_base_url: &str,
@@ -93,34 +63,66 @@ pub(crate) fn render(
     to_bytes(&entity_json(&links(http_base_url, version), entity, options))
 }
 
-/// The entities related to `<ty>(id)` through `relations` (e.g. an Observation's Datastream
-/// and FeatureOfInterest), as `(relation, related type, related id)`, read in one request
-/// with `$expand=<relation>($select=id)`.
-pub(crate) async fn related_ids(
-    service: &Service,
-    ty: EntityType,
-    id: i64,
-    relations: &[&'static Relation],
-) -> Result<Vec<(&'static Relation, EntityType, i64)>, ServiceError> {
-    if relations.is_empty() {
-        return Ok(Vec::new());
+/// What a batch of change events needs read: changed entities, and the ids of entities
+/// related to them (to find navigation topics such as `Datastreams(id)/Observations`).
+#[derive(Debug, Default)]
+pub(crate) struct Wanted {
+    entities: HashMap<EntityType, Vec<i64>>,
+    related: HashMap<(EntityType, &'static str), (&'static Relation, Vec<i64>)>,
+}
+
+impl Wanted {
+    /// `<ty>(id)` is needed.
+    pub fn entity(&mut self, ty: EntityType, id: i64) {
+        self.entities.entry(ty).or_default().push(id);
     }
-    let expand: Vec<String> = relations.iter().map(|r| format!("{}($select=id)", r.name)).collect();
-    let pairs = [("$select".to_owned(), "id".to_owned()), ("$expand".to_owned(), expand.join(","))];
-    let options = parse_query_options(&pairs)
-        .map_err(|error| ServiceError::Internal(format!("expand of related ids: {error}")))?;
-    let Some(entity) = read_entity(service, entity_path(ty, id), options).await? else {
-        return Ok(Vec::new());
-    };
-    let mut related = Vec::new();
-    for expanded in &entity.expanded {
-        match &expanded.content {
-            ExpandedContent::One(Some(one)) => related.push((expanded.relation, one.ty, one.id)),
-            ExpandedContent::One(None) => {}
-            ExpandedContent::Many(page) => {
-                related.extend(page.items.iter().map(|item| (expanded.relation, item.ty, item.id)));
+
+    /// The ids `relation` (of `ty`) leads to from `<ty>(id)` are needed.
+    pub fn related(&mut self, ty: EntityType, relation: &'static Relation, id: i64) {
+        self.related
+            .entry((ty, relation.name))
+            .or_insert_with(|| (relation, Vec::new()))
+            .1
+            .push(id);
+    }
+
+    /// Reads it all: one request per entity type and one per (type, relation), however many
+    /// events asked.
+    pub async fn read(self, service: &Service) -> Result<Fetched, ServiceError> {
+        let mut fetched = Fetched::default();
+        for (ty, mut ids) in self.entities {
+            ids.sort_unstable();
+            ids.dedup();
+            for entity in service.read_many(ty, ids).await? {
+                fetched.entities.insert((ty, entity.id), entity);
             }
         }
+        for ((ty, name), (relation, mut ids)) in self.related {
+            ids.sort_unstable();
+            ids.dedup();
+            for (id, related) in service.related_ids_many(ty, relation, ids).await? {
+                fetched.related.entry((ty, name, id)).or_default().push(related);
+            }
+        }
+        Ok(fetched)
     }
-    Ok(related)
+}
+
+/// What [`Wanted::read`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    entities: HashMap<(EntityType, i64), Entity>,
+    related: HashMap<(EntityType, &'static str, i64), Vec<i64>>,
+}
+
+impl Fetched {
+    /// `<ty>(id)`, as `GET <Set>(id)` reads it; `None` when it is gone.
+    pub fn entity(&self, ty: EntityType, id: i64) -> Option<&Entity> {
+        self.entities.get(&(ty, id))
+    }
+
+    /// The ids `relation` (of `ty`) leads to from `<ty>(id)`, ascending.
+    pub fn related(&self, ty: EntityType, relation: &'static Relation, id: i64) -> &[i64] {
+        self.related.get(&(ty, relation.name, id)).map_or(&[], Vec::as_slice)
+    }
 }

@@ -4,15 +4,18 @@
 //!  socket ─► reader (this task) ──────────────────────────────────────────┐
 //!             CONNECT → auth → CONNACK                                     │
 //!             SUBSCRIBE → parse topic → Subscriptions → SUBACK ─┐          │
-//!             PUBLISH → spawn Ingest::create ─► ack queue ──────┤ control  │
+//!             PUBLISH → Ingest::submit ─► ack queue ─► ack task ┤ control  │
 //!             PINGREQ → PINGRESP, PUBACK → inflight window ─────┤ channel  │
 //!                                                               ▼          │
 //!  notifier ─► ClientHandle::offer ─► bounded queue ─► writer task ─► socket
 //! ```
 //!
 //! The writer sends control packets first, batches what is queued into one write, and
-//! disconnects the client when a write blocks longer than `write_timeout`. PUBACKs go out in
-//! the order the PUBLISHes came, each after its Observation is committed. Any protocol
+//! disconnects the client when a write blocks longer than `write_timeout`. The reader does
+//! not wait for a create: it queues the message (waiting only while the broker's create queue
+//! is full) and reads on, so that a client's messages are committed together in batches. The
+//! ack task sends the PUBACKs in the order the PUBLISHes came, each after the transaction
+//! holding its Observation committed. Any protocol
 //! violation closes the connection (as MQTT requires); nothing a client sends can stop the
 //! broker or other clients.
 
@@ -28,13 +31,12 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::auth::{AuthDecision, ConnectRequest};
 use crate::broker::Shared;
 use crate::client::{ClientHandle, Closer, Inflight, Outgoing};
-use crate::ingest::{Rejection, log_rejection};
+use crate::ingest::{Pending, Rejection, log_rejection};
 use crate::metrics::bump;
 use crate::payload::{entity_path, property_json, read_entity};
 use crate::topic::{TopicKind, parse_subscription};
@@ -258,7 +260,7 @@ struct Session {
 /// A create in progress and the acknowledgement to send once it is done.
 struct PendingAck {
     topic: String,
-    task: JoinHandle<Result<i64, Rejection>>,
+    outcome: Pending,
     ack: Option<Packet>,
 }
 
@@ -381,10 +383,10 @@ impl Session {
             QoS::ExactlyOnce => {
                 if self.awaiting_release.contains(&publish.pkid) {
                     // A retransmission of a message already processed: acknowledge only.
-                    let task = tokio::spawn(async { Ok(0) });
+                    let outcome = Pending::Done(Ok(0));
                     let ack = Some(Packet::PubRec(PubRec::new(publish.pkid)));
                     return acks
-                        .send(PendingAck { topic: publish.topic, task, ack })
+                        .send(PendingAck { topic: publish.topic, outcome, ack })
                         .await
                         .map_err(|_| End::Closed);
                 }
@@ -395,18 +397,14 @@ impl Session {
                 Some(Packet::PubRec(PubRec::new(publish.pkid)))
             }
         };
-        let shared = Arc::clone(&self.shared);
-        let allowed = shared.auth.may_publish(&self.principal, &publish.topic);
-        let topic = publish.topic.clone();
-        let task = tokio::spawn(async move {
-            if !allowed {
-                return Err(shared.ingest.reject(Rejection::NotAuthorized));
-            }
-            let permits = shared.ingest.permits();
-            let _permit = permits.acquire_owned().await;
-            shared.ingest.create(&publish.topic, &publish.payload).await
-        });
-        acks.send(PendingAck { topic, task, ack }).await.map_err(|_| End::Closed)
+        let ingest = &self.shared.ingest;
+        let outcome = if self.shared.auth.may_publish(&self.principal, &publish.topic) {
+            // Waits only while the create queue is full: the backpressure of a flood.
+            ingest.submit(&publish.topic, &publish.payload).await
+        } else {
+            Pending::Done(Err(ingest.reject(Rejection::NotAuthorized)))
+        };
+        acks.send(PendingAck { topic: publish.topic, outcome, ack }).await.map_err(|_| End::Closed)
     }
 
     async fn handle_subscribe(&mut self, subscribe: &Subscribe) -> Vec<SubscribeReasonCode> {
@@ -498,14 +496,10 @@ async fn ack_loop(
     client_id: String,
 ) {
     let mut rejected = 0u64;
-    while let Some(PendingAck { topic, task, ack }) = pending.recv().await {
-        match task.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(rejection)) => {
-                rejected += 1;
-                log_rejection(&client_id, &topic, &rejection, rejected);
-            }
-            Err(error) => tracing::error!(%client_id, %error, "mqtt create task failed"),
+    while let Some(PendingAck { topic, outcome, ack }) = pending.recv().await {
+        if let Err(rejection) = outcome.outcome().await {
+            rejected += 1;
+            log_rejection(&client_id, &topic, &rejection, rejected);
         }
         // MQTT 3.1.1 has no negative acknowledgement: refused messages are acknowledged too,
         // otherwise the client would resend them forever.

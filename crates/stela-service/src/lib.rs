@@ -15,6 +15,7 @@
 mod bulk;
 mod group;
 mod ledger;
+mod read_many;
 mod writer;
 
 use std::path::Path;
