@@ -1,5 +1,5 @@
 //! What the verifiable log costs on ingest: the same Observations written through the store's
-//! write path (one transaction per 1,000, as `CreateObservations` does) with the log append on
+//! write path (one transaction per 1,000, written in bulk as `CreateObservations` writes them) with the log append on
 //! and off, in-process so that HTTP and JSON parsing do not blur the difference.
 
 use std::time::Instant;
@@ -44,12 +44,16 @@ fn rate(observations: u64, logged: bool) -> anyhow::Result<f64> {
     while written < observations {
         let batch = PER_TRANSACTION.min(observations - written);
         store.write(1_700_000_000_000_000, |tx| {
+            let mut items = Vec::with_capacity(batch as usize);
             for k in written..written + batch {
                 let body = json!({"result": (k % 1000) as f64 / 10.0,
                                   "phenomenonTime": seed_time(k)});
                 let input = decode_entity(EntityType::Observation, &body, DecodeMode::Create)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
-                tx.create(&input, Some((datastream, 1)))?;
+                items.push((input, Some((datastream, 1))));
+            }
+            for created in tx.create_batch(&items) {
+                created?;
             }
             Ok::<_, StoreError>(())
         })?;

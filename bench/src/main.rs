@@ -17,6 +17,11 @@
 //! server does not start, seeding fails). Features the server lacks are reported as
 //! "not available". docs/PERFORMANCE.md explains each figure.
 
+/// The same allocator as the server, so that the in-process log measurement costs what the
+/// server pays.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod log_overhead;
 mod mqtt;
@@ -68,6 +73,7 @@ struct Args {
     #[arg(long)]
     no_seed: bool,
     /// Measure only these figures: comma-separated ids or prefixes, e.g. read_expand,ingest_post
+    /// (`log_overhead` alone: only the in-process log overhead, no server)
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// MQTT listener (HOST:PORT) when the server does not announce one on stdout
@@ -95,6 +101,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.only == ["log_overhead"] {
+        // The in-process comparison alone: no server, no dataset.
+        let overhead = log_overhead::measure(args.observations.unwrap_or(50_000))?;
+        println!("{}", serde_json::to_string_pretty(&overhead)?);
+        return Ok(());
+    }
     let observations = args.observations.unwrap_or(if args.large {
         10_000_000
     } else if args.quick {

@@ -108,38 +108,19 @@ impl LogEntry {
     /// Checks the entry can be logged exactly: RFC 3339 timestamp, no integer that JCS would
     /// round, bounded nesting.
     pub fn validate(&self) -> Result<(), EntryError> {
-        if !is_rfc3339(&self.committed_at) {
-            return Err(EntryError::InvalidTimestamp(self.committed_at.clone()));
-        }
-        if !number_survives_canonicalization(&serde_json::Number::from(self.entity_id)) {
-            return Err(EntryError::UnsafeNumber { path: "/entity_id".to_owned() });
-        }
-        check_numbers(&self.body, &mut "/body".to_owned(), 0)
+        validate_parts(self.entity_id, &self.body, &self.committed_at)
     }
 
     /// The RFC 8785 canonical JSON of the entry: the exact bytes that are logged.
     pub fn to_canonical_json(&self) -> Result<String, EntryError> {
-        self.validate()?;
-        // The members in their canonical order (all ASCII keys, sorted).
-        let mut out = String::with_capacity(256);
-        out.push_str("{\"actor\":");
-        crate::jcs::write_canonical(&Value::String(self.actor.clone()), &mut out);
-        out.push_str(",\"body\":");
-        crate::jcs::write_canonical(&self.body, &mut out);
-        out.push_str(",\"committed_at\":");
-        crate::jcs::write_canonical(&Value::String(self.committed_at.clone()), &mut out);
-        out.push_str(",\"entity_id\":");
-        out.push_str(&self.entity_id.to_string());
-        out.push_str(",\"entity_type\":");
-        crate::jcs::write_canonical(&Value::String(self.entity_type.clone()), &mut out);
-        out.push_str(",\"op\":");
-        out.push_str(match self.op {
-            Operation::Create => "\"create\"",
-            Operation::Update => "\"update\"",
-            Operation::Delete => "\"delete\"",
-        });
-        out.push('}');
-        Ok(out)
+        canonical_entry(
+            self.op,
+            &self.entity_type,
+            self.entity_id,
+            &self.body,
+            &self.committed_at,
+            &self.actor,
+        )
     }
 
     /// The entry's leaf hash: [`leaf_hash`] of its canonical JSON.
@@ -155,6 +136,115 @@ impl LogEntry {
             return Err(EntryError::NotCanonical);
         }
         Ok(entry)
+    }
+}
+
+/// The RFC 8785 canonical JSON of the entry made of these parts (see [`LogEntry`]), checked as
+/// [`LogEntry::validate`] checks it; what [`LogEntry::to_canonical_json`] returns, without
+/// building the entry (the write path logs every change through here).
+pub fn canonical_entry(
+    op: Operation,
+    entity_type: &str,
+    entity_id: i64,
+    body: &Value,
+    committed_at: &str,
+    actor: &str,
+) -> Result<String, EntryError> {
+    validate_parts(entity_id, body, committed_at)?;
+    Ok(write_entry(op, entity_type, entity_id, committed_at, actor, |out| {
+        crate::jcs::write_canonical(body, out)
+    }))
+}
+
+/// [`canonical_entry`] for the body of an entity, `{"@iot.id": body_id, …members}`, given as
+/// the canonical text of its members other than `@iot.id` (`"name":"x","result":1`, sorted,
+/// no braces): the write path renders a body once, straight into the entry.
+///
+/// Every member's name must sort after `@iot.id` (entity property and relation names do: they
+/// start with a letter), and every member's value must have passed [`check_body_member`].
+pub fn canonical_entity_entry(
+    op: Operation,
+    entity_type: &str,
+    entity_id: i64,
+    body_id: i64,
+    members: &str,
+    committed_at: &str,
+    actor: &str,
+) -> Result<String, EntryError> {
+    validate_parts(entity_id, &Value::from(body_id), committed_at)?;
+    Ok(write_entry(op, entity_type, entity_id, committed_at, actor, |out| {
+        out.push_str("{\"@iot.id\":");
+        out.push_str(&body_id.to_string());
+        if !members.is_empty() {
+            out.push(',');
+            out.push_str(members);
+        }
+        out.push('}');
+    }))
+}
+
+/// Checks one member of a body as [`LogEntry::validate`] checks the whole body.
+pub fn check_body_member(name: &str, value: &Value) -> Result<(), EntryError> {
+    if numbers_are_safe(value, 1) {
+        Ok(())
+    } else {
+        let mut path = String::from("/body/");
+        path.push_str(&name.replace('~', "~0").replace('/', "~1"));
+        check_numbers(value, &mut path, 1)
+    }
+}
+
+/// The members in their canonical order (all ASCII keys, sorted).
+fn write_entry(
+    op: Operation,
+    entity_type: &str,
+    entity_id: i64,
+    committed_at: &str,
+    actor: &str,
+    body: impl FnOnce(&mut String),
+) -> String {
+    let mut out = String::with_capacity(320);
+    out.push_str("{\"actor\":");
+    crate::jcs::write_string(actor, &mut out);
+    out.push_str(",\"body\":");
+    body(&mut out);
+    out.push_str(",\"committed_at\":");
+    crate::jcs::write_string(committed_at, &mut out);
+    out.push_str(",\"entity_id\":");
+    out.push_str(&entity_id.to_string());
+    out.push_str(",\"entity_type\":");
+    crate::jcs::write_string(entity_type, &mut out);
+    out.push_str(",\"op\":");
+    out.push_str(match op {
+        Operation::Create => "\"create\"",
+        Operation::Update => "\"update\"",
+        Operation::Delete => "\"delete\"",
+    });
+    out.push('}');
+    out
+}
+
+fn validate_parts(entity_id: i64, body: &Value, committed_at: &str) -> Result<(), EntryError> {
+    if !is_rfc3339(committed_at) {
+        return Err(EntryError::InvalidTimestamp(committed_at.to_owned()));
+    }
+    if !number_survives_canonicalization(&serde_json::Number::from(entity_id)) {
+        return Err(EntryError::UnsafeNumber { path: "/entity_id".to_owned() });
+    }
+    // The cheap walk first; the one that names the place only when there is a problem.
+    if numbers_are_safe(body, 0) { Ok(()) } else { check_numbers(body, &mut "/body".to_owned(), 0) }
+}
+
+/// Whether [`check_numbers`] would accept `value`.
+fn numbers_are_safe(value: &Value, depth: usize) -> bool {
+    if depth > MAX_BODY_DEPTH {
+        return false;
+    }
+    match value {
+        Value::Number(number) => number_survives_canonicalization(number),
+        Value::Array(items) => items.iter().all(|item| numbers_are_safe(item, depth + 1)),
+        Value::Object(members) => members.values().all(|item| numbers_are_safe(item, depth + 1)),
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
     }
 }
 
@@ -259,6 +349,62 @@ pub fn is_rfc3339(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entity_entry_from_members_is_the_canonical_entry_of_its_body() {
+        let body = serde_json::json!({"@iot.id": 42, "Datastream": {"@iot.id": 7},
+            "phenomenonTime": "2024-01-01T00:00:00Z", "result": [1.5, {"b": 1, "a": "é"}]});
+        let members = body
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| *name != "@iot.id")
+            .map(|(name, value)| {
+                check_body_member(name, value).unwrap();
+                format!(
+                    "{}:{}",
+                    crate::jcs::to_canonical_string(&Value::from(name.clone())),
+                    crate::jcs::to_canonical_string(value)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let at = "2026-11-25T17:00:00.5Z";
+        for op in [Operation::Create, Operation::Update] {
+            assert_eq!(
+                canonical_entity_entry(op, "Observation", 42, 42, &members, at, "").unwrap(),
+                canonical_entry(op, "Observation", 42, &body, at, "").unwrap()
+            );
+        }
+        assert_eq!(
+            canonical_entity_entry(Operation::Create, "Thing", 1, 1, "", at, "").unwrap(),
+            canonical_entry(
+                Operation::Create,
+                "Thing",
+                1,
+                &serde_json::json!({"@iot.id": 1}),
+                at,
+                ""
+            )
+            .unwrap()
+        );
+        let error = check_body_member("result", &serde_json::json!([1, 9_007_199_254_740_993_u64]))
+            .unwrap_err();
+        assert_eq!(error, EntryError::UnsafeNumber { path: "/body/result/1".into() });
+        assert_eq!(
+            LogEntry {
+                op: Operation::Create,
+                entity_type: "Observation".into(),
+                entity_id: 1,
+                body: serde_json::json!({"@iot.id": 1, "result": [1, 9_007_199_254_740_993_u64]}),
+                committed_at: at.into(),
+                actor: String::new(),
+            }
+            .validate()
+            .unwrap_err(),
+            error
+        );
+    }
 
     #[test]
     fn timestamps() {

@@ -70,7 +70,8 @@ fn write_number(number: &serde_json::Number, out: &mut String) {
     }
 }
 
-fn write_string(text: &str, out: &mut String) {
+/// Appends the canonical form of the string `text` (RFC 8785 §3.2.2.2).
+pub fn write_string(text: &str, out: &mut String) {
     out.push('"');
     let mut start = 0;
     for (index, byte) in text.bytes().enumerate() {

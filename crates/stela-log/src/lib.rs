@@ -92,7 +92,9 @@ pub mod verify;
 
 pub use appender::{AppendError, Appended, Appender};
 pub use checkpoint::{Checkpoint, CheckpointError};
-pub use entry::{EntryError, LogEntry, Operation};
+pub use entry::{
+    EntryError, LogEntry, Operation, canonical_entity_entry, canonical_entry, check_body_member,
+};
 pub use error::ErrorCode;
 pub use hash::{EMPTY_ROOT, HASH_SIZE, Hash, leaf_hash, node_hash};
 pub use memory::{MemoryTree, MissingNode};

@@ -57,13 +57,16 @@ pub fn own_properties_json<'a>(
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut object = serde_json::Map::new();
     for (property, value) in values {
-        if property.server_maintained {
-            continue;
-        }
-        let json = value_to_json(value);
-        if !json.is_null() || property.required {
-            object.insert(property.name.to_owned(), json);
+        if is_own_property(property, value) {
+            object.insert(property.name.to_owned(), value_to_json(value));
         }
     }
     object
+}
+
+/// Whether [`own_properties_json`] includes `property` with `value`: not a server-maintained
+/// one, and not null unless the property is mandatory.
+pub fn is_own_property(property: &Property, value: &Value) -> bool {
+    let null = matches!(value, Value::Null | Value::Json(serde_json::Value::Null));
+    !property.server_maintained && (!null || property.required)
 }

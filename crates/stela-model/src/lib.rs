@@ -11,7 +11,9 @@ pub mod schema;
 pub mod value;
 
 pub use decode::{DecodeError, DecodeMode, EntityInput, LinkTarget, RelationInput, decode_entity};
-pub use entity::{Entity, Expanded, ExpandedContent, Page, own_properties_json};
+pub use entity::{Entity, Expanded, ExpandedContent, Page, is_own_property, own_properties_json};
 pub use path::{PathError, ResourcePath, Step, Tail, parse_resource_path};
 pub use schema::{EntityType, Link, Property, PropertyKind, Relation};
-pub use value::{Micros, TimeValue, Value, format_instant, format_time_value, value_to_json};
+pub use value::{
+    Micros, TimeValue, Value, format_instant, format_time_value, value_to_json, write_instant,
+};

@@ -4,8 +4,8 @@
 //! integers in every store, and render back as ISO 8601 with the precision they need
 //! (seconds, milliseconds or microseconds). Input with a time-zone offset is normalised to UTC.
 
+use time::OffsetDateTime;
 use time::format_description::well_known::{Iso8601, Rfc3339};
-use time::{OffsetDateTime, UtcOffset};
 
 /// Microseconds since 1970-01-01T00:00:00Z.
 pub type Micros = i64;
@@ -85,22 +85,59 @@ pub fn parse_time_value(text: &str) -> Result<TimeValue, TimeError> {
 
 /// Renders an instant as ISO 8601 in UTC with the precision it needs.
 pub fn format_instant(micros: Micros) -> String {
+    let mut out = String::with_capacity(27);
+    write_instant(micros, &mut out);
+    out
+}
+
+/// Appends [`format_instant`]'s text to `out` (digit by digit: every time of every entity
+/// rendered or logged goes through here).
+pub fn write_instant(micros: Micros, out: &mut String) {
     let Ok(dt) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000) else {
-        return String::from("invalid");
+        out.push_str("invalid");
+        return;
     };
-    let dt = dt.to_offset(UtcOffset::UTC);
     let (year, month, day) = (dt.year(), u8::from(dt.month()), dt.day());
     let (hour, minute, second) = (dt.hour(), dt.minute(), dt.second());
-    let fraction = micros.rem_euclid(1_000_000);
-    let year_text =
-        if (0..=9999).contains(&year) { format!("{year:04}") } else { format!("{year:+05}") };
-    let base = format!("{year_text}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
-    if fraction == 0 {
-        format!("{base}Z")
-    } else if fraction % 1_000 == 0 {
-        format!("{base}.{:03}Z", fraction / 1_000)
+    if (0..=9999).contains(&year) {
+        push_digits(out, year.unsigned_abs(), 4);
     } else {
-        format!("{base}.{fraction:06}Z")
+        out.push(if year < 0 { '-' } else { '+' });
+        let digits = year.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1).max(4);
+        push_digits(out, year.unsigned_abs(), digits as usize);
+    }
+    for (separator, value) in [('-', month), ('-', day), ('T', hour), (':', minute), (':', second)]
+    {
+        out.push(separator);
+        push_digits(out, u32::from(value), 2);
+    }
+    let fraction = micros.rem_euclid(1_000_000) as u32;
+    if fraction != 0 {
+        out.push('.');
+        if fraction.is_multiple_of(1_000) {
+            push_digits(out, fraction / 1_000, 3);
+        } else {
+            push_digits(out, fraction, 6);
+        }
+    }
+    out.push('Z');
+}
+
+/// Appends `value` in decimal, zero-padded to `width` digits.
+fn push_digits(out: &mut String, value: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut rest = value;
+    let mut used = 0;
+    while rest > 0 || used == 0 {
+        digits[9 - used] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        used += 1;
+    }
+    for _ in used..width {
+        out.push('0');
+    }
+    for digit in &digits[10 - used..] {
+        out.push(char::from(*digit));
     }
 }
 
@@ -125,6 +162,41 @@ pub fn value_to_json(value: &Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text of `format_instant` as `time` and `format!` spell it.
+    fn reference_format(micros: Micros) -> String {
+        let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).unwrap();
+        let (year, month, day) = (dt.year(), u8::from(dt.month()), dt.day());
+        let year =
+            if (0..=9999).contains(&year) { format!("{year:04}") } else { format!("{year:+05}") };
+        let base = format!(
+            "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        );
+        match micros.rem_euclid(1_000_000) {
+            0 => format!("{base}Z"),
+            f if f % 1_000 == 0 => format!("{base}.{:03}Z", f / 1_000),
+            f => format!("{base}.{f:06}Z"),
+        }
+    }
+
+    #[test]
+    fn instants_are_written_digit_by_digit_as_format_would() {
+        // Years -9999 to 9999, the range of the `time` crate.
+        let mut micros: i64 = -377_705_116_800_000_000;
+        let mut step: i64 = 1;
+        while micros < 253_402_300_800_000_000 {
+            assert_eq!(format_instant(micros), reference_format(micros), "{micros}");
+            micros = micros.saturating_add(step);
+            step = (step.saturating_mul(3) + 7) % 900_000_000_000_000;
+        }
+        for exact in [0, 1, 999, 1_000, 999_999, 1_000_000, -1, -1_000_000, 253_402_300_799_999_999]
+        {
+            assert_eq!(format_instant(exact), reference_format(exact), "{exact}");
+        }
+    }
 
     #[test]
     fn instants_round_trip_with_their_precision() {

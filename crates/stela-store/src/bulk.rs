@@ -32,10 +32,10 @@ pub type BatchItem = (EntityInput, Option<(&'static Relation, i64)>);
 struct Planned {
     /// Position in the batch.
     position: usize,
-    columns: String,
+    columns: Vec<&'static str>,
     values: Vec<Sql>,
-    /// The body of its log entry, `@iot.id` still to be set.
-    body: serde_json::Value,
+    /// The body of its log entry.
+    body: crate::ledger::BodyMembers,
     parent: (EntityType, i64),
     feature: i64,
 }
@@ -155,17 +155,16 @@ impl WriteTx<'_> {
         };
         let RowValues { mut columns, mut values, logged } = self.row_values(input)?;
         for (column, id) in &forward {
-            columns.push((*column).to_owned());
+            columns.push(column);
             values.push(Sql::Integer(*id));
         }
         let links = ty.relations().iter().filter_map(|relation| match relation.link {
             Link::Forward { column } => forward.get(column).map(|id| (relation.name, *id)),
             _ => None,
         });
-        let body = crate::ledger::body_from_parts(0, logged.iter().map(|(p, v)| (*p, v)), links);
         // Refused now rather than after the insert, as the one-by-one path refuses it.
-        let body = crate::ledger::check_loggable(ty, body)?;
-        Ok(Some(Planned { position, columns: columns.join(", "), values, body, parent, feature }))
+        let body = crate::ledger::BodyMembers::new(ty, logged.iter().map(|(p, v)| (*p, v)), links)?;
+        Ok(Some(Planned { position, columns, values, body, parent, feature }))
     }
 
     /// Inserts planned rows, runs of the same columns together.
@@ -200,16 +199,11 @@ impl WriteTx<'_> {
         results: &mut [Option<Result<i64, StoreError>>],
     ) -> Result<(), Vec<Planned>> {
         let width = run[0].values.len();
+        let columns = run[0].columns.join(", ");
         let values: Vec<Sql> = run.iter().flat_map(|p| p.values.iter().cloned()).collect();
         let inserted = (|| {
             self.tx.execute_batch("SAVEPOINT bulk")?;
-            match crate::rows::insert_rows(
-                &self.tx,
-                "observations",
-                &run[0].columns,
-                width,
-                &values,
-            ) {
+            match crate::rows::insert_rows(&self.tx, "observations", &columns, width, &values) {
                 Ok(done) => {
                     self.tx.execute_batch("RELEASE bulk")?;
                     Ok(done)
@@ -238,17 +232,20 @@ impl WriteTx<'_> {
         id: i64,
     ) -> Result<i64, StoreError> {
         let ty = EntityType::Observation;
-        let mut body = plan.body;
-        body["@iot.id"] = serde_json::Value::from(id);
-        let entry =
-            match crate::ledger::entry_text(Operation::Create, ty, id, body, self.pending.now) {
-                Ok(entry) => entry,
-                Err(error) => {
-                    // A value the log cannot hold exactly fails this row alone.
-                    self.tx.execute("DELETE FROM observations WHERE id = ?1", [id])?;
-                    return Err(error);
-                }
-            };
+        let entry = match crate::ledger::entry_text(
+            Operation::Create,
+            ty,
+            id,
+            &plan.body,
+            &self.pending.committed_at,
+        ) {
+            Ok(entry) => entry,
+            Err(error) => {
+                // A value the log cannot hold exactly fails this row alone.
+                self.tx.execute("DELETE FROM observations WHERE id = ?1", [id])?;
+                return Err(error);
+            }
+        };
         let change_index = self.pending.changes.len();
         self.pending.changes.push(Change { kind: ChangeKind::Created, ty, id });
         self.pending.known.insert((ty, id));

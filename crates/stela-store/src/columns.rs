@@ -12,7 +12,10 @@
 use rusqlite::Row;
 use rusqlite::types::Value as Sql;
 use serde_json::Value as Json;
-use stela_model::{Property, PropertyKind, TimeValue, Value};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use stela_model::{EntityType, Property, PropertyKind, TimeValue, Value};
 
 use crate::StoreError;
 
@@ -23,16 +26,37 @@ pub(crate) const RESULT_NUMBER: i64 = 2;
 pub(crate) const RESULT_STRING: i64 = 3;
 pub(crate) const RESULT_JSON: i64 = 4;
 
-/// The column names of a property, in the order of [`to_sql`] and [`from_row`].
-pub(crate) fn column_names(property: &Property) -> Vec<String> {
-    let col = property.column;
-    match property.kind {
-        PropertyKind::Interval | PropertyKind::InstantOrInterval => {
-            vec![format!("{col}_start"), format!("{col}_end")]
-        }
-        PropertyKind::Result => vec![format!("{col}_type"), col.to_owned()],
-        _ => vec![col.to_owned()],
+/// The column names of a property, in the order of [`to_sql`] and [`from_row`]; worked out
+/// once for every property of the model (every row read or written asks).
+pub(crate) fn column_names(property: &Property) -> &'static [String] {
+    type Key = (&'static str, u8);
+    static NAMES: OnceLock<HashMap<Key, Vec<String>>> = OnceLock::new();
+    fn key(property: &Property) -> Key {
+        let shape = match property.kind {
+            PropertyKind::Interval | PropertyKind::InstantOrInterval => 1,
+            PropertyKind::Result => 2,
+            _ => 0,
+        };
+        (property.column, shape)
     }
+    fn names(property: &Property) -> Vec<String> {
+        let col = property.column;
+        match property.kind {
+            PropertyKind::Interval | PropertyKind::InstantOrInterval => {
+                vec![format!("{col}_start"), format!("{col}_end")]
+            }
+            PropertyKind::Result => vec![format!("{col}_type"), col.to_owned()],
+            _ => vec![col.to_owned()],
+        }
+    }
+    let all = NAMES.get_or_init(|| {
+        EntityType::ALL
+            .iter()
+            .flat_map(|ty| ty.properties())
+            .map(|property| (key(property), names(property)))
+            .collect()
+    });
+    all.get(&key(property)).map_or(&[], Vec::as_slice)
 }
 
 /// The SQL values of a property value, one per column.

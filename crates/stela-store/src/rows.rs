@@ -42,21 +42,9 @@ pub(crate) fn insert_rows(
 }
 
 fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
-    let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
-    for row in 0..rows {
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for column in 0..width {
-            if column > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("?{}", row * width + column + 1));
-        }
-        sql.push(')');
-    }
-    sql
+    // Anonymous `?` placeholders: SQLite numbers them in order.
+    let row = format!("({})", vec!["?"; width].join(","));
+    format!("INSERT INTO {table} ({columns}) VALUES {}", vec![row; rows].join(","))
 }
 
 #[cfg(test)]

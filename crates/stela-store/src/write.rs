@@ -61,7 +61,7 @@ pub(crate) struct Extent {
 
 /// The row of a new entity: see [`WriteTx::row_values`].
 pub(crate) struct RowValues {
-    pub(crate) columns: Vec<String>,
+    pub(crate) columns: Vec<&'static str>,
     pub(crate) values: Vec<Sql>,
     pub(crate) logged: Vec<(&'static stela_model::Property, Value)>,
 }
@@ -74,6 +74,8 @@ pub(crate) struct Pending {
     extents: BTreeMap<(EntityType, i64), Extent>,
     recompute: BTreeSet<(EntityType, i64)>,
     pub(crate) now: Micros,
+    /// `now` as the log records it.
+    pub(crate) committed_at: String,
     /// The log entries (canonical text) of the changes that wrote them, by index of the change
     /// in `changes`, so that the log neither reads the entities back nor serialises twice.
     /// By index of the change in `changes`.
@@ -99,6 +101,7 @@ impl WriteTx<'_> {
     /// Sets the server time used for defaults and HistoricalLocations in this transaction.
     pub fn set_now(&mut self, now: Micros) {
         self.pending.now = now;
+        self.pending.committed_at = stela_model::format_instant(now);
     }
 
     /// Runs `f` as one unit inside the transaction: when it fails, what it wrote is undone and
@@ -246,7 +249,7 @@ impl WriteTx<'_> {
         // 2. The row itself.
         let RowValues { mut columns, mut values, logged } = self.row_values(input)?;
         for (column, (_, id)) in &forward {
-            columns.push((*column).to_owned());
+            columns.push(column);
             values.push(Sql::Integer(*id));
         }
         let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
@@ -267,8 +270,14 @@ impl WriteTx<'_> {
             }
             _ => None,
         });
-        let body = crate::ledger::body_from_parts(id, logged.iter().map(|(p, v)| (*p, v)), links);
-        let entry = crate::ledger::entry_text(Operation::Create, ty, id, body, self.pending.now)?;
+        let body = crate::ledger::BodyMembers::new(ty, logged.iter().map(|(p, v)| (*p, v)), links)?;
+        let entry = crate::ledger::entry_text(
+            Operation::Create,
+            ty,
+            id,
+            &body,
+            &self.pending.committed_at,
+        )?;
         self.pending.entries.insert(change_index, entry);
 
         // 3. To-many relations: children pointing at this entity, and join rows.
@@ -360,7 +369,7 @@ impl WriteTx<'_> {
     /// filled in), and the values as the log records them.
     pub(crate) fn row_values(&self, input: &EntityInput) -> Result<RowValues, StoreError> {
         let ty = input.ty;
-        let mut columns: Vec<String> = Vec::new();
+        let mut columns: Vec<&'static str> = Vec::new();
         let mut values: Vec<Sql> = Vec::new();
         let mut logged: Vec<(&'static stela_model::Property, Value)> = Vec::new();
         for (index, property) in ty.properties().iter().enumerate() {
@@ -384,7 +393,7 @@ impl WriteTx<'_> {
                 (None, _, _) if property.server_maintained => continue,
                 (None, _, _) => Value::Null,
             };
-            columns.extend(column_names(property));
+            columns.extend(column_names(property).iter().map(String::as_str));
             values.extend(to_sql(property, &value));
             logged.push((property, value));
         }
@@ -700,7 +709,7 @@ impl WriteTx<'_> {
             if property.required && value == Value::Null && property.kind != PropertyKind::Result {
                 return Err(invalid(format!("'{}' of {ty} must not be null", property.name)));
             }
-            for (column, sql) in column_names(property).into_iter().zip(to_sql(property, &value)) {
+            for (column, sql) in column_names(property).iter().zip(to_sql(property, &value)) {
                 values.push(sql);
                 assignments.push(format!("{column} = ?{}", values.len()));
             }
@@ -777,7 +786,13 @@ impl WriteTx<'_> {
         // this request alone.
         let entity = self.entity(ty, id)?;
         let body = crate::ledger::entity_body(&self.tx, &entity)?;
-        let entry = crate::ledger::entry_text(Operation::Update, ty, id, body, self.pending.now)?;
+        let entry = crate::ledger::entry_text(
+            Operation::Update,
+            ty,
+            id,
+            &body,
+            &self.pending.committed_at,
+        )?;
         self.pending.entries.insert(self.pending.changes.len(), entry);
         self.pending.changes.push(Change { kind: ChangeKind::Updated, ty, id });
         Ok(())
