@@ -6,8 +6,8 @@
 //!     │    refuse it (links exist, Datastream xor MultiDatastream, result width), its
 //!     │    FeatureOfInterest, its row ─► refused: Err in its place, nothing written
 //!     ├─ anything else (deep insert, other types) ─► WriteTx::create in a savepoint
-//!     └─ runs of planned rows with the same columns ─► rows::insert_rows (one savepoint
-//!          per run; if the database refuses the run, its rows go one by one instead)
+//!     └─ runs of planned rows with the same columns ─► rows::insert_rows (no savepoint;
+//!          if the database refuses the run, it is undone and its rows go one by one instead)
 //!          ─► ids, change records, log entry texts, Datastream extents
 //! ```
 //!
@@ -190,8 +190,8 @@ impl WriteTx<'_> {
         }
     }
 
-    /// One run of rows with the same columns, in one savepoint; gives the run back when the
-    /// database refuses it (nothing of it written).
+    /// One run of rows with the same columns; gives the run back when the database refuses it
+    /// (nothing of it left written).
     fn insert_run(
         &mut self,
         run: Vec<Planned>,
@@ -201,20 +201,31 @@ impl WriteTx<'_> {
         let width = run[0].values.len();
         let columns = run[0].columns.join(", ");
         let values: Vec<Sql> = run.iter().flat_map(|p| p.values.iter().cloned()).collect();
-        let inserted = (|| {
-            self.tx.execute_batch("SAVEPOINT bulk")?;
-            match crate::rows::insert_rows(&self.tx, "observations", &columns, width, &values) {
-                Ok(done) => {
-                    self.tx.execute_batch("RELEASE bulk")?;
-                    Ok(done)
-                }
-                Err(error) => {
-                    self.tx.execute_batch("ROLLBACK TO bulk; RELEASE bulk")?;
-                    Err(error)
+        let mut done = Vec::new();
+        // No savepoint (SQLite would copy every page the run touches into a sub-journal): a
+        // failing statement inserts nothing, and the statements before it are undone here.
+        if crate::rows::insert_rows(&self.tx, "observations", &columns, width, &values, &mut done)
+            .is_err()
+        {
+            for (last, count) in done {
+                let first = last + 1 - count as i64;
+                let undone = self
+                    .tx
+                    .prepare_cached("DELETE FROM observations WHERE id >= ?1 AND id <= ?2")
+                    .and_then(|mut delete| delete.execute([first, last]));
+                if let Err(error) = undone {
+                    // The transaction cannot be trusted any more: every row of the run fails
+                    // and the caller's transaction must not commit.
+                    let message = format!("undoing a refused bulk insert failed: {error}");
+                    for plan in &run {
+                        results[plan.position] = Some(Err(StoreError::Corrupt(message.clone())));
+                    }
+                    self.pending.poisoned = true;
+                    return Ok(());
                 }
             }
-        })();
-        let Ok(done) = inserted else { return Err(run) };
+            return Err(run);
+        }
         let ids = done.into_iter().flat_map(|(last, count)| (last + 1 - count as i64)..=last);
         for (plan, id) in run.into_iter().zip(ids) {
             let position = plan.position;

@@ -291,7 +291,8 @@ pub(crate) fn append_changes(
             Sql::Text(text),
         ]);
     }
-    crate::rows::insert_rows(conn, "log_entries", "idx, entity_type, entity_id, entry", 4, &rows)?;
+    let columns = "idx, entity_type, entity_id, entry";
+    crate::rows::insert_rows(conn, "log_entries", columns, 4, &rows, &mut Vec::new())?;
     let appended = next.append(&leaves).map_err(|e| StoreError::Corrupt(format!("log: {e}")))?;
     // Only the levels of the hash tiles are stored (see `NodeReader`).
     let mut node =

@@ -11,6 +11,7 @@
 //! Invariant: user values reach SQL only as bound parameters, never as SQL text.
 
 mod bulk;
+mod checkpoint;
 mod columns;
 mod filter;
 mod ledger;

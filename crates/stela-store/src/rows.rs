@@ -9,20 +9,22 @@ use rusqlite::{Connection, params_from_iter};
 use crate::StoreError;
 
 /// The most rows one statement inserts.
-const MAX_CHUNK: usize = 64;
+const MAX_CHUNK: usize = 256;
 
-/// Inserts `values.len() / width` rows into `table (columns)`, in order. Returns the rowid of
-/// the last row of each statement with the number of rows it inserted: rows of one statement
-/// get consecutive rowids (one writer; SQLite numbers the rows of a `VALUES` list in order).
+/// Inserts `values.len() / width` rows into `table (columns)`, in order. Pushes to `done` the
+/// rowid of the last row of each statement with the number of rows it inserted, as it goes
+/// (on an error, `done` says what is already in): rows of one statement get consecutive rowids
+/// (one writer; SQLite numbers the rows of a `VALUES` list in order). A statement that fails
+/// inserts nothing.
 pub(crate) fn insert_rows(
     conn: &Connection,
     table: &str,
     columns: &str,
     width: usize,
     values: &[Sql],
-) -> Result<Vec<(i64, usize)>, StoreError> {
+    done: &mut Vec<(i64, usize)>,
+) -> Result<(), StoreError> {
     debug_assert!(width > 0 && values.len().is_multiple_of(width));
-    let mut done = Vec::new();
     let mut rest = values;
     while !rest.is_empty() {
         let rows = rest.len() / width;
@@ -38,7 +40,7 @@ pub(crate) fn insert_rows(
         done.push((conn.last_insert_rowid(), chunk));
         rest = later;
     }
-    Ok(done)
+    Ok(())
 }
 
 fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
@@ -56,12 +58,13 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, a, b)").unwrap();
         let values: Vec<Sql> =
-            (0..203).flat_map(|i| [Sql::Integer(i), Sql::Text(format!("row {i}"))]).collect();
-        let done = insert_rows(&conn, "t", "a, b", 2, &values).unwrap();
-        assert_eq!(done.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![64, 64, 64, 8, 2, 1]);
+            (0..600).flat_map(|i| [Sql::Integer(i), Sql::Text(format!("row {i}"))]).collect();
+        let mut done = Vec::new();
+        insert_rows(&conn, "t", "a, b", 2, &values, &mut done).unwrap();
+        assert_eq!(done.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![256, 256, 64, 16, 8]);
         assert_eq!(
             done.iter().map(|(last, _)| *last).collect::<Vec<_>>(),
-            vec![64, 128, 192, 200, 202, 203]
+            vec![256, 512, 576, 592, 600]
         );
         let mut statement = conn.prepare("SELECT id, a, b FROM t ORDER BY id").unwrap();
         let rows: Vec<(i64, i64, String)> = statement
@@ -69,7 +72,7 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(rows.len(), 203);
+        assert_eq!(rows.len(), 600);
         for (n, (id, a, b)) in rows.into_iter().enumerate() {
             assert_eq!((id, a, b), (n as i64 + 1, n as i64, format!("row {n}")));
         }

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 use stela_model::Micros;
 
 use crate::StoreError;
+use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES};
 use crate::migrations::migrate;
 use crate::write::{Change, Pending};
 
@@ -27,6 +28,8 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Whether writes append to the verifiable log; always on, except to measure its cost.
     log_appending: bool,
+    /// Checkpoints the WAL off the writer thread.
+    checkpointer: Checkpointer,
     /// Reads running longer than this are interrupted (a runaway `$filter` must not hold a
     /// reader and a CPU forever).
     query_timeout: Duration,
@@ -85,7 +88,10 @@ impl SqliteStore {
         configure(&writer)?;
         migrate(&mut writer)?;
         let log = crate::ledger::load_appender(&writer)?;
+        writer.pragma_update(None, "wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT_PAGES)?;
+        let checkpointer = Checkpointer::start(path)?;
         Ok(SqliteStore {
+            checkpointer,
             path: path.to_owned(),
             writer: Mutex::new(Writer { conn: writer, log }),
             readers: Mutex::new(Vec::new()),
@@ -121,6 +127,9 @@ impl SqliteStore {
         let mut write_tx = WriteTx { tx, pending: Pending::default() };
         write_tx.set_now(now);
         let result = f(&mut write_tx)?;
+        if write_tx.pending.poisoned {
+            return Err(StoreError::Corrupt("the write could not be undone in part".into()).into());
+        }
         write_tx.flush()?;
         let changes = write_tx.pending.take_changes();
         if self.log_appending {
@@ -130,6 +139,7 @@ impl SqliteStore {
         } else {
             write_tx.tx.commit().map_err(StoreError::from)?;
         }
+        self.checkpointer.committed();
         Ok((result, changes))
     }
 

@@ -74,6 +74,8 @@ pub(crate) struct Pending {
     extents: BTreeMap<(EntityType, i64), Extent>,
     recompute: BTreeSet<(EntityType, i64)>,
     pub(crate) now: Micros,
+    /// Set when the transaction is in a state that must not be committed.
+    pub(crate) poisoned: bool,
     /// `now` as the log records it.
     pub(crate) committed_at: String,
     /// The log entries (canonical text) of the changes that wrote them, by index of the change

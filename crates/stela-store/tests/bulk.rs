@@ -202,3 +202,54 @@ fn a_large_batch_gets_consecutive_ids_in_input_order() {
         .unwrap();
     assert_eq!(results, (0..1_000).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_run_the_database_refuses_is_undone_and_retried_row_by_row() {
+    let (dir, store) = seeded();
+    // A rule the bulk checks do not know about: the database refuses result 280 (in the second statement of the run).
+    Connection::open(dir.path().join("stela.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse_280 BEFORE INSERT ON observations WHEN NEW.result = 280
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let items: Vec<BatchItem> = (0..300)
+        .map(|i| {
+            let body = json!({"result": i, "phenomenonTime": "2021-01-01T00:00:00Z", "Datastream": {"@iot.id": 1}});
+            (decode_entity(EntityType::Observation, &body, DecodeMode::Create).unwrap(), None)
+        })
+        .collect();
+    let (results, changes) =
+        store.write(NOW, |tx| Ok::<_, StoreError>(tx.create_batch(&items))).unwrap();
+    let refused: Vec<usize> =
+        results.iter().enumerate().filter(|(_, r)| r.is_err()).map(|(i, _)| i).collect();
+    assert_eq!(refused, [280]);
+    assert!(format!("{:?}", results[280]).contains("refused"), "{:?}", results[280]);
+    // 299 Observations and the generated FeatureOfInterest, each logged once.
+    assert_eq!(changes.len(), 300);
+    let conn = Connection::open(dir.path().join("stela.db")).unwrap();
+    let stored: Vec<i64> = conn
+        .prepare("SELECT result FROM observations ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored, (0..300).filter(|i| *i != 280).collect::<Vec<i64>>());
+    let logged: i64 = conn
+        .query_row("SELECT COUNT(*) FROM log_entries WHERE entity_type = 'Observation'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(logged, 299);
+    let ids: Vec<i64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    let in_store: Vec<i64> = conn
+        .prepare("SELECT id FROM observations ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, in_store);
+}
