@@ -1,12 +1,12 @@
 //! Creating Observations from MQTT messages (conformance class A.7), through
-//! `Writer::create_many`: the same write path and rules as `POST` over HTTP, many messages per
+//! `Writer::create_decoded`: the same write path and rules as `POST` over HTTP, many messages per
 //! transaction.
 //!
 //! ```text
 //!  sessions, bridge ─► Ingest::submit: parse topic and JSON (refusals answered at once)
 //!                        └─► bounded queue (QUEUE_CAPACITY; full = the caller waits, so a
 //!                              flood becomes TCP backpressure, not memory)
-//!  batcher task ─► take what is waiting (≤ MAX_BATCH) ─► Service::atomic(create_many)
+//!  batcher task ─► take what is waiting (≤ MAX_BATCH) ─► Service::atomic(create_decoded)
 //!                  (≤ BATCHES_IN_FLIGHT at once, handed to the writer in arrival order)
 //!                  └─► after the commit: count, answer each message (its Pending resolves)
 //! ```
@@ -206,24 +206,20 @@ fn commit_batch(
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
         let mut answers = Vec::with_capacity(requests.len());
-        let mut items = Vec::with_capacity(requests.len());
+        let mut bodies = Vec::with_capacity(requests.len());
         for request in requests {
             answers.push(request.answer);
-            items.push((request.path, request.body));
+            bodies.push((request.path, request.body));
         }
-        let count = items.len();
-        let committed = service
-            .atomic(move |writer| {
-                let refs: Vec<(&ResourcePath, &Json)> =
-                    items.iter().map(|(path, body)| (path, body)).collect();
-                Ok(writer.create_many(&refs))
-            })
-            .await;
+        let count = bodies.len();
+        // Decoded here: the writer thread only writes.
+        let decoded = stela_service::decode_creates(bodies.iter().map(|(p, b)| (p.clone(), b)));
+        let committed = service.atomic(move |writer| Ok(writer.create_decoded(decoded))).await;
         drop(slot);
         let results: Vec<Result<i64, ServiceError>> = match committed {
             Ok(results) if results.len() == count => results,
             Ok(results) => {
-                let error = format!("create_many answered {} of {count} messages", results.len());
+                let error = format!("create_decoded answered {} of {count} messages", results.len());
                 (0..count).map(|_| Err(ServiceError::Internal(error.clone()))).collect()
             }
             Err(error) => {

@@ -488,25 +488,22 @@ async fn create_observations(
     let path =
         parse_resource_path("Observations").map_err(|e| ApiError::not_found(e.to_string()))?;
     let root = links.root.clone();
-    let results = state
-        .service
-        .atomic(move |writer| {
-            let rows: Vec<Option<Json>> = groups.into_iter().flatten().collect();
-            let items: Vec<(&ResourcePath, &Json)> =
-                rows.iter().flatten().map(|observation| (&path, observation)).collect();
-            let mut created = writer.create_many(&items).into_iter();
-            let results = rows
-                .iter()
-                .map(|row| {
-                    // A row that does not match its components was not an item.
-                    let id = row.as_ref().and_then(|_| created.next()).and_then(Result::ok);
-                    id.map_or(Json::String("error".into()), |id| {
-                        Json::String(format!("{root}/Observations({id})"))
-                    })
-                })
-                .collect::<Vec<_>>();
-            Ok(results)
+    // Decoded here, on a request thread: the writer thread only writes.
+    let rows: Vec<Option<Json>> = groups.into_iter().flatten().collect();
+    let decoded = stela_service::decode_creates(
+        rows.iter().flatten().map(|observation| (path.clone(), observation)),
+    );
+    let created = state.service.atomic(move |writer| Ok(writer.create_decoded(decoded))).await?;
+    let mut created = created.into_iter();
+    let results: Vec<Json> = rows
+        .iter()
+        .map(|row| {
+            // A row that does not match its components was not an item.
+            let id = row.as_ref().and_then(|_| created.next()).and_then(Result::ok);
+            id.map_or(Json::String("error".into()), |id| {
+                Json::String(format!("{root}/Observations({id})"))
+            })
         })
-        .await?;
+        .collect();
     Ok((StatusCode::CREATED, axum::Json(Json::Array(results))).into_response())
 }

@@ -28,6 +28,7 @@ use stela_query::QueryOptions;
 use stela_store::{Change, ReadLimits, Resolved, SqliteStore, StoreError};
 use tokio::sync::broadcast;
 
+pub use bulk::{DecodedCreate, decode_creates};
 pub use ledger::{KEY_FILE, Proof, verifier_key_in};
 pub use stela_log::Receipt;
 pub use stela_store::{AuditReport, ChangeKind};

@@ -40,12 +40,14 @@ impl Writer<'_, '_> {
     /// results are in input order.
     ///
     /// Observations are written in bulk (multi-row inserts, one log append); anything else
-    /// one by one.
-    pub fn create_many(
+    /// one by one. Decode the items before the transaction with
+    /// [`crate::decode_creates`] (it needs no database, and the writer thread is the one every
+    /// write waits for).
+    pub fn create_decoded(
         &mut self,
-        items: &[(&ResourcePath, &Json)],
+        items: Vec<crate::DecodedCreate>,
     ) -> Vec<Result<i64, ServiceError>> {
-        crate::bulk::create_many(self, items)
+        crate::bulk::create_decoded(self, items)
     }
 
     /// Updates the entity `path` addresses: merge (PATCH) or replace (PUT).
