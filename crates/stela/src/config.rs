@@ -7,10 +7,10 @@
 //! 2. the TOML file named by `--config FILE`, or else by `STELA_CONFIG`. No file is read unless
 //!    one is named: `./stela.toml` is *not* picked up implicitly;
 //! 3. the environment: `STELA_LISTEN`, `STELA_DATA_DIR`, `STELA_DEFAULT_TOP`, `STELA_MAX_TOP`,
-//!    `STELA_MAX_BODY_BYTES`, `STELA_PUBLIC_URL`, `STELA_LOG`, `STELA_LOG_FORMAT`,
-//!    `STELA_QUERY_TIMEOUT_MS`, `STELA_MQTT_LISTEN`, `STELA_MQTT_BROKER`, `STELA_MQTT_USERNAME`,
-//!    `STELA_MQTT_PASSWORD`, `STELA_LEDGER_ORIGIN`, `STELA_CHECKPOINT_INTERVAL_MS`. A variable set
-//!    to the empty string counts as unset;
+//!    `STELA_MAX_BODY_BYTES`, `STELA_MAX_BATCH_REQUESTS`, `STELA_PUBLIC_URL`, `STELA_LOG`,
+//!    `STELA_LOG_FORMAT`, `STELA_QUERY_TIMEOUT_MS`, `STELA_MQTT_LISTEN`, `STELA_MQTT_BROKER`,
+//!    `STELA_MQTT_USERNAME`, `STELA_MQTT_PASSWORD`, `STELA_LEDGER_ORIGIN`,
+//!    `STELA_CHECKPOINT_INTERVAL_MS`. A variable set to the empty string counts as unset;
 //! 4. command-line flags (`--listen`, `--data-dir`, ...).
 //!
 //! Each layer overrides single keys, never whole sections. While merging, every value remembers
@@ -104,6 +104,9 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Largest request body accepted; larger bodies are refused with 413.
     pub max_body_bytes: usize,
+    /// Most requests one `$batch` may hold, counting each request of a change set; a larger
+    /// batch is refused with 413 before any of its requests runs.
+    pub max_batch_requests: usize,
 }
 
 /// `[storage]`: where the embedded database lives.
@@ -179,6 +182,7 @@ impl Default for Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 public_url: None,
                 max_body_bytes: 16 * 1024 * 1024,
+                max_batch_requests: 10_000,
             },
             storage: StorageConfig { data_dir: PathBuf::from("./stela-data") },
             query: QueryConfig {
@@ -224,6 +228,9 @@ pub struct Flags {
     /// Largest request body accepted, in bytes [default: 16777216]
     #[arg(long, value_name = "N")]
     pub max_body_bytes: Option<usize>,
+    /// Most requests one $batch may hold, counting each request of a change set [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_batch_requests: Option<usize>,
     /// Base URL clients use to reach this server, used in links (default: from the Host header)
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
@@ -342,6 +349,11 @@ const MAX_BODY_BYTES: Key = Key {
     env: "STELA_MAX_BODY_BYTES",
     flag: Some("--max-body-bytes"),
 };
+const MAX_BATCH_REQUESTS: Key = Key {
+    file: "server.max_batch_requests",
+    env: "STELA_MAX_BATCH_REQUESTS",
+    flag: Some("--max-batch-requests"),
+};
 const DATA_DIR: Key =
     Key { file: "storage.data_dir", env: "STELA_DATA_DIR", flag: Some("--data-dir") };
 const DEFAULT_TOP: Key =
@@ -370,11 +382,12 @@ const CHECKPOINT_INTERVAL_MS: Key = Key {
 };
 
 /// Every environment variable the configuration reads.
-const ENV_NAMES: [&str; 16] = [
+const ENV_NAMES: [&str; 17] = [
     CONFIG_FILE_ENV,
     LISTEN.env,
     PUBLIC_URL.env,
     MAX_BODY_BYTES.env,
+    MAX_BATCH_REQUESTS.env,
     DATA_DIR.env,
     DEFAULT_TOP.env,
     MAX_TOP.env,
@@ -432,6 +445,7 @@ struct FileServer {
     listen: Option<String>,
     public_url: Option<String>,
     max_body_bytes: Option<usize>,
+    max_batch_requests: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -516,6 +530,7 @@ struct Raw {
     listen: Setting<String>,
     public_url: Setting<Option<String>>,
     max_body_bytes: Setting<usize>,
+    max_batch_requests: Setting<usize>,
     data_dir: Setting<PathBuf>,
     default_top: Setting<u32>,
     max_top: Setting<u32>,
@@ -537,6 +552,10 @@ impl Raw {
             listen: Setting::default_for(&LISTEN, server.listen.to_string()),
             public_url: Setting::default_for(&PUBLIC_URL, server.public_url),
             max_body_bytes: Setting::default_for(&MAX_BODY_BYTES, server.max_body_bytes),
+            max_batch_requests: Setting::default_for(
+                &MAX_BATCH_REQUESTS,
+                server.max_batch_requests,
+            ),
             data_dir: Setting::default_for(&DATA_DIR, storage.data_dir),
             default_top: Setting::default_for(&DEFAULT_TOP, query.default_top),
             max_top: Setting::default_for(&MAX_TOP, query.max_top),
@@ -560,6 +579,7 @@ impl Raw {
         self.listen.set_from_file(server.listen, &LISTEN);
         self.public_url.set_from_file(server.public_url.map(Some), &PUBLIC_URL);
         self.max_body_bytes.set_from_file(server.max_body_bytes, &MAX_BODY_BYTES);
+        self.max_batch_requests.set_from_file(server.max_batch_requests, &MAX_BATCH_REQUESTS);
         self.data_dir.set_from_file(storage.data_dir, &DATA_DIR);
         self.default_top.set_from_file(query.default_top, &DEFAULT_TOP);
         self.max_top.set_from_file(query.max_top, &MAX_TOP);
@@ -585,6 +605,10 @@ impl Raw {
         if let Some(text) = env_text(env, MAX_BODY_BYTES.env) {
             self.max_body_bytes
                 .set(env_number(text, &MAX_BODY_BYTES)?, Origin::Env(MAX_BODY_BYTES.env));
+        }
+        if let Some(text) = env_text(env, MAX_BATCH_REQUESTS.env) {
+            self.max_batch_requests
+                .set(env_number(text, &MAX_BATCH_REQUESTS)?, Origin::Env(MAX_BATCH_REQUESTS.env));
         }
         if let Some(text) = env_text(env, DATA_DIR.env) {
             self.data_dir.set(PathBuf::from(text), Origin::Env(DATA_DIR.env));
@@ -643,6 +667,7 @@ impl Raw {
             max_top,
             query_timeout_ms,
             max_body_bytes,
+            max_batch_requests,
             public_url,
             log_format,
             mqtt_listen,
@@ -653,6 +678,7 @@ impl Raw {
         self.listen.set_from_flag(listen.clone(), &LISTEN);
         self.public_url.set_from_flag(public_url.clone().map(Some), &PUBLIC_URL);
         self.max_body_bytes.set_from_flag(*max_body_bytes, &MAX_BODY_BYTES);
+        self.max_batch_requests.set_from_flag(*max_batch_requests, &MAX_BATCH_REQUESTS);
         self.data_dir.set_from_flag(data_dir.clone(), &DATA_DIR);
         self.default_top.set_from_flag(*default_top, &DEFAULT_TOP);
         self.max_top.set_from_flag(*max_top, &MAX_TOP);
@@ -669,6 +695,7 @@ impl Raw {
             listen,
             public_url,
             max_body_bytes,
+            max_batch_requests,
             data_dir,
             default_top,
             max_top,
@@ -700,6 +727,9 @@ impl Raw {
         };
         if max_body_bytes.value == 0 {
             return Err(invalid(max_body_bytes.origin, "must be at least 1".to_owned()));
+        }
+        if max_batch_requests.value == 0 {
+            return Err(invalid(max_batch_requests.origin, "must be at least 1".to_owned()));
         }
         if data_dir.value.as_os_str().is_empty() {
             return Err(invalid(data_dir.origin, "must not be empty".to_owned()));
@@ -734,6 +764,7 @@ impl Raw {
                 listen: listen_addr,
                 public_url: public_url_value,
                 max_body_bytes: max_body_bytes.value,
+                max_batch_requests: max_batch_requests.value,
             },
             storage: StorageConfig { data_dir: data_dir.value },
             query: QueryConfig {

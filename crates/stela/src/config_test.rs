@@ -45,6 +45,7 @@ fn nothing_given_yields_the_documented_defaults() {
     assert_eq!(config.server.listen, addr("127.0.0.1:8080"));
     assert_eq!(config.server.public_url, None);
     assert_eq!(config.server.max_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(config.server.max_batch_requests, 10_000);
     assert_eq!(config.storage.data_dir, PathBuf::from("./stela-data"));
     assert_eq!(config.storage.database_path(), PathBuf::from("./stela-data/stela.db"));
     assert_eq!(config.query.default_top, 100);
@@ -71,6 +72,7 @@ fn sample_file_sets_every_key() {
         "version",
         "listen",
         "max_body_bytes",
+        "max_batch_requests",
         "data_dir",
         "default_top",
         "max_top",
@@ -96,6 +98,7 @@ version = 1
 listen = "127.0.0.1:1001"
 public_url = "https://file.example/sta/"
 max_body_bytes = 1001
+max_batch_requests = 1001
 
 [storage]
 data_dir = "/file/data"
@@ -124,6 +127,7 @@ fn env_with_every_key() -> HashMap<String, String> {
         ("STELA_LISTEN", "127.0.0.1:1002"),
         ("STELA_PUBLIC_URL", "https://env.example/sta"),
         ("STELA_MAX_BODY_BYTES", "1002"),
+        ("STELA_MAX_BATCH_REQUESTS", "1002"),
         ("STELA_DATA_DIR", "/env/data"),
         ("STELA_DEFAULT_TOP", "12"),
         ("STELA_MAX_TOP", "1002"),
@@ -147,6 +151,7 @@ fn flags_with_every_key() -> Flags {
         max_top: Some(1003),
         query_timeout_ms: Some(1003),
         max_body_bytes: Some(1003),
+        max_batch_requests: Some(1003),
         public_url: Some("http://flag.example".to_owned()),
         log_format: Some(LogFormat::Json),
         mqtt_listen: Some("127.0.0.1:2003".to_owned()),
@@ -163,6 +168,7 @@ fn file_overrides_defaults() {
     assert_eq!(config.server.listen, addr("127.0.0.1:1001"));
     assert_eq!(config.server.public_url.as_deref(), Some("https://file.example/sta"));
     assert_eq!(config.server.max_body_bytes, 1001);
+    assert_eq!(config.server.max_batch_requests, 1001);
     assert_eq!(config.storage.data_dir, PathBuf::from("/file/data"));
     assert_eq!(config.query.default_top, 11);
     assert_eq!(config.query.max_top, 1001);
@@ -182,6 +188,7 @@ fn env_overrides_file() {
     assert_eq!(config.server.listen, addr("127.0.0.1:1002"));
     assert_eq!(config.server.public_url.as_deref(), Some("https://env.example/sta"));
     assert_eq!(config.server.max_body_bytes, 1002);
+    assert_eq!(config.server.max_batch_requests, 1002);
     assert_eq!(config.storage.data_dir, PathBuf::from("/env/data"));
     assert_eq!(config.query.default_top, 12);
     assert_eq!(config.query.max_top, 1002);
@@ -205,6 +212,7 @@ fn flags_override_env_and_file() {
     assert_eq!(config.server.listen, addr("127.0.0.1:1003"));
     assert_eq!(config.server.public_url.as_deref(), Some("http://flag.example"));
     assert_eq!(config.server.max_body_bytes, 1003);
+    assert_eq!(config.server.max_batch_requests, 1003);
     assert_eq!(config.storage.data_dir, PathBuf::from("/flag/data"));
     assert_eq!(config.query.default_top, 13);
     assert_eq!(config.query.max_top, 1003);
@@ -280,6 +288,7 @@ fn ledger_keys_belong_in_their_own_section() {
 fn wrong_type_in_file_is_rejected() {
     check_file_error("version = 1\n[query]\nmax_top = \"ten\"\n", "max_top");
     check_file_error("version = 1\n[query]\nmax_top = -1\n", "max_top");
+    check_file_error("version = 1\n[server]\nmax_batch_requests = -1\n", "max_batch_requests");
     check_file_error("version = 1\n[log]\nformat = \"xml\"\n", "xml");
     check_file_error("version = 1\n[query]\ntimeout_ms = \"30s\"\n", "timeout_ms");
     check_file_error(
@@ -332,6 +341,12 @@ fn bad_env_numbers_name_the_variable() {
         &env(&[("STELA_MAX_BODY_BYTES", "16MiB")]),
         &no_flags,
         "STELA_MAX_BODY_BYTES: invalid number '16MiB'",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_MAX_BATCH_REQUESTS", "10k")]),
+        &no_flags,
+        "STELA_MAX_BATCH_REQUESTS: invalid number '10k'",
     );
     check_error(
         None,
@@ -435,6 +450,20 @@ fn zero_sizes_are_rejected() {
         &Flags::default(),
         "STELA_MAX_BODY_BYTES: must be at least 1",
     );
+    check_error(
+        Some("version = 1\n[server]\nmax_batch_requests = 0\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "server.max_batch_requests (config file): must be at least 1",
+    );
+    check_error(
+        None,
+        &env(&[("STELA_MAX_BATCH_REQUESTS", "0")]),
+        &Flags::default(),
+        "STELA_MAX_BATCH_REQUESTS: must be at least 1",
+    );
+    let flags = Flags { max_batch_requests: Some(0), ..Flags::default() };
+    check_error(None, &HashMap::new(), &flags, "--max-batch-requests: must be at least 1");
     check_error(
         Some("version = 1\n[storage]\ndata_dir = \"\"\n"),
         &HashMap::new(),

@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! stela serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--default-top N] [--max-top N]
-//!             [--query-timeout-ms MS] [--max-body-bytes N] [--public-url URL]
-//!             [--log-format text|json] [--mqtt-listen ADDR|off] [--mqtt-broker mqtt://HOST:PORT]
-//!             [--ledger-origin NAME] [--checkpoint-interval-ms MS]
+//!             [--query-timeout-ms MS] [--max-body-bytes N] [--max-batch-requests N]
+//!             [--public-url URL] [--log-format text|json] [--mqtt-listen ADDR|off]
+//!             [--mqtt-broker mqtt://HOST:PORT] [--ledger-origin NAME]
+//!             [--checkpoint-interval-ms MS]
 //! ```
 //!
 //! How flags, `STELA_*` variables and the configuration file combine is documented once, in

@@ -74,10 +74,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let server_options = ServerOptions {
         max_body_bytes: server.max_body_bytes,
+        max_batch_requests: server.max_batch_requests,
         public_url: server.public_url,
         mqtt_endpoints: mqtt.endpoints.clone(),
         health: mqtt.health.clone().into_iter().collect(),
-        ..ServerOptions::default()
     };
     let running = stela_server::run(listener, service, server_options, shutdown);
     let grace_expired = async {

@@ -1,8 +1,11 @@
-//! Process lifecycle: clean exit on signals, clear failures on a taken port or bad settings.
+//! Process lifecycle: clean exit on signals, clear failures on a taken port or bad settings,
+//! settings from the environment reaching the running server.
 
 use std::net::TcpListener;
 
-use crate::support::{Server, run_to_exit, serve_command, stela_command};
+use serde_json::json;
+
+use crate::support::{Server, http_client, run_to_exit, serve_command, stela_command};
 
 #[test]
 fn exits_zero_on_sigterm() {
@@ -85,4 +88,37 @@ fn named_config_file_is_read() {
         "unexpected message:\n{}",
         finished.stderr
     );
+}
+
+#[tokio::test]
+async fn batch_request_limit_from_the_environment_is_enforced() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut command = serve_command(data_dir.path(), &[]);
+    command.env("STELA_MAX_BATCH_REQUESTS", "2");
+    let server = Server::start_with(command);
+    let client = http_client();
+    let batch_of = |count: usize| {
+        let requests: Vec<_> = (0..count)
+            .map(|i| json!({"id": i.to_string(), "method": "get", "url": "Things"}))
+            .collect();
+        json!({ "requests": requests })
+    };
+
+    let response = client
+        .post(server.url("/v1.1/$batch"))
+        .json(&batch_of(3))
+        .send()
+        .await
+        .expect("POST $batch of 3");
+    assert_eq!(response.status().as_u16(), 413, "batch of 3: {response:?}");
+    let body = response.text().await.expect("error body");
+    assert!(body.contains("the batch has 3 requests; at most 2"), "unexpected body: {body}");
+
+    let response = client
+        .post(server.url("/v1.1/$batch"))
+        .json(&batch_of(2))
+        .send()
+        .await
+        .expect("POST $batch of 2");
+    assert_eq!(response.status().as_u16(), 200, "batch of 2: {response:?}");
 }
