@@ -29,7 +29,7 @@ use crate::seed::{self, Dataset, STEP_SECONDS, T0, iso, mix, reading};
 /// Observations per `CreateObservations` request.
 const DATA_ARRAY_SIZE: u64 = 1000;
 /// Requests per JSON `$batch`.
-const BATCH_SIZE: u64 = 100;
+const BATCH_SIZE: u64 = 1000;
 /// Requests in flight for the bulk paths: a few large ones keep the single writer busy.
 const BULK_CONCURRENCY: usize = 4;
 /// Results of the time-window `$filter` (minutes of one Datastream).

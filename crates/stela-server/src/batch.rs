@@ -10,6 +10,8 @@
 //!                                    set, an atomicity group) of requests
 //!                                                                                 │
 //!   run: a request alone ─► routes::execute with ServiceWrites (its own transaction)
+//!        POSTs in a row  ─► bulk::run: checked one by one as above, written in one bulk
+//!                           transaction (each still succeeds or fails alone)
 //!        an atomic unit  ─► Service::atomic(|writer| each request: routes::execute with
 //!                           TxWrites) — the first failing request rolls the unit back
 //!                                                                                 │
@@ -27,6 +29,7 @@
 //! and a body that does not parse is a 400 naming the part and what is wrong. All of these are
 //! found before anything runs, so a rejected batch writes nothing.
 
+mod bulk;
 mod json;
 mod multipart;
 
@@ -223,23 +226,44 @@ async fn run(state: &AppState, context: &Context, units: Vec<Unit>) -> Vec<Done>
     let mut references = References::new();
     let mut failed: HashSet<String> = HashSet::new();
     let mut done = Vec::with_capacity(units.len());
-    for unit in units {
+    let mut units = units.into_iter().peekable();
+    while let Some(unit) = units.next() {
         match unit {
             Unit::Single(request) => {
-                let reply = match unmet_dependency(&request, &failed) {
-                    Some(dependency) => failed_dependency(&request, dependency).await,
-                    None => run_alone(state, context, &request, &mut references).await,
-                };
-                if !reply.status.is_success()
-                    && let Some(id) = &request.id
+                // POSTs that follow each other go in one bulk write.
+                let mut run_ids: HashSet<String> = request.id.iter().cloned().collect();
+                let bulk = bulk::joins_run(context, &request, &references, &HashSet::new());
+                let mut run = vec![request];
+                while let Some(Unit::Single(next)) = units.peek()
+                    && bulk
+                    && bulk::joins_run(context, next, &references, &run_ids)
                 {
-                    failed.insert(id.clone());
+                    if let Some(Unit::Single(next)) = units.next() {
+                        run_ids.extend(next.id.iter().cloned());
+                        run.push(next);
+                    }
                 }
-                done.push(Done {
-                    ids: vec![request.id],
-                    group: None,
-                    outcome: Outcome::Single(reply),
-                });
+                let replies = if run.len() > 1 {
+                    bulk::run(state, context, &run, &mut references).await
+                } else {
+                    let request = &run[0];
+                    vec![match unmet_dependency(request, &failed) {
+                        Some(dependency) => failed_dependency(request, dependency).await,
+                        None => run_alone(state, context, request, &mut references).await,
+                    }]
+                };
+                for (request, reply) in run.into_iter().zip(replies) {
+                    if !reply.status.is_success()
+                        && let Some(id) = &request.id
+                    {
+                        failed.insert(id.clone());
+                    }
+                    done.push(Done {
+                        ids: vec![request.id],
+                        group: None,
+                        outcome: Outcome::Single(reply),
+                    });
+                }
             }
             Unit::Atomic { group, requests } => {
                 let ids: Vec<Option<String>> = requests.iter().map(|r| r.id.clone()).collect();

@@ -80,7 +80,7 @@ pub enum ErrorCode {
 }
 
 /// Errors of the service layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
     #[error("{0}")]
     NotFound(String),

@@ -853,3 +853,88 @@ async fn log_size(server: &TestServer, key: &VerifierKey) -> u64 {
     let opened = stela_log::open_note(&note, std::slice::from_ref(key)).expect("signed note");
     Checkpoint::parse(&opened.text).expect("checkpoint").size
 }
+
+/// POSTs that follow each other in a JSON batch are written in one bulk transaction; each
+/// still answers exactly as the same request sent alone (status, body, Location), failures
+/// included, and a request referring to an earlier one of the batch sees it.
+#[tokio::test]
+async fn posts_in_a_row_answer_as_the_same_requests_sent_alone() {
+    let alone = TestServer::start().await;
+    let batched = TestServer::start().await;
+    let g = seed_graph(&alone, "bulk").await;
+    assert_eq!(seed_graph(&batched, "bulk").await.datastream, g.datastream);
+    let ds = g.datastream;
+    let mut requests: Vec<(String, Json)> = Vec::new();
+    for i in 0..300 {
+        let body = match i {
+            // Refused: no such Datastream; a result the log cannot hold; not an Observation.
+            7 => json!({"result": 7, "Datastream": {"@iot.id": 999}}),
+            8 => json!({"result": 9_007_199_254_740_993_u64, "Datastream": {"@iot.id": ds}}),
+            9 => json!({"result": 9, "Datastream": {"@iot.id": ds}, "bogus": 1}),
+            _ => json!({"phenomenonTime": format!("2020-01-01T00:{:02}:{:02}Z", i / 60, i % 60),
+                        "result": i, "Datastream": {"@iot.id": ds}}),
+        };
+        requests.push(("Observations".to_owned(), body));
+    }
+    // Other paths and types in the same row.
+    requests.push((
+        format!("Datastreams({ds})/Observations"),
+        json!({"result": "via path", "phenomenonTime": "2021-01-01T00:00:00Z"}),
+    ));
+    requests.push(("Things".into(), thing("made in bulk")));
+    requests.push(("Things(424242)/Datastreams".into(), json!({"name": "x"})));
+    let mut batch: Vec<Json> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, (url, body))| {
+            json!({"id": format!("r{i}"), "method": "post", "url": url,
+                   "headers": {"content-type": "application/json"}, "body": body})
+        })
+        .collect();
+    // A request referring to one of the row ends it and sees what the row created.
+    batch.push(json!({"id": "last", "method": "get", "url": "$r301"}));
+    let reply =
+        post_batch(&batched, "application/json", json!({"requests": batch}).to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let responses = reply.json()["responses"].as_array().unwrap().clone();
+    assert_eq!(responses.len(), requests.len() + 1);
+    let same_links = |value: &Json, server: &TestServer| -> Json {
+        serde_json::from_str(&value.to_string().replace(&server.root, "ROOT")).unwrap()
+    };
+    for (index, ((url, body), answer)) in requests.iter().zip(&responses).enumerate() {
+        let expected = alone.post(url, body.clone()).await;
+        assert_eq!(answer["status"], json!(expected.status.as_u16()), "request {index}: {answer}");
+        assert_eq!(
+            same_links(&answer["body"], &batched),
+            same_links(&expected.json, &alone),
+            "request {index}"
+        );
+        assert_eq!(
+            answer["location"].as_str().map(|l| l.replace(&batched.root, "ROOT")),
+            expected.location.map(|l| l.replace(&alone.root, "ROOT")),
+            "request {index}"
+        );
+    }
+    let failed: Vec<usize> = responses
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["status"].as_u64().is_some_and(|s| s >= 400))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, [7, 8, 9, 302]);
+    let last = responses.last().unwrap();
+    assert_eq!(last["status"], json!(200), "{last}");
+    assert_eq!(last["body"]["name"], json!("made in bulk"));
+    assert_eq!(batched.ids("Observations").await, alone.ids("Observations").await);
+    // The row was one transaction: its entries share their commit time.
+    let committed_at = |reply: Json| -> String {
+        let entry = reply["entries"][0]["entry"].as_str().unwrap().to_owned();
+        serde_json::from_str::<Json>(&entry).unwrap()["committed_at"].as_str().unwrap().to_owned()
+    };
+    let first = responses[0]["body"]["@iot.id"].as_i64().unwrap();
+    let later = responses[299]["body"]["@iot.id"].as_i64().unwrap();
+    assert_eq!(
+        committed_at(batched.get_ok(&format!("Observations({first})/$receipt")).await),
+        committed_at(batched.get_ok(&format!("Observations({later})/$receipt")).await)
+    );
+}
