@@ -17,10 +17,9 @@
 //! server does not start, seeding fails). Features the server lacks are reported as
 //! "not available". docs/PERFORMANCE.md explains each figure.
 
-/// The same allocator as the server, so that the in-process log measurement costs what the
-/// server pays.
+/// The server's allocator, so that the in-process log measurement costs what the server pays.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod client;
 mod log_overhead;

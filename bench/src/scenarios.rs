@@ -28,6 +28,8 @@ use crate::seed::{self, Dataset, STEP_SECONDS, T0, iso, mix, reading};
 
 /// Observations per `CreateObservations` request.
 const DATA_ARRAY_SIZE: u64 = 1000;
+/// Marks the Observations of the notification-latency figure (in their `parameters`).
+const NOTIFY_MARK: &str = "notify_mqtt_latency";
 /// Requests per JSON `$batch`.
 const BATCH_SIZE: u64 = 1000;
 /// Requests in flight for the bulk paths: a few large ones keep the single writer busy.
@@ -1049,8 +1051,11 @@ async fn mqtt_notification_latency(bench: &Bench) -> Figure {
                     Ok(Ok(None)) | Err(_) => break,
                     Ok(Err(error)) => return Err(error),
                 };
+                // Only this figure's Observations (others may still be stored from the
+                // figure before), marked in their parameters.
                 let Some(sent_micros) = serde_json::from_slice::<Json>(&payload)
                     .ok()
+                    .filter(|json| json["parameters"]["figure"] == NOTIFY_MARK)
                     .and_then(|json| json.get("result").and_then(Json::as_f64))
                 else {
                     continue;
@@ -1080,7 +1085,9 @@ async fn mqtt_notification_latency(bench: &Bench) -> Figure {
                 let d = (mix(n) % streams.len() as u64) as usize;
                 let (time, _) = new_observation(&worker, d);
                 let result = started.elapsed().as_micros() as u64;
-                let payload = format!(r#"{{"phenomenonTime":"{time}","result":{result}}}"#);
+                let payload = format!(
+                    r#"{{"phenomenonTime":"{time}","result":{result},"parameters":{{"figure":"{NOTIFY_MARK}"}}}}"#
+                );
                 let topic = format!("v1.1/Datastreams({})/Observations", streams[d]);
                 publisher.publish_qos0(&topic, payload.as_bytes()).await?;
                 publisher.flush().await?;

@@ -219,7 +219,8 @@ fn commit_batch(
         let results: Vec<Result<i64, ServiceError>> = match committed {
             Ok(results) if results.len() == count => results,
             Ok(results) => {
-                let error = format!("create_decoded answered {} of {count} messages", results.len());
+                let error =
+                    format!("create_decoded answered {} of {count} messages", results.len());
                 (0..count).map(|_| Err(ServiceError::Internal(error.clone()))).collect()
             }
             Err(error) => {

@@ -194,13 +194,14 @@ impl WriteTx<'_> {
     /// (nothing of it left written).
     fn insert_run(
         &mut self,
-        run: Vec<Planned>,
+        mut run: Vec<Planned>,
         items: &[BatchItem],
         results: &mut [Option<Result<i64, StoreError>>],
     ) -> Result<(), Vec<Planned>> {
         let width = run[0].values.len();
         let columns = run[0].columns.join(", ");
-        let values: Vec<Sql> = run.iter().flat_map(|p| p.values.iter().cloned()).collect();
+        // Moved, not copied: a refused run is retried from its items, not from these.
+        let values: Vec<Sql> = run.iter_mut().flat_map(|p| std::mem::take(&mut p.values)).collect();
         let mut done = Vec::new();
         // No savepoint (SQLite would copy every page the run touches into a sub-journal): a
         // failing statement inserts nothing, and the statements before it are undone here.

@@ -12,11 +12,11 @@
 //! How flags, `STELA_*` variables and the configuration file combine is documented once, in
 //! the `config` module.
 
-/// The server allocates and frees many small buffers per request (JSON values, SQL values,
-/// log entries); mimalloc does that markedly cheaper than the system allocator (the profiles
-/// in docs/PERFORMANCE.md showed a fifth of the write path in glibc malloc).
+/// jemalloc: the write path allocates and frees many small buffers per row (SQL values, log
+/// entries), which the system allocator serves markedly slower (a fifth of the writer thread in
+/// its profiles), while jemalloc returns freed memory to the system in the background.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod config;
 mod ledger_cli;
@@ -54,8 +54,22 @@ enum Command {
     Audit(ledger_cli::AuditArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Threads for blocking work (database reads and writes wait on them). Tokio's default, 512,
+/// lets a burst of concurrent reads start hundreds of threads, each keeping allocator memory of
+/// its own; SQLite gains nothing from more concurrent readers than this on the machines Stela
+/// runs on.
+const MAX_BLOCKING_THREADS: usize = 32;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(flags) => {
