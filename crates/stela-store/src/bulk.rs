@@ -120,20 +120,10 @@ impl WriteTx<'_> {
                 )));
             }
         }
-        let parent = match (forward.get("datastream_id"), forward.get("multi_datastream_id")) {
-            (Some(d), None) => (EntityType::Datastream, *d),
-            (None, Some(m)) => (EntityType::MultiDatastream, *m),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "an Observation belongs to a Datastream or to a MultiDatastream, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "an Observation needs a Datastream (or a MultiDatastream): missing relation 'Datastream'",
-                ));
-            }
-        };
+        let parent = observation_parent(
+            forward.get("datastream_id").copied(),
+            forward.get("multi_datastream_id").copied(),
+        )?;
         if parent.0 == EntityType::MultiDatastream {
             let width = match widths.get(&parent.1) {
                 Some(width) => *width,
@@ -264,6 +254,23 @@ impl WriteTx<'_> {
         self.pending.entries.insert(change_index, entry);
         self.widen_extent(plan.parent, plan.feature, input)?;
         Ok(id)
+    }
+}
+
+/// The Datastream or MultiDatastream of a new Observation, from its links: exactly one.
+pub(crate) fn observation_parent(
+    datastream: Option<i64>,
+    multi_datastream: Option<i64>,
+) -> Result<(EntityType, i64), StoreError> {
+    match (datastream, multi_datastream) {
+        (Some(d), None) => Ok((EntityType::Datastream, d)),
+        (None, Some(m)) => Ok((EntityType::MultiDatastream, m)),
+        (Some(_), Some(_)) => {
+            Err(invalid("an Observation belongs to a Datastream or to a MultiDatastream, not both"))
+        }
+        (None, None) => Err(invalid(
+            "an Observation needs a Datastream (or a MultiDatastream): missing relation 'Datastream'",
+        )),
     }
 }
 

@@ -221,20 +221,10 @@ impl WriteTx<'_> {
             }
         }
         let parent = if ty == EntityType::Observation {
-            let parent = match (forward.get("datastream_id"), forward.get("multi_datastream_id")) {
-                (Some((_, d)), None) => (EntityType::Datastream, *d),
-                (None, Some((_, m))) => (EntityType::MultiDatastream, *m),
-                (Some(_), Some(_)) => {
-                    return Err(invalid(
-                        "an Observation belongs to a Datastream or to a MultiDatastream, not both",
-                    ));
-                }
-                (None, None) => {
-                    return Err(invalid(
-                        "an Observation needs a Datastream (or a MultiDatastream): missing relation 'Datastream'",
-                    ));
-                }
-            };
+            let parent = crate::bulk::observation_parent(
+                forward.get("datastream_id").map(|(_, d)| *d),
+                forward.get("multi_datastream_id").map(|(_, m)| *m),
+            )?;
             if parent.0 == EntityType::MultiDatastream {
                 self.check_multi_result(parent.1, input.value("result"))?;
             }

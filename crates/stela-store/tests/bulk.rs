@@ -125,6 +125,24 @@ fn items() -> Vec<BatchItem> {
     ]
 }
 
+/// The integers a query returns, in order.
+fn integers(dir: &tempfile::TempDir, sql: &str) -> Vec<i64> {
+    let conn = Connection::open(dir.path().join("stela.db")).unwrap();
+    let mut statement = conn.prepare(sql).unwrap();
+    statement.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+/// Observations of Datastream 1 with the results `results`.
+fn observations(results: impl IntoIterator<Item = i64>) -> Vec<BatchItem> {
+    results
+        .into_iter()
+        .map(|i| {
+            let body = json!({"result": i, "phenomenonTime": "2021-01-01T00:00:00Z", "Datastream": {"@iot.id": 1}});
+            (decode_entity(EntityType::Observation, &body, DecodeMode::Create).unwrap(), None)
+        })
+        .collect()
+}
+
 /// Every table's rows, as text, in a fixed order.
 fn dump(dir: &tempfile::TempDir) -> Vec<String> {
     let conn = Connection::open(dir.path().join("stela.db")).unwrap();
@@ -179,12 +197,7 @@ fn a_batch_writes_what_one_by_one_writes() {
 #[test]
 fn a_large_batch_gets_consecutive_ids_in_input_order() {
     let (dir, store) = seeded();
-    let items: Vec<BatchItem> = (0..1_000)
-        .map(|i| {
-            let body = json!({"result": i, "phenomenonTime": "2021-01-01T00:00:00Z", "Datastream": {"@iot.id": 1}});
-            (decode_entity(EntityType::Observation, &body, DecodeMode::Create).unwrap(), None)
-        })
-        .collect();
+    let items = observations(0..1_000);
     let (results, changes) =
         store.write(NOW, |tx| Ok::<_, StoreError>(tx.create_batch(&items))).unwrap();
     let ids: Vec<i64> = results.into_iter().map(Result::unwrap).collect();
@@ -192,14 +205,7 @@ fn a_large_batch_gets_consecutive_ids_in_input_order() {
     assert_eq!(ids, (first..first + 1_000).collect::<Vec<_>>());
     // One change per Observation, and the FeatureOfInterest generated for the first.
     assert_eq!(changes.len(), 1_001);
-    let conn = Connection::open(dir.path().join("stela.db")).unwrap();
-    let results: Vec<i64> = conn
-        .prepare("SELECT result FROM observations ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let results = integers(&dir, "SELECT result FROM observations ORDER BY id");
     assert_eq!(results, (0..1_000).collect::<Vec<_>>());
 }
 
@@ -214,12 +220,7 @@ fn a_run_the_database_refuses_is_undone_and_retried_row_by_row() {
              BEGIN SELECT RAISE(ABORT, 'refused'); END;",
         )
         .unwrap();
-    let items: Vec<BatchItem> = (0..300)
-        .map(|i| {
-            let body = json!({"result": i, "phenomenonTime": "2021-01-01T00:00:00Z", "Datastream": {"@iot.id": 1}});
-            (decode_entity(EntityType::Observation, &body, DecodeMode::Create).unwrap(), None)
-        })
-        .collect();
+    let items = observations(0..300);
     let (results, changes) =
         store.write(NOW, |tx| Ok::<_, StoreError>(tx.create_batch(&items))).unwrap();
     let refused: Vec<usize> =
@@ -228,28 +229,11 @@ fn a_run_the_database_refuses_is_undone_and_retried_row_by_row() {
     assert!(format!("{:?}", results[280]).contains("refused"), "{:?}", results[280]);
     // 299 Observations and the generated FeatureOfInterest, each logged once.
     assert_eq!(changes.len(), 300);
-    let conn = Connection::open(dir.path().join("stela.db")).unwrap();
-    let stored: Vec<i64> = conn
-        .prepare("SELECT result FROM observations ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let stored = integers(&dir, "SELECT result FROM observations ORDER BY id");
     assert_eq!(stored, (0..300).filter(|i| *i != 280).collect::<Vec<i64>>());
-    let logged: i64 = conn
-        .query_row("SELECT COUNT(*) FROM log_entries WHERE entity_type = 'Observation'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(logged, 299);
+    let logged =
+        integers(&dir, "SELECT COUNT(*) FROM log_entries WHERE entity_type = 'Observation'");
+    assert_eq!(logged, [299]);
     let ids: Vec<i64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
-    let in_store: Vec<i64> = conn
-        .prepare("SELECT id FROM observations ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(ids, in_store);
+    assert_eq!(ids, integers(&dir, "SELECT id FROM observations ORDER BY id"));
 }
