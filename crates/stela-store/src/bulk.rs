@@ -251,7 +251,7 @@ impl WriteTx<'_> {
         let change_index = self.pending.changes.len();
         self.pending.changes.push(Change { kind: ChangeKind::Created, ty, id });
         self.pending.known.insert((ty, id));
-        self.pending.entries.insert(change_index, entry);
+        self.pending.entries.push((change_index, entry));
         self.widen_extent(plan.parent, plan.feature, input)?;
         Ok(id)
     }

@@ -59,6 +59,19 @@ pub(crate) fn column_names(property: &Property) -> &'static [String] {
     all.get(&key(property)).map_or(&[], Vec::as_slice)
 }
 
+/// [`column_names`] of every property of `ty`, by property index (no lookup per property).
+pub(crate) fn columns_of(ty: EntityType) -> &'static [&'static [String]] {
+    static BY_TYPE: OnceLock<Vec<Vec<&'static [String]>>> = OnceLock::new();
+    let all = BY_TYPE.get_or_init(|| {
+        EntityType::ALL
+            .iter()
+            .map(|ty| ty.properties().iter().map(column_names).collect())
+            .collect()
+    });
+    let index = EntityType::ALL.iter().position(|t| *t == ty).unwrap_or(0);
+    &all[index]
+}
+
 /// The SQL values of a property value, one per column.
 pub(crate) fn to_sql(property: &Property, value: &Value) -> Vec<Sql> {
     match (property.kind, value) {

@@ -255,18 +255,21 @@ pub(crate) fn append_changes(
     appender: &Appender,
     changes: &[Change],
     now: i64,
-    entries: &mut std::collections::HashMap<usize, String>,
+    entries: Vec<(usize, String)>,
     read_entity: impl Fn(EntityType, i64) -> Result<Entity, StoreError>,
 ) -> Result<Appender, StoreError> {
     let mut next = appender.clone();
     if changes.is_empty() {
         return Ok(next);
     }
+    // In the order of the changes, as they were written.
+    let mut entries = entries.into_iter().peekable();
     let committed_at = format_instant(now);
     let mut leaves = Vec::with_capacity(changes.len());
     let mut rows: Vec<Sql> = Vec::with_capacity(changes.len() * 4);
     for (offset, change) in changes.iter().enumerate() {
-        let text = match (change.kind, entries.remove(&offset)) {
+        let given = entries.next_if(|(index, _)| *index == offset).map(|(_, text)| text);
+        let text = match (change.kind, given) {
             // Entries written by the change itself.
             (_, Some(text)) => text,
             (ChangeKind::Deleted, None) => {
@@ -594,9 +597,8 @@ mod tests {
                     id: i as i64 + 1,
                 })
                 .collect();
-            let mut entries: std::collections::HashMap<usize, String> =
-                texts.iter().cloned().enumerate().collect();
-            appender = append_changes(&tx, &appender, &changes, 0, &mut entries, |_, _| {
+            let entries: Vec<(usize, String)> = texts.iter().cloned().enumerate().collect();
+            appender = append_changes(&tx, &appender, &changes, 0, entries, |_, _| {
                 unreachable!("every entry is given")
             })
             .unwrap();

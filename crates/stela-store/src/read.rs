@@ -75,9 +75,9 @@ pub(crate) fn entity_from_row(
     let id: i64 = row.get(offset)?;
     let mut index = offset + 1;
     let mut values = Vec::with_capacity(ty.properties().len());
-    for property in ty.properties() {
+    for (property, columns) in ty.properties().iter().zip(crate::columns::columns_of(ty)) {
         values.push(Some(from_row(property, row, index)?));
-        index += column_names(property).len();
+        index += columns.len();
     }
     Ok(Entity { ty, id, values, expanded: Vec::new() })
 }

@@ -78,10 +78,10 @@ pub(crate) struct Pending {
     pub(crate) poisoned: bool,
     /// `now` as the log records it.
     pub(crate) committed_at: String,
-    /// The log entries (canonical text) of the changes that wrote them, by index of the change
-    /// in `changes`, so that the log neither reads the entities back nor serialises twice.
-    /// By index of the change in `changes`.
-    pub(crate) entries: std::collections::HashMap<usize, String>,
+    /// The log entries (canonical text) of the changes that wrote them, with the index of the
+    /// change in `changes` (increasing), so that the log neither reads the entities back nor
+    /// serialises twice.
+    pub(crate) entries: Vec<(usize, String)>,
     /// Entities known to exist in this transaction (links checked once per transaction).
     pub(crate) known: std::collections::HashSet<(EntityType, i64)>,
     /// Features generated from the Location of a Datastream's or MultiDatastream's Thing.
@@ -128,7 +128,7 @@ impl WriteTx<'_> {
                 for undone in self.pending.changes.drain(changes..) {
                     self.pending.known.remove(&(undone.ty, undone.id));
                 }
-                self.pending.entries.retain(|index, _| *index < changes);
+                self.pending.entries.retain(|(index, _)| *index < changes);
                 self.pending.generated.clear();
                 self.pending.extents = extents;
                 self.pending.recompute = recompute;
@@ -270,7 +270,7 @@ impl WriteTx<'_> {
             &body,
             &self.pending.committed_at,
         )?;
-        self.pending.entries.insert(change_index, entry);
+        self.pending.entries.push((change_index, entry));
 
         // 3. To-many relations: children pointing at this entity, and join rows.
         if let Some((relation, other)) = implicit {
@@ -361,9 +361,11 @@ impl WriteTx<'_> {
     /// filled in), and the values as the log records them.
     pub(crate) fn row_values(&self, input: &EntityInput) -> Result<RowValues, StoreError> {
         let ty = input.ty;
-        let mut columns: Vec<&'static str> = Vec::new();
-        let mut values: Vec<Sql> = Vec::new();
-        let mut logged: Vec<(&'static stela_model::Property, Value)> = Vec::new();
+        let count = ty.properties().len();
+        let mut columns: Vec<&'static str> = Vec::with_capacity(count + 4);
+        let mut values: Vec<Sql> = Vec::with_capacity(count + 4);
+        let mut logged: Vec<(&'static stela_model::Property, Value)> = Vec::with_capacity(count);
+        let names = crate::columns::columns_of(ty);
         for (index, property) in ty.properties().iter().enumerate() {
             let given = input.values.iter().find(|(i, _)| *i == index).map(|(_, v)| v);
             let value = match (given, ty, property.name) {
@@ -385,7 +387,7 @@ impl WriteTx<'_> {
                 (None, _, _) if property.server_maintained => continue,
                 (None, _, _) => Value::Null,
             };
-            columns.extend(column_names(property).iter().map(String::as_str));
+            columns.extend(names[index].iter().map(String::as_str));
             values.extend(to_sql(property, &value));
             logged.push((property, value));
         }
@@ -785,7 +787,7 @@ impl WriteTx<'_> {
             &body,
             &self.pending.committed_at,
         )?;
-        self.pending.entries.insert(self.pending.changes.len(), entry);
+        self.pending.entries.push((self.pending.changes.len(), entry));
         self.pending.changes.push(Change { kind: ChangeKind::Updated, ty, id });
         Ok(())
     }
@@ -909,8 +911,8 @@ impl WriteTx<'_> {
         changes: &[Change],
         now: Micros,
     ) -> Result<stela_log::Appender, StoreError> {
-        let mut entries = std::mem::take(&mut self.pending.entries);
-        crate::ledger::append_changes(&self.tx, log, changes, now, &mut entries, |ty, id| {
+        let entries = std::mem::take(&mut self.pending.entries);
+        crate::ledger::append_changes(&self.tx, log, changes, now, entries, |ty, id| {
             self.entity(ty, id)
         })
     }
