@@ -177,7 +177,35 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// `{"responses": […]}`: one response per request, in the order of the requests.
-pub(super) fn render(done: &[Done]) -> Json {
+/// The response of a JSON batch: `{"responses": [...]}`, one per request in order.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Rendered<'a> {
+    responses: Vec<ResponseOut<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ResponseOut<'a> {
+    id: Option<&'a str>,
+    #[serde(rename = "atomicityGroup", skip_serializing_if = "Option::is_none")]
+    atomicity_group: Option<&'a str>,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<Json>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    headers: Map<String, Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<BodyOut<'a>>,
+}
+
+/// A reply's body: its JSON as it is (not parsed into a tree and written again), or its text.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum BodyOut<'a> {
+    Json(&'a serde_json::value::RawValue),
+    Text(String),
+}
+
+pub(super) fn render(done: &[Done]) -> Rendered<'_> {
     let mut responses = Vec::new();
     for unit in done {
         let group = unit.group.as_deref();
@@ -190,16 +218,10 @@ pub(super) fn render(done: &[Done]) -> Json {
             responses.push(response(id, group, reply));
         }
     }
-    serde_json::json!({ "responses": responses })
+    Rendered { responses }
 }
 
-fn response(id: Option<&str>, group: Option<&str>, reply: &Reply) -> Json {
-    let mut object = Map::new();
-    object.insert("id".into(), id.map_or(Json::Null, Json::from));
-    if let Some(group) = group {
-        object.insert("atomicityGroup".into(), Json::from(group));
-    }
-    object.insert("status".into(), Json::from(reply.status.as_u16()));
+fn response<'a>(id: Option<&'a str>, group: Option<&'a str>, reply: &'a Reply) -> ResponseOut<'a> {
     let json_body = is_json(&reply.headers);
     let mut headers = Map::new();
     for (name, value) in &reply.headers {
@@ -209,20 +231,20 @@ fn response(id: Option<&str>, group: Option<&str>, reply: &Reply) -> Json {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         headers.insert(name.as_str().to_owned(), Json::String(value));
     }
-    if let Some(location) = headers.get("location").cloned() {
-        object.insert("location".into(), location);
+    let location = headers.get("location").cloned();
+    let body = (!reply.body.is_empty()).then(|| {
+        let raw = json_body.then(|| serde_json::from_slice(&reply.body).ok()).flatten();
+        match raw {
+            Some(raw) => BodyOut::Json(raw),
+            None => BodyOut::Text(String::from_utf8_lossy(&reply.body).into_owned()),
+        }
+    });
+    ResponseOut {
+        id,
+        atomicity_group: group,
+        status: reply.status.as_u16(),
+        location,
+        headers,
+        body,
     }
-    if !headers.is_empty() {
-        object.insert("headers".into(), Json::Object(headers));
-    }
-    if !reply.body.is_empty() {
-        let body = if json_body {
-            serde_json::from_slice(&reply.body)
-                .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(&reply.body).into_owned()))
-        } else {
-            Json::String(String::from_utf8_lossy(&reply.body).into_owned())
-        };
-        object.insert("body".into(), body);
-    }
-    Json::Object(object)
 }
