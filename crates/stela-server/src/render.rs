@@ -82,6 +82,8 @@ impl Serialize for EntityView<'_> {
         let EntityView { links, entity, options } = *self;
         let mut map = serializer.serialize_map(None)?;
         let self_link = links.entity(entity);
+        // Navigation links are the self link and a name: written into one buffer, reused.
+        let mut link = String::with_capacity(self_link.len() + 32);
         if id_selected(options) {
             map.serialize_entry("@iot.selfLink", &self_link)?;
             map.serialize_entry("@iot.id", &entity.id)?;
@@ -142,16 +144,36 @@ impl Serialize for EntityView<'_> {
                     }
                 }
                 None if selected(options, relation.name) => {
-                    map.serialize_entry(
-                        &format_args!("{}@iot.navigationLink", relation.name),
-                        &format_args!("{self_link}/{}", relation.name),
-                    )?;
+                    link.clear();
+                    link.push_str(&self_link);
+                    link.push('/');
+                    link.push_str(relation.name);
+                    map.serialize_entry(navigation_key(entity.ty, relation.name), &link)?;
                 }
                 None => {}
             }
         }
         map.end()
     }
+}
+
+/// `<relation>@iot.navigationLink`, worked out once per relation of the model.
+fn navigation_key(ty: EntityType, relation: &str) -> &'static str {
+    static KEYS: std::sync::OnceLock<Vec<(EntityType, &'static str, String)>> =
+        std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        EntityType::ALL
+            .iter()
+            .flat_map(|ty| {
+                ty.relations()
+                    .iter()
+                    .map(|r| (*ty, r.name, format!("{}@iot.navigationLink", r.name)))
+            })
+            .collect()
+    });
+    keys.iter()
+        .find(|(t, name, _)| *t == ty && *name == relation)
+        .map_or("@iot.navigationLink", |(_, _, key)| key.as_str())
 }
 
 /// The query of the next page of an expanded collection: its own options, the next `$skip`.
