@@ -4,8 +4,12 @@
 //! their collection paths checked in it (as `Writer::create` does); the store then writes the plain Observations among them with multi-row inserts
 //! (`WriteTx::create_batch`) and everything else one by one.
 
+use std::collections::HashMap;
+
 use serde_json::Value as Json;
-use stela_model::{DecodeMode, EntityInput, Relation, ResourcePath, Tail, decode_entity};
+use stela_model::{
+    DecodeMode, EntityInput, EntityType, Relation, ResourcePath, Tail, decode_entity,
+};
 use stela_store::{BatchItem, Resolved};
 
 use crate::ServiceError;
@@ -40,33 +44,70 @@ pub(crate) fn create_decoded(
 ) -> Vec<Result<i64, ServiceError>> {
     let mut results: Vec<Option<Result<i64, ServiceError>>> =
         std::iter::repeat_with(|| None).take(items.len()).collect();
-    let mut batch: Vec<BatchItem> = Vec::with_capacity(items.len());
-    let mut positions = Vec::with_capacity(items.len());
-    // Items of one request mostly share their path: its parent is resolved once.
-    let mut parent: Option<(ResourcePath, Option<(&'static Relation, i64)>)> = None;
+    let mut pending = Pending { batch: Vec::with_capacity(items.len()), positions: Vec::new() };
+    // Each parent path is resolved once per call (MQTT batches go to many Datastreams).
+    let mut parents: HashMap<PathKey, Option<(&'static Relation, i64)>> = HashMap::new();
     for (position, DecodedCreate { path, input }) in items.into_iter().enumerate() {
-        let implicit = match &parent {
-            Some((known, implicit)) if *known == path => Ok(*implicit),
-            _ => implicit_link(writer, &path).inspect(|implicit| {
-                parent = Some((path.clone(), *implicit));
-            }),
+        let key = path_key(&path);
+        let implicit = match key.as_ref().and_then(|key| parents.get(key)) {
+            Some(implicit) => Ok(*implicit),
+            None => {
+                let mut resolved = implicit_link(writer, &path);
+                if matches!(resolved, Err(ServiceError::NotFound(_))) && !pending.batch.is_empty() {
+                    // The parent may be one of the items before this one (`Things` then
+                    // `Things(7)/Datastreams`): write those first, as one by one would have.
+                    pending.write(writer, &mut results);
+                    resolved = implicit_link(writer, &path);
+                }
+                resolved.inspect(|implicit| {
+                    if let Some(key) = key {
+                        parents.insert(key, *implicit);
+                    }
+                })
+            }
         };
         match implicit.and_then(|implicit| Ok((input?, implicit))) {
             Ok(item) => {
-                batch.push(item);
-                positions.push(position);
+                pending.batch.push(item);
+                pending.positions.push(position);
             }
             Err(error) => results[position] = Some(Err(error)),
         }
     }
-    let created = writer.tx.create_batch(&batch);
-    for (position, result) in positions.into_iter().zip(created) {
-        results[position] = Some(result.map_err(ServiceError::from));
-    }
+    pending.write(writer, &mut results);
     results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(ServiceError::Internal("a bulk item was lost".into()))))
         .collect()
+}
+
+/// Items checked and waiting to be written, with their positions in the call.
+struct Pending {
+    batch: Vec<BatchItem>,
+    positions: Vec<usize>,
+}
+
+impl Pending {
+    fn write(
+        &mut self,
+        writer: &mut Writer<'_, '_>,
+        results: &mut [Option<Result<i64, ServiceError>>],
+    ) {
+        let created = writer.tx.create_batch(&self.batch);
+        for (position, result) in self.positions.drain(..).zip(created) {
+            results[position] = Some(result.map_err(ServiceError::from));
+        }
+        self.batch.clear();
+    }
+}
+
+/// What [`implicit_link`] depends on: the steps of a collection path (type, id, relation
+/// followed); `None` for a path with a tail, which is never cached.
+type PathKey = Vec<(EntityType, Option<i64>, Option<&'static str>)>;
+
+fn path_key(path: &ResourcePath) -> Option<PathKey> {
+    (path.tail == Tail::None)
+        .then(|| path.steps.iter().map(|s| (s.ty, s.id, s.via.map(|r| r.name))).collect())
 }
 
 /// The relation and entity a POST to `path` links the new entity to (`Datastreams(5)/

@@ -927,23 +927,19 @@ impl WriteTx<'_> {
             let table = datastream.0.table();
             let (ps, pe) = extent.phenomenon.map_or((None, None), |(s, e)| (Some(s), Some(e)));
             let (rs, re) = extent.result.map_or((None, None), |(s, e)| (Some(s), Some(e)));
-            self.tx
+            // One statement: the widened times, and the observed area to widen next.
+            let current: Option<Option<String>> = self
+                .tx
                 .prepare_cached(&format!(
                     "UPDATE {table} SET
                        phenomenon_time_start = MIN(COALESCE(phenomenon_time_start, ?2), COALESCE(?2, phenomenon_time_start)),
                        phenomenon_time_end = MAX(COALESCE(phenomenon_time_end, ?3), COALESCE(?3, phenomenon_time_end)),
                        result_time_start = MIN(COALESCE(result_time_start, ?4), COALESCE(?4, result_time_start)),
                        result_time_end = MAX(COALESCE(result_time_end, ?5), COALESCE(?5, result_time_end))
-                     WHERE id = ?1"
+                     WHERE id = ?1
+                     RETURNING observed_area"
                 ))?
-                .execute(params![datastream.1, ps, pe, rs, re])?;
-            let current: Option<Option<String>> = self
-                .tx
-                .query_row(
-                    &format!("SELECT observed_area FROM {table} WHERE id = ?1"),
-                    [datastream.1],
-                    |r| r.get(0),
-                )
+                .query_row(params![datastream.1, ps, pe, rs, re], |r| r.get(0))
                 .optional()?;
             let mut points: Vec<Coord<f64>> = Vec::new();
             let mut area = None;

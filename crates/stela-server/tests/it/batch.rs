@@ -938,3 +938,28 @@ async fn posts_in_a_row_answer_as_the_same_requests_sent_alone() {
         committed_at(batched.get_ok(&format!("Observations({later})/$receipt")).await)
     );
 }
+
+/// In a row of POSTs, a request may name (by id) an entity created by an earlier one of the
+/// row, as it could were they sent one by one.
+#[tokio::test]
+async fn a_post_in_a_row_sees_what_the_posts_before_it_created() {
+    let server = TestServer::start().await;
+    let batch = json!({"requests": [
+        {"id": "a", "method": "post", "url": "Things", "body": thing("first")},
+        {"id": "b", "method": "post", "url": "Things(1)/Datastreams", "body": {
+            "name": "d", "description": "d", "observationType": "x", "unitOfMeasurement": {},
+            "Sensor": sensor("s"), "ObservedProperty": observed_property("p")}},
+        {"id": "c", "method": "post", "url": "Datastreams(1)/Observations",
+         "body": {"result": 1, "FeatureOfInterest": {"name": "f", "description": "d",
+            "encodingType": "application/geo+json", "feature": {"type": "Point", "coordinates": [1, 2]}}}},
+        {"id": "d", "method": "post", "url": "Datastreams(1)/Observations",
+         "body": {"result": 2, "FeatureOfInterest": {"@iot.id": 1}}}
+    ]});
+    let reply = post_batch(&server, "application/json", batch.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let statuses: Vec<Json> =
+        reply.json()["responses"].as_array().unwrap().iter().map(|r| r["status"].clone()).collect();
+    assert_eq!(statuses, [json!(201), json!(201), json!(201), json!(201)], "{}", reply.text);
+    assert_eq!(server.get_ok("Datastreams(1)/Thing").await["name"], json!("first"));
+    assert_eq!(server.ids("Datastreams(1)/Observations").await.len(), 2);
+}
