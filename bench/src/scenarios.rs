@@ -807,23 +807,7 @@ async fn mqtt_qos0(bench: &Bench) -> Figure {
             Ok::<_, OpError>((sent, publisher))
         }));
     }
-    let mut published = 0;
-    let mut keep_open = Vec::new();
-    let mut failure = None;
-    for task in tasks {
-        match task.await {
-            Ok(Ok((sent, publisher))) => {
-                published += sent;
-                keep_open.push(publisher);
-            }
-            Ok(Err(error)) => {
-                failure.get_or_insert(error.0);
-            }
-            Err(join) => {
-                failure.get_or_insert(join.to_string());
-            }
-        }
-    }
+    let (published, keep_open, failure) = join_publishers(tasks).await;
     let published_after = started.elapsed();
     // Wait until everything is stored, the count stops growing for 3 s, or the wait is over.
     let wait_limit = started + (bench.duration * 2).max(Duration::from_secs(10));
@@ -1096,23 +1080,7 @@ async fn mqtt_notification_latency(bench: &Bench) -> Figure {
             Ok::<_, OpError>((sent, publisher))
         }));
     }
-    let mut published = 0u64;
-    let mut failure = None;
-    let mut keep_open = Vec::new();
-    for task in sending {
-        match task.await {
-            Ok(Ok((sent, publisher))) => {
-                published += sent;
-                keep_open.push(publisher);
-            }
-            Ok(Err(error)) => {
-                failure.get_or_insert(error.0);
-            }
-            Err(join) => {
-                failure.get_or_insert(join.to_string());
-            }
-        }
-    }
+    let (published, keep_open, mut failure) = join_publishers(sending).await;
     let publishing = started.elapsed();
     let mut histogram = Histogram::<u64>::new(3).expect("histogram");
     let mut received = 0u64;
@@ -1161,4 +1129,29 @@ async fn mqtt_notification_latency(bench: &Bench) -> Figure {
     judge(figure, "p99 ≤ 20 ms, none lost", |f| {
         f.latency_ms.is_some_and(|l| l.p99 <= NOTIFY_P99_TARGET_MS) && f.items == expected
     })
+}
+
+/// Waits for the publishing tasks: how many messages they sent, their publishers (kept open
+/// until the figure is done), and the first failure.
+async fn join_publishers(
+    tasks: Vec<tokio::task::JoinHandle<Result<(u64, crate::mqtt::Publisher), OpError>>>,
+) -> (u64, Vec<crate::mqtt::Publisher>, Option<String>) {
+    let mut published = 0;
+    let mut keep_open = Vec::new();
+    let mut failure = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok((sent, publisher))) => {
+                published += sent;
+                keep_open.push(publisher);
+            }
+            Ok(Err(error)) => {
+                failure.get_or_insert(error.0);
+            }
+            Err(join) => {
+                failure.get_or_insert(join.to_string());
+            }
+        }
+    }
+    (published, keep_open, failure)
 }

@@ -109,17 +109,7 @@ impl WriteTx<'_> {
             }
             forward.insert(column, id);
         }
-        for relation in ty.relations() {
-            if let Link::Forward { column } = relation.link
-                && relation.required
-                && !forward.contains_key(column)
-            {
-                return Err(invalid(format!(
-                    "a {ty} needs a {}: missing relation '{}'",
-                    relation.target, relation.name
-                )));
-            }
-        }
+        check_required_links(ty, |column| forward.contains_key(column))?;
         let parent = observation_parent(
             forward.get("datastream_id").copied(),
             forward.get("multi_datastream_id").copied(),
@@ -255,6 +245,26 @@ impl WriteTx<'_> {
         self.widen_extent(plan.parent, plan.feature, input)?;
         Ok(id)
     }
+}
+
+/// Every to-one relation a new entity of type `ty` cannot exist without is given (`has` says
+/// whether a foreign-key column has a value).
+pub(crate) fn check_required_links(
+    ty: EntityType,
+    has: impl Fn(&str) -> bool,
+) -> Result<(), StoreError> {
+    for relation in ty.relations() {
+        if let Link::Forward { column } = relation.link
+            && relation.required
+            && !has(column)
+        {
+            return Err(invalid(format!(
+                "a {ty} needs a {}: missing relation '{}'",
+                relation.target, relation.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The Datastream or MultiDatastream of a new Observation, from its links: exactly one.

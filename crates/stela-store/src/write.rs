@@ -209,17 +209,7 @@ impl WriteTx<'_> {
                 forward.insert(column, (link.relation, id));
             }
         }
-        for relation in ty.relations() {
-            if let Link::Forward { column } = relation.link
-                && relation.required
-                && !forward.contains_key(column)
-            {
-                return Err(invalid(format!(
-                    "a {ty} needs a {}: missing relation '{}'",
-                    relation.target, relation.name
-                )));
-            }
-        }
+        crate::bulk::check_required_links(ty, |column| forward.contains_key(column))?;
         let parent = if ty == EntityType::Observation {
             let parent = crate::bulk::observation_parent(
                 forward.get("datastream_id").map(|(_, d)| *d),
