@@ -225,7 +225,7 @@ fn commit_batch(
             }
             Err(error) => {
                 tracing::error!(%error, messages = count, "a batch of mqtt creates failed");
-                (0..count).map(|_| Err(copy_error(&error))).collect()
+                (0..count).map(|_| Err(error.clone())).collect()
             }
         };
         for (answer, result) in answers.into_iter().zip(results) {
@@ -235,18 +235,6 @@ fn commit_batch(
             let _ = answer.send(outcome);
         }
     })
-}
-
-/// The same error again, for each message of a batch that failed as a whole.
-fn copy_error(error: &ServiceError) -> ServiceError {
-    match error {
-        ServiceError::NotFound(m) => ServiceError::NotFound(m.clone()),
-        ServiceError::BadRequest(m) => ServiceError::BadRequest(m.clone()),
-        ServiceError::InvalidQuery(m) => ServiceError::InvalidQuery(m.clone()),
-        ServiceError::MethodNotAllowed(m) => ServiceError::MethodNotAllowed(m.clone()),
-        ServiceError::QueryTimeout(m) => ServiceError::QueryTimeout(m.clone()),
-        ServiceError::Internal(m) => ServiceError::Internal(m.clone()),
-    }
 }
 
 /// Logs a rejection: the first few of a connection at `warn`, then one in a thousand, so that

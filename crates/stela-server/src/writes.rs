@@ -126,57 +126,37 @@ impl Writes for TxWrites<'_, '_, '_> {
     }
 }
 
-/// Records the create a request would make instead of making it (a batch gathers the POSTs
-/// that follow each other, to write them in one bulk transaction), and refuses anything else.
+/// The writes of a POST in a bulk run of a batch (`batch/bulk.rs`), in two passes: first it
+/// records the create the request would make, without making it; then it answers that create
+/// with what the bulk write made of it. Anything else is refused.
 #[derive(Debug, Default)]
-pub(crate) struct CaptureWrites {
+pub(crate) struct BulkWrites {
+    /// First pass: the create the request reached.
     pub(crate) captured: Option<(ResourcePath, Json)>,
+    /// Second pass: what the bulk write made of it.
+    answer: Option<Result<Entity, ServiceError>>,
+    /// The entity the POST created (second pass).
+    pub(crate) created: Option<(EntityType, i64)>,
+}
+
+impl BulkWrites {
+    /// The second pass, answering with `answer`.
+    pub(crate) fn answering(answer: Result<Entity, ServiceError>) -> BulkWrites {
+        BulkWrites { answer: Some(answer), ..BulkWrites::default() }
+    }
 }
 
 fn deferred() -> ServiceError {
     ServiceError::Internal("the write is deferred to a bulk write".into())
 }
 
-impl Writes for CaptureWrites {
+impl Writes for BulkWrites {
     async fn create(&mut self, path: ResourcePath, body: Json) -> Result<Entity, ServiceError> {
-        self.captured = Some((path, body));
-        Err(deferred())
-    }
-
-    async fn update(&mut self, _: ResourcePath, _: Json, _: bool) -> Result<Entity, ServiceError> {
-        Err(deferred())
-    }
-
-    async fn patch_json(
-        &mut self,
-        _: ResourcePath,
-        _: json_patch::Patch,
-    ) -> Result<Entity, ServiceError> {
-        Err(deferred())
-    }
-
-    async fn delete(&mut self, _: ResourcePath) -> Result<(), ServiceError> {
-        Err(deferred())
-    }
-}
-
-/// Answers a create with what a bulk write already made of it (see [`CaptureWrites`]).
-#[derive(Debug)]
-pub(crate) struct CreatedWrites {
-    result: Option<Result<Entity, ServiceError>>,
-    /// The entity the POST created.
-    pub(crate) created: Option<(EntityType, i64)>,
-}
-
-impl CreatedWrites {
-    pub(crate) fn new(result: Result<Entity, ServiceError>) -> CreatedWrites {
-        CreatedWrites { result: Some(result), created: None }
-    }
-}
-
-impl Writes for CreatedWrites {
-    async fn create(&mut self, _: ResourcePath, _: Json) -> Result<Entity, ServiceError> {
-        let entity = self.result.take().unwrap_or_else(|| Err(deferred()))?;
+        let Some(answer) = self.answer.take() else {
+            self.captured = Some((path, body));
+            return Err(deferred());
+        };
+        let entity = answer?;
         self.created = Some((entity.ty, entity.id));
         Ok(entity)
     }

@@ -15,9 +15,7 @@
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params};
 use stela_log::{Appender, Hash, HashReader, LogEntry, NodeId, Operation, jcs};
-use stela_model::{
-    Entity, EntityType, Link, TimeValue, Value, format_instant, is_own_property, write_instant,
-};
+use stela_model::{Entity, EntityType, Link, TimeValue, Value, is_own_property, write_instant};
 
 use crate::StoreError;
 use crate::write::{Change, ChangeKind};
@@ -254,7 +252,7 @@ pub(crate) fn append_changes(
     conn: &Connection,
     appender: &Appender,
     changes: &[Change],
-    now: i64,
+    committed_at: &str,
     entries: Vec<(usize, String)>,
     read_entity: impl Fn(EntityType, i64) -> Result<Entity, StoreError>,
 ) -> Result<Appender, StoreError> {
@@ -264,7 +262,6 @@ pub(crate) fn append_changes(
     }
     // In the order of the changes, as they were written.
     let mut entries = entries.into_iter().peekable();
-    let committed_at = format_instant(now);
     let mut leaves = Vec::with_capacity(changes.len());
     let mut rows: Vec<Sql> = Vec::with_capacity(changes.len() * 4);
     for (offset, change) in changes.iter().enumerate() {
@@ -273,7 +270,7 @@ pub(crate) fn append_changes(
             // Entries written by the change itself.
             (_, Some(text)) => text,
             (ChangeKind::Deleted, None) => {
-                LogEntry::delete(change.ty.name(), change.id, &committed_at, "")
+                LogEntry::delete(change.ty.name(), change.id, committed_at, "")
                     .to_canonical_json()
                     .map_err(|e| StoreError::Corrupt(format!("log entry: {e}")))?
             }
@@ -282,7 +279,7 @@ pub(crate) fn append_changes(
                 let body = entity_body(conn, &read_entity(change.ty, change.id)?)?;
                 let op =
                     if kind == ChangeKind::Created { Operation::Create } else { Operation::Update };
-                entry_text(op, change.ty, change.id, &body, &committed_at)?
+                entry_text(op, change.ty, change.id, &body, committed_at)?
             }
         };
         leaves.push(stela_log::leaf_hash(text.as_bytes()));
@@ -598,9 +595,14 @@ mod tests {
                 })
                 .collect();
             let entries: Vec<(usize, String)> = texts.iter().cloned().enumerate().collect();
-            appender = append_changes(&tx, &appender, &changes, 0, entries, |_, _| {
-                unreachable!("every entry is given")
-            })
+            appender = append_changes(
+                &tx,
+                &appender,
+                &changes,
+                "1970-01-01T00:00:00Z",
+                entries,
+                |_, _| unreachable!("every entry is given"),
+            )
             .unwrap();
             for text in &texts {
                 memory.append_entry(text.as_bytes()).unwrap();

@@ -21,16 +21,7 @@ const MAX_IDS_PER_STATEMENT: usize = 1000;
 
 /// The ids as the JSON array `json_each` reads.
 fn id_array(ids: &[i64]) -> Sql {
-    let mut text = String::with_capacity(ids.len() * 8 + 2);
-    text.push('[');
-    for (index, id) in ids.iter().enumerate() {
-        if index > 0 {
-            text.push(',');
-        }
-        text.push_str(&id.to_string());
-    }
-    text.push(']');
-    Sql::Text(text)
+    Sql::Text(serde_json::Value::from(ids).to_string())
 }
 
 impl ReadTx<'_> {

@@ -133,7 +133,7 @@ impl SqliteStore {
         write_tx.flush()?;
         let changes = write_tx.pending.take_changes();
         if self.log_appending {
-            let next_log = write_tx.append_to_log(log, &changes, now)?;
+            let next_log = write_tx.append_to_log(log, &changes)?;
             write_tx.tx.commit().map_err(StoreError::from)?;
             *log = next_log;
         } else {

@@ -899,10 +899,10 @@ impl WriteTx<'_> {
         &mut self,
         log: &stela_log::Appender,
         changes: &[Change],
-        now: Micros,
     ) -> Result<stela_log::Appender, StoreError> {
         let entries = std::mem::take(&mut self.pending.entries);
-        crate::ledger::append_changes(&self.tx, log, changes, now, entries, |ty, id| {
+        let committed_at = &self.pending.committed_at;
+        crate::ledger::append_changes(&self.tx, log, changes, committed_at, entries, |ty, id| {
             self.entity(ty, id)
         })
     }

@@ -3,11 +3,11 @@
 //! transaction each, with the replies of the same requests sent alone.
 //!
 //! ```text
-//!   a run of POSTs ─► 1. each through routes::execute with CaptureWrites: every check a POST
+//!   a run of POSTs ─► 1. each through routes::execute with BulkWrites: every check a POST
 //!                        makes; what reaches the write is recorded, not written
 //!                  ─► 2. the recorded creates: decode_creates, one Service::atomic(create_decoded),
 //!                        the new entities read back (read_many)
-//!                  ─► 3. each through routes::execute again with CreatedWrites: the reply of the
+//!                  ─► 3. each through routes::execute again with BulkWrites answering: the reply of the
 //!                        request sent alone, with what step 2 made of it
 //! ```
 //!
@@ -23,7 +23,7 @@ use stela_service::{ServiceError, decode_creates};
 
 use super::{BatchRequest, Context, References, Reply, execute_one, resolve};
 use crate::routes::AppState;
-use crate::writes::{CaptureWrites, CreatedWrites};
+use crate::writes::BulkWrites;
 
 /// Whether `request` may join a run of bulk POSTs; `run_ids` are the ids of the run's earlier
 /// requests.
@@ -74,7 +74,7 @@ pub(super) async fn run(
     // 1. What each request would create, after every check of a POST sent alone.
     let mut captured: Vec<Option<(ResourcePath, Json)>> = Vec::with_capacity(requests.len());
     for request in requests {
-        let mut capture = CaptureWrites::default();
+        let mut capture = BulkWrites::default();
         let _ = execute_one(state, context, request, references, &mut capture, false).await;
         captured.push(capture.captured);
     }
@@ -100,7 +100,7 @@ pub(super) async fn run(
     for (request, captured) in requests.iter().zip(&captured) {
         let reply = match captured.as_ref().and_then(|_| results.next()) {
             Some(result) => {
-                let mut writes = CreatedWrites::new(result);
+                let mut writes = BulkWrites::answering(result);
                 let reply =
                     execute_one(state, context, request, references, &mut writes, false).await;
                 if let (Some(id), Some(created)) = (&request.id, writes.created) {
@@ -110,15 +110,8 @@ pub(super) async fn run(
             }
             // It failed before its write: the same failure again, and nothing written.
             None => {
-                execute_one(
-                    state,
-                    context,
-                    request,
-                    references,
-                    &mut CaptureWrites::default(),
-                    false,
-                )
-                .await
+                execute_one(state, context, request, references, &mut BulkWrites::default(), false)
+                    .await
             }
         };
         replies.push(reply);

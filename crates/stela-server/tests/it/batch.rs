@@ -43,8 +43,12 @@ async fn post_batch(
     content_type: &str,
     body: impl Into<String>,
 ) -> BatchReply {
+    post_batch_to(&server.url("$batch"), content_type, body).await
+}
+
+async fn post_batch_to(url: &str, content_type: &str, body: impl Into<String>) -> BatchReply {
     let response = reqwest::Client::new()
-        .post(server.url("$batch"))
+        .post(url)
         .header("content-type", content_type)
         .body(body.into())
         .send()
@@ -485,25 +489,10 @@ async fn change_events_follow_a_committed_change_set_and_never_a_rolled_back_one
             thing("evented"),
         )
     };
-    let client = reqwest::Client::new();
     let mut replies = Vec::new();
     for second in [json!({"name": 5}), json!({"name": "renamed"})] {
-        let response = client
-            .post(&url)
-            .header("content-type", "multipart/mixed; boundary=b")
-            .body(change_set(second))
-            .send()
-            .await
-            .expect("batch");
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = response.text().await.expect("body");
-        replies.push(BatchReply { status, content_type, text }.parts());
+        let reply = post_batch_to(&url, "multipart/mixed; boundary=b", change_set(second)).await;
+        replies.push(reply.parts());
     }
     assert_eq!(replies[0][0].status(), 400);
     let committed = replies[1][0].change_set();
