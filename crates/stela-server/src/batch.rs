@@ -340,7 +340,6 @@ async fn run_atomic(
     let (task_state, task_context, task_failure) =
         (state.clone(), context.clone(), Arc::clone(&failure));
     let mut task_references = references.clone();
-    let runtime = tokio::runtime::Handle::current();
     let result = state
         .service
         .atomic(move |writer| {
@@ -348,8 +347,10 @@ async fn run_atomic(
             for (index, request) in requests.iter().enumerate() {
                 let mut writes = TxWrites::new(writer);
                 // `execute` with TxWrites never waits (no I/O, the writes are synchronous), so
-                // blocking this thread, which is not a runtime worker, on it is safe.
-                let reply = runtime.block_on(execute_one(
+                // blocking this thread, which is not a runtime worker, on it is safe. Not
+                // through the runtime's `block_on`: that would enter the runtime on the
+                // writer thread, where a store's own client (PostgreSQL's) must block.
+                let reply = block_on(execute_one(
                     &task_state,
                     &task_context,
                     request,
@@ -627,4 +628,24 @@ fn prefix_message(mut reply: Reply, prefix: &str) -> Reply {
         reply.body = Bytes::from(Json::Object(error).to_string());
     }
     reply
+}
+
+/// Runs a future to completion on the current thread, parking it while the future waits,
+/// without entering any async runtime.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
 }

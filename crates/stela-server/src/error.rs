@@ -36,7 +36,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::BadRequest | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::QueryTimeout => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::QueryTimeout | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -44,6 +44,16 @@ fn status_of(code: ErrorCode) -> StatusCode {
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         let status = status_of(error.code());
+        if error.code() == ErrorCode::Unavailable {
+            tracing::warn!(error = %error, "database unavailable");
+            let message = if error.to_string().contains("outcome is unknown") {
+                "the database became unavailable while committing; the change may or may not \
+                 have been stored: read it back before retrying"
+            } else {
+                "the database is unavailable; nothing was changed, retry later"
+            };
+            return ApiError::new(status, message);
+        }
         if status.is_server_error() {
             // The detail goes to the log; the client learns only that it was not its fault.
             tracing::error!(error = %error, "request failed");

@@ -14,7 +14,7 @@ use stela_log::{
     Checkpoint, Hash, Receipt, ReceiptEntry, SignerKey, TileId, TilePath, VerifierKey,
 };
 use stela_model::EntityType;
-use stela_store::{AuditReport, SqliteStore, StoreError};
+use stela_store::{AuditReport, Store, StoreError};
 
 use crate::{Service, ServiceError};
 
@@ -90,7 +90,7 @@ pub fn verifier_key_in(data_dir: &Path) -> Result<VerifierKey, ServiceError> {
 /// Signs a checkpoint of the current tree when it is larger than the newest signed one.
 /// Returns the newest checkpoint's size and note.
 pub(crate) fn sign_if_grown(
-    store: &SqliteStore,
+    store: &Store,
     signer: &SignerKey,
     origin: &str,
 ) -> Result<(u64, String), StoreError> {

@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value as Json;
 use stela_model::{Entity, EntityType, Micros, Page, ResourcePath, Tail};
 use stela_query::QueryOptions;
-use stela_store::{Change, ReadLimits, Resolved, SqliteStore, StoreError};
+use stela_store::{Change, ReadLimits, Resolved, SqliteStore, Store, StoreError};
 use tokio::sync::broadcast;
 
 pub use bulk::{DecodedCreate, decode_creates};
@@ -75,6 +75,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A read ran longer than the query timeout.
     QueryTimeout,
+    /// The database cannot be reached; the request may be retried later.
+    Unavailable,
     /// Something failed inside the server.
     Internal,
 }
@@ -92,6 +94,10 @@ pub enum ServiceError {
     MethodNotAllowed(String),
     #[error("{0}")]
     QueryTimeout(String),
+    /// The database cannot be reached (a PostgreSQL outage); nothing was changed, or the
+    /// outcome of the commit is unknown (the message says which).
+    #[error("{0}")]
+    Unavailable(String),
     /// An internal failure; its text is logged, never shown to clients.
     #[error("internal error: {0}")]
     Internal(String),
@@ -105,6 +111,7 @@ impl ServiceError {
             ServiceError::InvalidQuery(_) => ErrorCode::InvalidQuery,
             ServiceError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             ServiceError::QueryTimeout(_) => ErrorCode::QueryTimeout,
+            ServiceError::Unavailable(_) => ErrorCode::Unavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -128,6 +135,17 @@ impl From<StoreError> for ServiceError {
                     ))
                 } else {
                     ServiceError::Internal(text)
+                }
+            }
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            StoreError::Postgres(pg_error) => {
+                // Integrity violations (class 23) are the client's doing; anything else is ours.
+                let text = pg_error.to_string();
+                match pg_error.code() {
+                    Some(code) if code.code().starts_with("23") => ServiceError::BadRequest(
+                        format!("the change violates a constraint of the model: {text}"),
+                    ),
+                    _ => ServiceError::Internal(text),
                 }
             }
             other => ServiceError::Internal(other.to_string()),
@@ -158,7 +176,7 @@ pub struct Service {
 
 #[derive(Debug)]
 struct Inner {
-    store: SqliteStore,
+    store: Store,
     /// The queue of the writer thread (group commit); `None` only while the service is built.
     writes: std::sync::Mutex<Option<std::sync::mpsc::Sender<group::Request>>>,
     /// The node's log signing key.
@@ -175,13 +193,35 @@ fn now_micros() -> Micros {
 }
 
 impl Service {
-    /// Opens (creating when missing) the SQLite database at `path`.
+    /// Opens (creating when missing) the SQLite database at `path`; the log key lives beside it.
     pub fn open_sqlite(path: &Path, options: ServiceOptions) -> Result<Service, ServiceError> {
-        let mut store = SqliteStore::open(path)
+        let store = SqliteStore::open(path)
             .map_err(|e| ServiceError::Internal(format!("opening {}: {e}", path.display())))?;
-        store.set_query_timeout(options.query_timeout);
         let data_dir =
             path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Service::with_store(Store::Sqlite(store), data_dir, options)
+    }
+
+    /// Opens the store a database setting names (see [`Store::open`]); the log key lives in
+    /// `data_dir`.
+    pub fn open(
+        database: &str,
+        data_dir: &Path,
+        options: ServiceOptions,
+    ) -> Result<Service, ServiceError> {
+        let store = Store::open(database).map_err(|e| match e {
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            other => ServiceError::Internal(format!("opening the database: {other}")),
+        })?;
+        Service::with_store(store, data_dir, options)
+    }
+
+    fn with_store(
+        mut store: Store,
+        data_dir: &Path,
+        options: ServiceOptions,
+    ) -> Result<Service, ServiceError> {
+        store.set_query_timeout(options.query_timeout);
         let signer = ledger::load_or_create_key(data_dir, &options.log_origin)?;
         // Room for bursts of group commits; a subscriber further behind than this loses events
         // (and is told so by the channel), writers are never slowed down.

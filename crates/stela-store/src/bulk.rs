@@ -16,11 +16,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rusqlite::params;
 use rusqlite::types::Value as Sql;
 use stela_log::Operation;
 use stela_model::{EntityInput, EntityType, Link, LinkTarget, Relation, Value};
 
 use crate::StoreError;
+use crate::db::Dialect;
 use crate::sqlite::WriteTx;
 use crate::write::{Change, ChangeKind, RowValues};
 
@@ -183,17 +185,53 @@ impl WriteTx<'_> {
         // Moved, not copied: a refused run is retried from its items, not from these.
         let values: Vec<Sql> = run.iter_mut().flat_map(|p| std::mem::take(&mut p.values)).collect();
         let mut done = Vec::new();
-        // No savepoint (SQLite would copy every page the run touches into a sub-journal): a
-        // failing statement inserts nothing, and the statements before it are undone here.
-        if crate::rows::insert_rows(&self.tx, "observations", &columns, width, &values, &mut done)
-            .is_err()
-        {
+        // On SQLite no savepoint (it would copy every page the run touches into a
+        // sub-journal): a failing statement inserts nothing, and the statements before it are
+        // undone here. PostgreSQL aborts the whole transaction on a failing statement, so there
+        // the run goes in a savepoint.
+        let savepoint = self.conn.dialect() == Dialect::Postgres;
+        let ids = if savepoint { self.conn.saved_ids().ok().flatten() } else { None };
+        let inserted = (|| {
+            if savepoint {
+                self.conn.execute_batch("SAVEPOINT bulk_run")?;
+            }
+            crate::rows::insert_rows(
+                self.conn,
+                "observations",
+                &columns,
+                width,
+                &values,
+                Some(&mut done),
+            )
+        })();
+        if savepoint {
+            let end = if inserted.is_ok() {
+                "RELEASE bulk_run"
+            } else {
+                "ROLLBACK TO bulk_run; RELEASE bulk_run"
+            };
+            let ended = self.conn.execute_batch(end).and_then(|()| {
+                if inserted.is_err() { self.conn.restore_ids(ids.as_deref()) } else { Ok(()) }
+            });
+            if let Err(error) = ended {
+                let message = format!("ending a bulk insert failed: {error}");
+                for plan in &run {
+                    results[plan.position] = Some(Err(StoreError::Corrupt(message.clone())));
+                }
+                self.pending.poisoned = true;
+                return Ok(());
+            }
+            if inserted.is_err() {
+                return Err(run);
+            }
+        }
+        if inserted.is_err() {
             for (last, count) in done {
                 let first = last + 1 - count as i64;
-                let undone = self
-                    .tx
-                    .prepare_cached("DELETE FROM observations WHERE id >= ?1 AND id <= ?2")
-                    .and_then(|mut delete| delete.execute([first, last]));
+                let undone = self.conn.execute(
+                    "DELETE FROM observations WHERE id >= ?1 AND id <= ?2",
+                    params![first, last],
+                );
                 if let Err(error) = undone {
                     // The transaction cannot be trusted any more: every row of the run fails
                     // and the caller's transaction must not commit.
@@ -234,7 +272,7 @@ impl WriteTx<'_> {
             Ok(entry) => entry,
             Err(error) => {
                 // A value the log cannot hold exactly fails this row alone.
-                self.tx.execute("DELETE FROM observations WHERE id = ?1", [id])?;
+                self.conn.execute("DELETE FROM observations WHERE id = ?1", params![id])?;
                 return Err(error);
             }
         };

@@ -9,7 +9,6 @@
 //! | InstantOrInterval | `col_start`, `col_end` (NULL end for an instant) |
 //! | Result            | `result_type` INTEGER, `result` (typed value or JSON text) |
 
-use rusqlite::Row;
 use rusqlite::types::Value as Sql;
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -18,6 +17,7 @@ use std::sync::OnceLock;
 use stela_model::{EntityType, Property, PropertyKind, TimeValue, Value};
 
 use crate::StoreError;
+use crate::db::{Dialect, Row};
 
 /// Result type codes of the `result_type` column.
 pub(crate) const RESULT_NULL: i64 = 0;
@@ -73,8 +73,16 @@ pub(crate) fn columns_of(ty: EntityType) -> &'static [&'static [String]] {
 }
 
 /// The SQL values of a property value, one per column.
-pub(crate) fn to_sql(property: &Property, value: &Value) -> Vec<Sql> {
+///
+/// A result on PostgreSQL is one `jsonb` column (its type code beside it, as on SQLite), so
+/// its value is bound as JSON text whatever its type.
+pub(crate) fn to_sql(dialect: Dialect, property: &Property, value: &Value) -> Vec<Sql> {
     match (property.kind, value) {
+        (PropertyKind::Result, Value::Json(json)) if dialect == Dialect::Postgres => {
+            let [code, _] = result_to_sql(json);
+            let text = if json.is_null() { Sql::Null } else { Sql::Text(json.to_string()) };
+            vec![code, text]
+        }
         (PropertyKind::Result, Value::Json(json)) => result_to_sql(json).to_vec(),
         (PropertyKind::Result, _) => vec![Sql::Integer(RESULT_NULL), Sql::Null],
         (PropertyKind::Interval | PropertyKind::InstantOrInterval, Value::Time(t)) => match t {
@@ -112,17 +120,17 @@ pub(crate) fn from_row(
 ) -> Result<Value, StoreError> {
     match property.kind {
         PropertyKind::Text => {
-            Ok(row.get::<_, Option<String>>(index)?.map_or(Value::Null, Value::Text))
+            Ok(row.get::<Option<String>>(index)?.map_or(Value::Null, Value::Text))
         }
         PropertyKind::Json
         | PropertyKind::JsonObject
         | PropertyKind::JsonArray
-        | PropertyKind::Geometry => match row.get::<_, Option<String>>(index)? {
+        | PropertyKind::Geometry => match row.get::<Option<String>>(index)? {
             Some(text) => Ok(Value::Json(parse_stored_json(&text)?)),
             None => Ok(Value::Null),
         },
         PropertyKind::Instant => Ok(row
-            .get::<_, Option<i64>>(index)?
+            .get::<Option<i64>>(index)?
             .map_or(Value::Null, |t| Value::Time(TimeValue::Instant(t)))),
         PropertyKind::Interval | PropertyKind::InstantOrInterval => {
             let start: Option<i64> = row.get(index)?;
@@ -136,7 +144,11 @@ pub(crate) fn from_row(
         PropertyKind::Result => {
             let kind: i64 = row.get(index)?;
             let raw: Sql = row.get(index + 1)?;
-            result_from_sql(kind, raw).map(Value::Json)
+            match (row.dialect(), raw) {
+                (Dialect::Postgres, Sql::Text(json)) => parse_stored_json(&json).map(Value::Json),
+                (Dialect::Postgres, _) => Ok(Value::Json(Json::Null)),
+                (Dialect::Sqlite, raw) => result_from_sql(kind, raw).map(Value::Json),
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ use stela_query::{
 };
 
 use crate::StoreError;
+use crate::db::Dialect;
 
 /// The SQL type of a lowered expression, as far as the comparison rules need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,7 @@ impl Lowered {
 /// Per-statement state: parameters, aliases, the joins of relation paths met in the current
 /// predicate.
 struct Context<'a> {
+    dialect: Dialect,
     params: &'a mut Vec<Sql>,
     aliases: usize,
     option: &'static str,
@@ -93,11 +95,13 @@ impl Context<'_> {
 
 /// Lowers a `$filter` to a boolean SQL expression over the alias `t` of `ty`.
 pub(crate) fn lower_filter(
+    dialect: Dialect,
     ty: EntityType,
     expr: &Expr,
     params: &mut Vec<Sql>,
 ) -> Result<String, StoreError> {
     let mut context = Context {
+        dialect,
         params,
         aliases: 0,
         option: "$filter",
@@ -110,11 +114,13 @@ pub(crate) fn lower_filter(
 
 /// Lowers `$orderby` to an `ORDER BY` list, ending with the id as a stable tiebreak.
 pub(crate) fn lower_orderby(
+    dialect: Dialect,
     ty: EntityType,
     orderby: &[OrderBy],
     params: &mut Vec<Sql>,
 ) -> Result<String, StoreError> {
     let mut context = Context {
+        dialect,
         params,
         aliases: 0,
         option: "$orderby",

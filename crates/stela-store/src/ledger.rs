@@ -12,12 +12,13 @@
 //! Invariant: a change is never committed without its entry, an entry never without its
 //! change. Entities removed by a cascade are covered by the entry of the delete that caused it.
 
+use rusqlite::params;
 use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension, params};
 use stela_log::{Appender, Hash, HashReader, LogEntry, NodeId, Operation, jcs};
 use stela_model::{Entity, EntityType, Link, TimeValue, Value, is_own_property, write_instant};
 
 use crate::StoreError;
+use crate::db::Conn;
 use crate::write::{Change, ChangeKind};
 
 /// Reads perfect-subtree hashes from what the store keeps: the entries (level 0, hashed on
@@ -28,7 +29,7 @@ use crate::write::{Change, ChangeKind};
 /// Storing only the tile levels is what keeps the log append cheap: one stored node per 256
 /// entries instead of one per entry and level.
 pub(crate) struct NodeReader<'a> {
-    pub(crate) conn: &'a Connection,
+    pub(crate) conn: Conn<'a>,
 }
 
 /// Hashes per tile (C2SP tlog-tiles), and the levels a tile spans.
@@ -49,26 +50,28 @@ impl NodeReader<'_> {
         let end = start.saturating_add(TILE_WIDTH as i64);
         let mut hashes = Vec::with_capacity(TILE_WIDTH as usize);
         if base == 0 {
-            let mut statement = self.conn.prepare_cached(
+            self.conn.query_each(
                 "SELECT entry FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+                params![start, end],
+                |row| {
+                    let text: String = row.get(0)?;
+                    hashes.push(stela_log::leaf_hash(text.as_bytes()));
+                    Ok(())
+                },
             )?;
-            let mut rows = statement.query(params![start, end])?;
-            while let Some(row) = rows.next()? {
-                let text = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-                hashes.push(stela_log::leaf_hash(text.as_bytes()));
-            }
         } else {
-            let mut statement = self.conn.prepare_cached(
+            self.conn.query_each(
                 "SELECT hash FROM log_nodes WHERE level = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+                params![i64::from(base), start, end],
+                |row| {
+                    let bytes: Vec<u8> = row.get(0)?;
+                    let hash: Hash = bytes.as_slice().try_into().map_err(|_| {
+                        StoreError::Corrupt(format!("a log node at level {base} is not 32 bytes"))
+                    })?;
+                    hashes.push(hash);
+                    Ok(())
+                },
             )?;
-            let mut rows = statement.query(params![i64::from(base), start, end])?;
-            while let Some(row) = rows.next()? {
-                let bytes = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
-                let hash: Hash = bytes.try_into().map_err(|_| {
-                    StoreError::Corrupt(format!("a log node at level {base} is not 32 bytes"))
-                })?;
-                hashes.push(hash);
-            }
         }
         Ok(hashes)
     }
@@ -120,7 +123,7 @@ fn fold_perfect(hashes: &[Hash]) -> Hash {
 }
 
 /// Restores the appender from the stored tree.
-pub(crate) fn load_appender(conn: &Connection) -> Result<Appender, StoreError> {
+pub(crate) fn load_appender(conn: Conn<'_>) -> Result<Appender, StoreError> {
     // The size from the primary key (no scan), the right edge from the stored nodes: the tree
     // is never recomputed on start.
     let size = log_size(conn)?;
@@ -206,7 +209,7 @@ impl BodyMembers {
 }
 
 /// The logged body of an entity read from the store (see [`BodyMembers`]).
-pub(crate) fn entity_body(conn: &Connection, entity: &Entity) -> Result<BodyMembers, StoreError> {
+pub(crate) fn entity_body(conn: Conn<'_>, entity: &Entity) -> Result<BodyMembers, StoreError> {
     let values = entity
         .ty
         .properties()
@@ -217,11 +220,8 @@ pub(crate) fn entity_body(conn: &Connection, entity: &Entity) -> Result<BodyMemb
     for relation in entity.ty.relations() {
         if let Link::Forward { column } = relation.link {
             let sql = format!("SELECT {column} FROM {} WHERE id = ?1", entity.ty.table());
-            let target: Option<i64> = conn
-                .prepare_cached(&sql)?
-                .query_row([entity.id], |r| r.get(0))
-                .optional()?
-                .flatten();
+            let target: Option<i64> =
+                conn.query_opt(&sql, params![entity.id], |r| r.get(0))?.flatten();
             if let Some(target) = target {
                 links.push((relation.name, target));
             }
@@ -249,7 +249,7 @@ fn unloggable(ty: EntityType, error: stela_log::EntryError) -> StoreError {
 
 /// Appends one entry per change to the log; returns the appender after the append.
 pub(crate) fn append_changes(
-    conn: &Connection,
+    conn: Conn<'_>,
     appender: &Appender,
     changes: &[Change],
     committed_at: &str,
@@ -292,77 +292,71 @@ pub(crate) fn append_changes(
         ]);
     }
     let columns = "idx, entity_type, entity_id, entry";
-    crate::rows::insert_rows(conn, "log_entries", columns, 4, &rows, &mut Vec::new())?;
+    crate::rows::insert_rows(conn, "log_entries", columns, 4, &rows, None)?;
     let appended = next.append(&leaves).map_err(|e| StoreError::Corrupt(format!("log: {e}")))?;
     // Only the levels of the hash tiles are stored (see `NodeReader`).
-    let mut node =
-        conn.prepare_cached("INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
     for (id, hash) in appended.nodes.iter().filter(|(id, _)| stores_level(id.level)) {
         let index = i64::try_from(id.index).unwrap_or(i64::MAX);
-        node.execute(params![i64::from(id.level), index, hash.as_slice()])?;
+        conn.execute(
+            "INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
+            params![i64::from(id.level), index, hash.as_slice()],
+        )?;
     }
     Ok(next)
 }
 
 /// Log queries shared by readers.
 pub(crate) fn entries_of(
-    conn: &Connection,
+    conn: Conn<'_>,
     ty: EntityType,
     id: i64,
 ) -> Result<Vec<(u64, String)>, StoreError> {
-    let mut statement = conn.prepare_cached(
+    conn.query_map(
         "SELECT idx, entry FROM log_entries WHERE entity_type = ?1 AND entity_id = ?2 ORDER BY idx",
-    )?;
-    let rows = statement
-        .query_map(params![ty.name(), id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-    let mut entries = Vec::new();
-    for row in rows {
-        let (index, text) = row?;
-        entries.push((u64::try_from(index).unwrap_or(0), text));
-    }
-    Ok(entries)
+        params![ty.name(), id],
+        |r| Ok((u64::try_from(r.get::<i64>(0)?).unwrap_or(0), r.get::<String>(1)?)),
+    )
 }
 
 pub(crate) fn entries_range(
-    conn: &Connection,
+    conn: Conn<'_>,
     start: u64,
     count: u64,
 ) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "SELECT entry FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-    )?;
     let start = i64::try_from(start).unwrap_or(i64::MAX);
     let end = start.saturating_add(i64::try_from(count).unwrap_or(i64::MAX));
-    let rows = statement.query_map(params![start, end], |r| r.get::<_, String>(0))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    conn.query_map(
+        "SELECT entry FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        params![start, end],
+        |r| r.get::<String>(0),
+    )
 }
 
-pub(crate) fn log_size(conn: &Connection) -> Result<u64, StoreError> {
+pub(crate) fn log_size(conn: Conn<'_>) -> Result<u64, StoreError> {
     let size: Option<i64> =
-        conn.query_row("SELECT MAX(idx) + 1 FROM log_entries", [], |r| r.get(0))?;
+        conn.query_row("SELECT MAX(idx) + 1 FROM log_entries", params![], |r| r.get(0))?;
     Ok(size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
 }
 
-pub(crate) fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String)>, StoreError> {
-    let row: Option<(i64, String)> = conn
-        .query_row("SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
+pub(crate) fn latest_checkpoint(conn: Conn<'_>) -> Result<Option<(u64, String)>, StoreError> {
+    let row: Option<(i64, String)> = conn.query_opt(
+        "SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1",
+        params![],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     Ok(row.map(|(size, note)| (u64::try_from(size).unwrap_or(0), note)))
 }
 
-pub(crate) fn checkpoint_at(conn: &Connection, size: u64) -> Result<Option<String>, StoreError> {
+pub(crate) fn checkpoint_at(conn: Conn<'_>, size: u64) -> Result<Option<String>, StoreError> {
     let size = i64::try_from(size).unwrap_or(i64::MAX);
-    Ok(conn
-        .query_row("SELECT note FROM log_checkpoints WHERE size = ?1", [size], |r| r.get(0))
-        .optional()?)
+    conn.query_opt("SELECT note FROM log_checkpoints WHERE size = ?1", params![size], |r| r.get(0))
 }
 
-pub(crate) fn store_checkpoint(conn: &Connection, size: u64, note: &str) -> Result<(), StoreError> {
+pub(crate) fn store_checkpoint(conn: Conn<'_>, size: u64, note: &str) -> Result<(), StoreError> {
     let size = i64::try_from(size).unwrap_or(i64::MAX);
     conn.execute(
-        "INSERT OR REPLACE INTO log_checkpoints (size, note) VALUES (?1, ?2)",
+        "INSERT INTO log_checkpoints (size, note) VALUES (?1, ?2)
+         ON CONFLICT (size) DO NOTHING",
         params![size, note],
     )?;
     Ok(())
@@ -446,35 +440,36 @@ impl crate::ReadTx<'_> {
         let mut report = AuditReport::default();
         let mut tree = stela_log::MemoryTree::new();
         {
-            let mut statement = self.conn.prepare(
+            self.conn.query_each(
                 "SELECT idx, entity_type, entity_id, entry FROM log_entries ORDER BY idx",
+                params![],
+                |row| {
+                    let index: i64 = row.get(0)?;
+                    let ty: String = row.get(1)?;
+                    let id: i64 = row.get(2)?;
+                    let text: String = row.get(3)?;
+                    if u64::try_from(index).ok() != Some(report.entries) {
+                        report
+                            .problems
+                            .push(format!("entry {index}: expected index {}", report.entries));
+                    }
+                    match LogEntry::from_canonical_json(&text) {
+                        Ok(entry) if entry.entity_type == ty && entry.entity_id == id => {}
+                        Ok(entry) => report.problems.push(format!(
+                            "entry {index}: indexed as {ty}({id}) but records {}({})",
+                            entry.entity_type, entry.entity_id
+                        )),
+                        Err(e) => report
+                            .problems
+                            .push(format!("entry {index}: not a canonical log entry: {e}")),
+                    }
+                    if tree.append_entry(text.as_bytes()).is_err() {
+                        report.problems.push(format!("entry {index}: the tree cannot grow"));
+                    }
+                    report.entries += 1;
+                    Ok(())
+                },
             )?;
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
-                let index: i64 = row.get(0)?;
-                let ty: String = row.get(1)?;
-                let id: i64 = row.get(2)?;
-                let text: String = row.get(3)?;
-                if u64::try_from(index).ok() != Some(report.entries) {
-                    report
-                        .problems
-                        .push(format!("entry {index}: expected index {}", report.entries));
-                }
-                match LogEntry::from_canonical_json(&text) {
-                    Ok(entry) if entry.entity_type == ty && entry.entity_id == id => {}
-                    Ok(entry) => report.problems.push(format!(
-                        "entry {index}: indexed as {ty}({id}) but records {}({})",
-                        entry.entity_type, entry.entity_id
-                    )),
-                    Err(e) => report
-                        .problems
-                        .push(format!("entry {index}: not a canonical log entry: {e}")),
-                }
-                if tree.append_entry(text.as_bytes()).is_err() {
-                    report.problems.push(format!("entry {index}: the tree cannot grow"));
-                }
-                report.entries += 1;
-            }
         }
         let size = tree.size();
         match self.log_root(size) {
@@ -484,11 +479,11 @@ impl crate::ReadTx<'_> {
                 .push(format!("the stored tree of {size} entries does not match the entries")),
             Err(e) => report.problems.push(format!("the stored tree cannot be read: {e}")),
         }
-        let mut statement =
-            self.conn.prepare("SELECT size, note FROM log_checkpoints ORDER BY size")?;
-        let checkpoints = statement
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
+        let checkpoints = self.conn.query_map(
+            "SELECT size, note FROM log_checkpoints ORDER BY size",
+            params![],
+            |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)),
+        )?;
         for (checkpoint_size, note) in checkpoints {
             report.checkpoints += 1;
             let opened = match stela_log::open_note(&note, std::slice::from_ref(verifier)) {
@@ -521,9 +516,7 @@ impl crate::ReadTx<'_> {
                 crate::read::select_columns(ty),
                 ty.table()
             );
-            let mut statement = self.conn.prepare(&sql)?;
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
+            self.conn.query_each(&sql, params![], |row| {
                 let entity = crate::read::entity_from_row(ty, row, 0)?;
                 report.entities += 1;
                 let body = entity_body(self.conn, &entity)?;
@@ -538,19 +531,17 @@ impl crate::ReadTx<'_> {
                         .push(format!("{ty}({}) differs from its newest log entry", entity.id)),
                     None => report.problems.push(format!("{ty}({}) has no log entry", entity.id)),
                 }
-            }
+                Ok(())
+            })?;
         }
         // Entities the log says exist must exist.
-        let mut statement = self.conn.prepare(
+        let newest = self.conn.query_map(
             "SELECT e.entity_type, e.entity_id, e.entry FROM log_entries e
              JOIN (SELECT entity_type, entity_id, MAX(idx) AS idx FROM log_entries GROUP BY entity_type, entity_id) n
                ON n.idx = e.idx",
+            params![],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<String>(2)?)),
         )?;
-        let newest = statement
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
         for (type_name, id, text) in newest {
             let Some(ty) = EntityType::ALL.into_iter().find(|t| t.name() == type_name) else {
                 report.problems.push(format!("the log names an unknown entity type '{type_name}'"));
@@ -575,6 +566,8 @@ mod tests {
 
     /// A log of `n` entries written as the store writes it (entries, nodes of the tile levels
     /// only), with the same tree in memory (every node) to compare with.
+    use rusqlite::Connection;
+
     fn log_of(n: u64) -> (Connection, MemoryTree) {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::migrations::migrate(&mut conn).unwrap();
@@ -596,7 +589,7 @@ mod tests {
                 .collect();
             let entries: Vec<(usize, String)> = texts.iter().cloned().enumerate().collect();
             appender = append_changes(
-                &tx,
+                Conn::Sqlite(&tx),
                 &appender,
                 &changes,
                 "1970-01-01T00:00:00Z",
@@ -675,7 +668,7 @@ mod tests {
         // Past 65,536 entries: level-16 nodes are stored, levels 9..15 folded from level 8.
         let n = 65_536 + 700;
         let (conn, memory) = log_of(n);
-        let reader = NodeReader { conn: &conn };
+        let reader = NodeReader { conn: Conn::Sqlite(&conn) };
         let sizes = [1, 2, 7, 255, 256, 257, 511, 512, 1000, 65_535, 65_536, 65_537, n];
         for size in sizes {
             assert_eq!(
@@ -711,14 +704,14 @@ mod tests {
                 "{tile:?}"
             );
         }
-        let restored = load_appender(&conn).unwrap();
+        let restored = load_appender(Conn::Sqlite(&conn)).unwrap();
         assert_eq!((restored.size(), restored.root()), (n, memory.root()));
     }
 
     #[test]
     fn a_missing_node_is_reported_as_corruption() {
         let (conn, _) = log_of(300);
-        let reader = NodeReader { conn: &conn };
+        let reader = NodeReader { conn: Conn::Sqlite(&conn) };
         let error = stela_log::tree_root(512, &reader).unwrap_err();
         assert!(error.to_string().contains("missing"), "{error}");
     }

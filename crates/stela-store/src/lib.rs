@@ -13,20 +13,28 @@
 mod bulk;
 mod checkpoint;
 mod columns;
+mod db;
 mod filter;
 mod ledger;
 mod migrations;
+mod pg;
+mod pg_schema;
 mod read;
 mod read_many;
 mod rows;
 mod spatial;
 mod sqlite;
+mod store;
+pub mod test_database;
 mod write;
 
 pub use bulk::BatchItem;
+pub use db::Dialect;
 pub use ledger::AuditReport;
+pub use pg::PgStore;
 pub use read::{ReadLimits, Resolved, Scope};
 pub use sqlite::{ReadTx, SqliteStore, WriteTx};
+pub use store::Store;
 pub use write::{Change, ChangeKind};
 
 /// Errors of the store.
@@ -57,6 +65,25 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("database: {0}")]
+    Postgres(postgres::Error),
+    /// The database cannot be reached (PostgreSQL down or the connection lost); the request
+    /// may be retried.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> StoreError {
+        // No answer from the server (connection refused, lost, closed): the database is
+        // unavailable, not wrong.
+        if error.is_closed() || (error.as_db_error().is_none() && error.code().is_none()) {
+            StoreError::Unavailable(format!("the connection to PostgreSQL failed: {error}"))
+        } else {
+            StoreError::Postgres(error)
+        }
+    }
 }
 
 impl StoreError {

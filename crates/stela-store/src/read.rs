@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
+use rusqlite::params;
 use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, params_from_iter};
 use stela_model::{
     Entity, EntityType, Expanded, ExpandedContent, Link, Page, Relation, ResourcePath, Step,
 };
@@ -17,6 +17,7 @@ use stela_query::{ExpandItem, QueryOptions};
 
 use crate::StoreError;
 use crate::columns::{column_names, from_row};
+use crate::db::{Conn, Dialect, Row, params_of};
 use crate::filter::{lower_filter, lower_orderby};
 use crate::sqlite::ReadTx;
 
@@ -69,7 +70,7 @@ pub(crate) fn select_columns(ty: EntityType) -> &'static str {
 /// Reads an entity whose columns (as [`select_columns`]) start at `offset`.
 pub(crate) fn entity_from_row(
     ty: EntityType,
-    row: &rusqlite::Row<'_>,
+    row: &Row<'_>,
     offset: usize,
 ) -> Result<Entity, StoreError> {
     let id: i64 = row.get(offset)?;
@@ -122,13 +123,10 @@ impl ReadTx<'_> {
         options: &QueryOptions,
     ) -> Result<Entity, StoreError> {
         let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_columns(ty), ty.table());
-        let mut statement = self.conn.prepare_cached(&sql)?;
-        let mut rows = statement.query([id])?;
-        let Some(row) = rows.next()? else {
-            return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
-        };
-        let mut entity = entity_from_row(ty, row, 0)?;
-        drop(rows);
+        let mut entity = self
+            .conn
+            .query_opt(&sql, params![id], |row| entity_from_row(ty, row, 0))?
+            .ok_or_else(|| StoreError::NotFound(format!("no {ty} with id {id}")))?;
         check_select(ty, options)?;
         let items = std::slice::from_mut(&mut entity);
         self.expand(ty, items, &options.expand, 0)?;
@@ -144,27 +142,18 @@ impl ReadTx<'_> {
         limits: ReadLimits,
         after: Option<&[serde_json::Value]>,
     ) -> Result<Page, StoreError> {
-        let plan = collection_sql(ty, scope, options, limits, after)?;
+        let plan = collection_sql(self.conn.dialect(), ty, scope, options, limits, after)?;
         let count = match &plan.count {
             Some((sql, params)) => {
-                let mut statement = self.conn.prepare_cached(sql)?;
-                Some(
-                    statement
-                        .query_row(params_from_iter(params.iter()), |row| row.get::<_, i64>(0))?,
-                )
+                Some(self.conn.query_row(sql, &params_of(params), |row| row.get::<i64>(0))?)
             }
             None => None,
         };
         let Some((sql, params)) = &plan.page else {
             return Ok(Page { items: Vec::new(), count, next_skip: None, next_after: None });
         };
-        let mut statement = self.conn.prepare_cached(sql)?;
-        let mut rows = statement.query(params_from_iter(params.iter()))?;
-        let mut items = Vec::new();
-        while let Some(row) = rows.next()? {
-            items.push(entity_from_row(ty, row, 0)?);
-        }
-        drop(rows);
+        let mut items =
+            self.conn.query_map(sql, &params_of(params), |row| entity_from_row(ty, row, 0))?;
         let (next_skip, next_after) = if items.len() as u64 > plan.top {
             items.truncate(plan.top as usize);
             let after = match (&plan.keyset, items.last()) {
@@ -189,13 +178,18 @@ impl ReadTx<'_> {
         limits: ReadLimits,
         after: Option<&[serde_json::Value]>,
     ) -> Result<Vec<Vec<String>>, StoreError> {
-        let plan = collection_sql(ty, scope, options, limits, after)?;
+        let dialect = self.conn.dialect();
+        let plan = collection_sql(dialect, ty, scope, options, limits, after)?;
         let mut plans = Vec::new();
         for (sql, params) in plan.count.iter().chain(plan.page.iter()) {
-            let mut statement = self.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-            let rows = statement
-                .query_map(params_from_iter(params.iter()), |row| row.get::<_, String>(3))?;
-            plans.push(rows.collect::<Result<Vec<_>, _>>()?);
+            let (explain, column) = match dialect {
+                Dialect::Sqlite => (format!("EXPLAIN QUERY PLAN {sql}"), 3),
+                Dialect::Postgres => (format!("EXPLAIN {sql}"), 0),
+            };
+            plans.push(
+                self.conn
+                    .query_map(&explain, &params_of(params), |row| row.get::<String>(column))?,
+            );
         }
         Ok(plans)
     }
@@ -214,6 +208,7 @@ impl ReadTx<'_> {
         if depth > 16 {
             return Err(StoreError::query("$expand", "$expand nested too deeply"));
         }
+        let dialect = self.conn.dialect();
         let ids = Sql::Text(
             serde_json::to_string(&items.iter().map(|e| e.id).collect::<Vec<_>>())
                 .unwrap_or_default(),
@@ -227,13 +222,16 @@ impl ReadTx<'_> {
             let target = relation.target;
             let (source, parent_key) = relation_source(relation, ty);
             let mut params = vec![ids.clone()];
-            let mut conditions = vec![format!("{parent_key} IN (SELECT value FROM json_each(?1))")];
+            let id_table = dialect.id_table("?1");
+            let mut conditions = vec![format!("{parent_key} IN (SELECT value FROM {id_table} i)")];
             let mut filter_sql = None;
             if let Some(filter) = &item.options.filter {
-                let lowered = lower_filter(target, filter, &mut params)?;
+                let lowered = lower_filter(dialect, target, filter, &mut params)?;
                 conditions.push(lowered.clone());
                 filter_sql = Some(lowered);
             }
+            // The parameters the WHERE clause uses; paging parameters come after them.
+            let where_params = params.len();
             let where_clause = conditions.join(" AND ");
             let mut children: Vec<(i64, Entity)> = Vec::new();
             let mut has_more: HashMap<i64, u64> = HashMap::new();
@@ -243,14 +241,16 @@ impl ReadTx<'_> {
                 // Per parent, the children's page is found through the index on the parent key
                 // (a correlated subquery with LIMIT): the cost grows with parents × $top, not with
                 // all the children of all parents, which a window function would have to rank.
-                let inner_order = lower_orderby(target, &item.options.orderby, &mut params)?;
+                let inner_order =
+                    lower_orderby(dialect, target, &item.options.orderby, &mut params)?;
                 params.push(Sql::Integer(i64::try_from(top.saturating_add(1)).unwrap_or(i64::MAX)));
                 let limit_index = params.len();
                 params.push(Sql::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
-                let outer_order = lower_orderby(target, &item.options.orderby, &mut params)?;
+                let outer_order =
+                    lower_orderby(dialect, target, &item.options.orderby, &mut params)?;
                 let filter = filter_sql.as_deref().map(|f| format!(" AND {f}")).unwrap_or_default();
                 let sql = format!(
-                    "SELECT p.value AS parent_id, {} FROM json_each(?1) p JOIN {} t ON t.id IN \
+                    "SELECT p.value AS parent_id, {} FROM {id_table} p JOIN {} t ON t.id IN \
                      (SELECT t.id FROM {source} WHERE {parent_key} = p.value{filter} \
                       ORDER BY {inner_order} LIMIT ?{limit_index} OFFSET ?{}) \
                      ORDER BY p.value, {outer_order}",
@@ -258,24 +258,23 @@ impl ReadTx<'_> {
                     target.table(),
                     limit_index + 1
                 );
-                let mut statement = self.conn.prepare_cached(&sql)?;
-                let mut rows = statement.query(params_from_iter(params.iter()))?;
                 let mut seen: HashMap<i64, u64> = HashMap::new();
-                while let Some(row) = rows.next()? {
+                self.conn.query_each(&sql, &params_of(&params), |row| {
                     let parent: i64 = row.get(0)?;
                     let count = seen.entry(parent).or_insert(0);
                     *count += 1;
                     if *count > top {
                         has_more.insert(parent, skip + top);
-                        continue;
+                    } else {
+                        children.push((parent, entity_from_row(target, row, 1)?));
                     }
-                    children.push((parent, entity_from_row(target, row, 1)?));
-                }
+                    Ok(())
+                })?;
             } else if relation.many {
                 let order = if is_ranked(relation) && item.options.orderby.is_empty() {
                     "j.rank, t.id".to_owned()
                 } else {
-                    lower_orderby(target, &item.options.orderby, &mut params)?
+                    lower_orderby(dialect, target, &item.options.orderby, &mut params)?
                 };
                 params.push(Sql::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
                 let skip_index = params.len();
@@ -285,35 +284,36 @@ impl ReadTx<'_> {
                 let sql = format!(
                     "SELECT * FROM (SELECT {parent_key} AS parent_id, {}, \
                      ROW_NUMBER() OVER (PARTITION BY {parent_key} ORDER BY {order}) AS rn \
-                     FROM {source} WHERE {where_clause}) WHERE rn > ?{skip_index} AND rn <= ?{} \
+                     FROM {source} WHERE {where_clause}) ranked WHERE rn > ?{skip_index} AND rn <= ?{} \
                      ORDER BY parent_id, rn",
                     select_columns(target),
                     skip_index + 1
                 );
-                let mut statement = self.conn.prepare_cached(&sql)?;
-                let mut rows = statement.query(params_from_iter(params.iter()))?;
-                while let Some(row) = rows.next()? {
+                // parent_id, the entity's columns, rn.
+                let rn_index =
+                    2 + crate::columns::columns_of(target).iter().map(|c| c.len()).sum::<usize>();
+                self.conn.query_each(&sql, &params_of(&params), |row| {
                     let parent: i64 = row.get(0)?;
-                    let rn: i64 = row.get(row.as_ref().column_count() - 1)?;
+                    let rn: i64 = row.get(rn_index)?;
                     if rn as u64 > skip + top {
                         has_more.insert(parent, skip + top);
-                        continue;
+                    } else {
+                        children.push((parent, entity_from_row(target, row, 1)?));
                     }
-                    children.push((parent, entity_from_row(target, row, 1)?));
-                }
+                    Ok(())
+                })?;
             } else {
                 let sql = format!(
                     "SELECT {parent_key} AS parent_id, {} FROM {source} WHERE {where_clause}",
                     select_columns(target)
                 );
-                let mut statement = self.conn.prepare_cached(&sql)?;
-                let mut rows = statement.query(params_from_iter(params.iter()))?;
-                while let Some(row) = rows.next()? {
+                self.conn.query_each(&sql, &params_of(&params), |row| {
                     children.push((row.get(0)?, entity_from_row(target, row, 1)?));
-                }
+                    Ok(())
+                })?;
             }
             let counts = if relation.many && item.options.count == Some(true) {
-                self.expanded_counts(&source, &parent_key, &where_clause, &params[..])?
+                self.expanded_counts(&source, &parent_key, &where_clause, &params[..where_params])?
             } else {
                 HashMap::new()
             };
@@ -360,14 +360,11 @@ impl ReadTx<'_> {
     ) -> Result<HashMap<i64, i64>, StoreError> {
         let sql =
             format!("SELECT {parent_key}, COUNT(*) FROM {source} WHERE {where_clause} GROUP BY 1");
-        let mut statement = self.conn.prepare_cached(&sql)?;
-        // Only the parameters the WHERE clause uses; the paging parameters come after them.
-        let used = statement.parameter_count();
-        let mut rows = statement.query(params_from_iter(params.iter().take(used)))?;
         let mut counts = HashMap::new();
-        while let Some(row) = rows.next()? {
+        self.conn.query_each(&sql, &params_of(params), |row| {
             counts.insert(row.get(0)?, row.get(1)?);
-        }
+            Ok(())
+        })?;
         Ok(counts)
     }
 
@@ -388,7 +385,7 @@ impl ReadTx<'_> {
 }
 
 /// Checks path steps against the data: every id exists and is related as the path says.
-pub(crate) fn resolve(conn: &Connection, steps: &[Step]) -> Result<Resolved, StoreError> {
+pub(crate) fn resolve(conn: Conn<'_>, steps: &[Step]) -> Result<Resolved, StoreError> {
     let mut current: Option<Resolved> = None;
     for step in steps {
         let next = match (current, step.via) {
@@ -446,7 +443,7 @@ pub(crate) fn resolve(conn: &Connection, steps: &[Step]) -> Result<Resolved, Sto
     current.ok_or_else(|| StoreError::NotFound("empty path".into()))
 }
 
-fn require_exists(conn: &Connection, ty: EntityType, id: i64) -> Result<(), StoreError> {
+fn require_exists(conn: Conn<'_>, ty: EntityType, id: i64) -> Result<(), StoreError> {
     if entity_exists(conn, ty, id)? {
         Ok(())
     } else {
@@ -572,6 +569,7 @@ struct CollectionSql {
 }
 
 fn collection_sql(
+    dialect: Dialect,
     ty: EntityType,
     scope: Scope,
     options: &QueryOptions,
@@ -589,7 +587,7 @@ fn collection_sql(
         }
     };
     if let Some(filter) = &options.filter {
-        conditions.push(lower_filter(ty, filter, &mut params)?);
+        conditions.push(lower_filter(dialect, ty, filter, &mut params)?);
     }
     let count = if options.count == Some(true) {
         let where_clause = if conditions.is_empty() {
@@ -608,7 +606,7 @@ fn collection_sql(
         Some(keys) => keyset_order(keys),
         // A MultiDatastream's ObservedProperties come in the order of its result arrays.
         None if ranked && options.orderby.is_empty() => "j.rank, t.id".to_owned(),
-        None => lower_orderby(ty, &options.orderby, &mut params)?,
+        None => lower_orderby(dialect, ty, &options.orderby, &mut params)?,
     };
     if let Some(after) = after {
         let keys = keyset.as_ref().ok_or_else(|| {
@@ -660,22 +658,11 @@ fn check_select(ty: EntityType, options: &QueryOptions) -> Result<(), StoreError
     Ok(())
 }
 
-pub(crate) fn entity_exists(
-    conn: &Connection,
-    ty: EntityType,
-    id: i64,
-) -> Result<bool, StoreError> {
+pub(crate) fn entity_exists(conn: Conn<'_>, ty: EntityType, id: i64) -> Result<bool, StoreError> {
     let sql = format!("SELECT 1 FROM {} WHERE id = ?1", ty.table());
-    let mut statement = conn.prepare_cached(&sql)?;
-    Ok(statement.exists([id])?)
+    Ok(conn.query_opt(&sql, params![id], |_| Ok(()))?.is_some())
 }
 
-pub(crate) fn query_ids(
-    conn: &Connection,
-    sql: &str,
-    params: &[Sql],
-) -> Result<Vec<i64>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let rows = statement.query_map(params_from_iter(params.iter()), |row| row.get::<_, i64>(0))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+pub(crate) fn query_ids(conn: Conn<'_>, sql: &str, params: &[Sql]) -> Result<Vec<i64>, StoreError> {
+    conn.query_map(sql, &params_of(params), |row| row.get::<i64>(0))
 }

@@ -8,7 +8,7 @@
 //!
 //! The ids travel as one bound parameter (a JSON array), never as SQL text.
 
-use rusqlite::params_from_iter;
+use rusqlite::params;
 use rusqlite::types::Value as Sql;
 use stela_model::{Entity, EntityType, Relation};
 
@@ -29,17 +29,17 @@ impl ReadTx<'_> {
     /// ids that do not exist (deleted since) are left out.
     pub fn entities_by_ids(&self, ty: EntityType, ids: &[i64]) -> Result<Vec<Entity>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM {} t WHERE t.id IN (SELECT value FROM json_each(?1)) ORDER BY t.id",
+            "SELECT {} FROM {} t WHERE t.id IN (SELECT value FROM {} i) ORDER BY t.id",
             select_columns(ty),
-            ty.table()
+            ty.table(),
+            self.conn.dialect().id_table("?1"),
         );
-        let mut statement = self.conn.prepare_cached(&sql)?;
         let mut entities = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-            let mut rows = statement.query(params_from_iter([id_array(chunk)]))?;
-            while let Some(row) = rows.next()? {
+            self.conn.query_each(&sql, params![id_array(chunk)], |row| {
                 entities.push(entity_from_row(ty, row, 0)?);
-            }
+                Ok(())
+            })?;
         }
         Ok(entities)
     }
@@ -55,15 +55,15 @@ impl ReadTx<'_> {
         let (source, parent_key) = relation_source(relation, ty);
         let sql = format!(
             "SELECT {parent_key}, t.id FROM {source} \
-             WHERE {parent_key} IN (SELECT value FROM json_each(?1)) ORDER BY 1, 2"
+             WHERE {parent_key} IN (SELECT value FROM {} i) ORDER BY 1, 2",
+            self.conn.dialect().id_table("?1"),
         );
-        let mut statement = self.conn.prepare_cached(&sql)?;
         let mut pairs = Vec::new();
         for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-            let mut rows = statement.query(params_from_iter([id_array(chunk)]))?;
-            while let Some(row) = rows.next()? {
+            self.conn.query_each(&sql, params![id_array(chunk)], |row| {
                 pairs.push((row.get(0)?, row.get(1)?));
-            }
+                Ok(())
+            })?;
         }
         Ok(pairs)
     }

@@ -4,9 +4,9 @@
 //! at most eight statements in the cache whatever the row counts.
 
 use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, params_from_iter};
 
 use crate::StoreError;
+use crate::db::{Conn, params_of};
 
 /// The most rows one statement inserts.
 const MAX_CHUNK: usize = 256;
@@ -15,14 +15,14 @@ const MAX_CHUNK: usize = 256;
 /// rowid of the last row of each statement with the number of rows it inserted, as it goes
 /// (on an error, `done` says what is already in): rows of one statement get consecutive rowids
 /// (one writer; SQLite numbers the rows of a `VALUES` list in order). A statement that fails
-/// inserts nothing.
+/// inserts nothing. `done` is `None` for a table without an `id` key.
 pub(crate) fn insert_rows(
-    conn: &Connection,
+    conn: Conn<'_>,
     table: &str,
     columns: &str,
     width: usize,
     values: &[Sql],
-    done: &mut Vec<(i64, usize)>,
+    mut done: Option<&mut Vec<(i64, usize)>>,
 ) -> Result<(), StoreError> {
     debug_assert!(width > 0 && values.len().is_multiple_of(width));
     let mut rest = values;
@@ -31,13 +31,39 @@ pub(crate) fn insert_rows(
         let chunk = if rows >= MAX_CHUNK { MAX_CHUNK } else { 1 << rows.ilog2() };
         let (now, later) = rest.split_at(chunk * width);
         let sql = insert_sql(table, columns, width, chunk);
-        let inserted = conn.prepare_cached(&sql)?.execute(params_from_iter(now.iter()))?;
-        if inserted != chunk {
-            return Err(StoreError::Corrupt(format!(
-                "inserting {chunk} rows into {table} inserted {inserted}"
-            )));
+        let last = match conn {
+            Conn::Sqlite(sqlite) => {
+                let inserted = conn.execute(&sql, &params_of(now))?;
+                if inserted != chunk {
+                    return Err(StoreError::Corrupt(format!(
+                        "inserting {chunk} rows into {table} inserted {inserted}"
+                    )));
+                }
+                sqlite.last_insert_rowid()
+            }
+            Conn::Postgres(_) if done.is_none() => {
+                conn.execute(&sql, &params_of(now))?;
+                0
+            }
+            Conn::Postgres(_) => {
+                // The ids of one statement come from one sequence, in the order of the rows
+                // (one writer at a time); checked rather than assumed.
+                let ids =
+                    conn.query_map(&format!("{sql} RETURNING id"), &params_of(now), |row| {
+                        row.get::<i64>(0)
+                    })?;
+                let consecutive = ids.len() == chunk && ids.windows(2).all(|w| w[1] == w[0] + 1);
+                if !consecutive {
+                    return Err(StoreError::Corrupt(format!(
+                        "inserting {chunk} rows into {table} gave ids that are not consecutive"
+                    )));
+                }
+                ids.last().copied().unwrap_or_default()
+            }
+        };
+        if let Some(done) = done.as_deref_mut() {
+            done.push((last, chunk));
         }
-        done.push((conn.last_insert_rowid(), chunk));
         rest = later;
     }
     Ok(())
@@ -52,6 +78,7 @@ fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     #[test]
     fn rows_go_in_power_of_two_chunks_with_consecutive_ids() {
@@ -60,7 +87,7 @@ mod tests {
         let values: Vec<Sql> =
             (0..600).flat_map(|i| [Sql::Integer(i), Sql::Text(format!("row {i}"))]).collect();
         let mut done = Vec::new();
-        insert_rows(&conn, "t", "a, b", 2, &values, &mut done).unwrap();
+        insert_rows(Conn::Sqlite(&conn), "t", "a, b", 2, &values, Some(&mut done)).unwrap();
         assert_eq!(done.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![256, 256, 64, 16, 8]);
         assert_eq!(
             done.iter().map(|(last, _)| *last).collect::<Vec<_>>(),

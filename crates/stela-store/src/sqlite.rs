@@ -14,6 +14,7 @@ use stela_model::Micros;
 
 use crate::StoreError;
 use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES};
+use crate::db::Conn;
 use crate::migrations::migrate;
 use crate::write::{Change, Pending};
 
@@ -46,7 +47,7 @@ struct Writer {
 /// A write transaction; every change of one request happens inside one.
 #[derive(Debug)]
 pub struct WriteTx<'a> {
-    pub(crate) tx: rusqlite::Transaction<'a>,
+    pub(crate) conn: Conn<'a>,
     /// Changes to report and Datastream extents to write before commit.
     pub(crate) pending: Pending,
 }
@@ -54,7 +55,26 @@ pub struct WriteTx<'a> {
 /// A read snapshot.
 #[derive(Debug)]
 pub struct ReadTx<'a> {
-    pub(crate) conn: &'a Connection,
+    pub(crate) conn: Conn<'a>,
+}
+
+impl WriteTx<'_> {
+    /// The work every backend does before its commit: deferred extents, then the log entries
+    /// of the transaction's changes. Returns the changes and the appender to keep once the
+    /// transaction has committed (`None` when the log is not appended to).
+    pub(crate) fn before_commit(
+        &mut self,
+        log: &stela_log::Appender,
+        log_appending: bool,
+    ) -> Result<(Vec<Change>, Option<stela_log::Appender>), StoreError> {
+        if self.pending.poisoned {
+            return Err(StoreError::Corrupt("the write could not be undone in part".into()));
+        }
+        self.flush()?;
+        let changes = self.pending.take_changes();
+        let next_log = if log_appending { Some(self.append_to_log(log, &changes)?) } else { None };
+        Ok((changes, next_log))
+    }
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -87,7 +107,7 @@ impl SqliteStore {
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
         migrate(&mut writer)?;
-        let log = crate::ledger::load_appender(&writer)?;
+        let log = crate::ledger::load_appender(Conn::Sqlite(&writer))?;
         writer.pragma_update(None, "wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT_PAGES)?;
         let checkpointer = Checkpointer::start(path)?;
         Ok(SqliteStore {
@@ -124,20 +144,16 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let mut write_tx = WriteTx { tx, pending: Pending::default() };
-        write_tx.set_now(now);
-        let result = f(&mut write_tx)?;
-        if write_tx.pending.poisoned {
-            return Err(StoreError::Corrupt("the write could not be undone in part".into()).into());
-        }
-        write_tx.flush()?;
-        let changes = write_tx.pending.take_changes();
-        if self.log_appending {
-            let next_log = write_tx.append_to_log(log, &changes)?;
-            write_tx.tx.commit().map_err(StoreError::from)?;
+        let (result, changes, next_log) = {
+            let mut write_tx = WriteTx { conn: Conn::Sqlite(&tx), pending: Pending::default() };
+            write_tx.set_now(now);
+            let result = f(&mut write_tx)?;
+            let (changes, next_log) = write_tx.before_commit(log, self.log_appending)?;
+            (result, changes, next_log)
+        };
+        tx.commit().map_err(StoreError::from)?;
+        if let Some(next_log) = next_log {
             *log = next_log;
-        } else {
-            write_tx.tx.commit().map_err(StoreError::from)?;
         }
         self.checkpointer.committed();
         Ok((result, changes))
@@ -146,7 +162,7 @@ impl SqliteStore {
     /// Stores a signed checkpoint of the log (not itself a logged change).
     pub fn store_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
         let writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        crate::ledger::store_checkpoint(&writer.conn, size, note)
+        crate::ledger::store_checkpoint(Conn::Sqlite(&writer.conn), size, note)
     }
 
     /// Runs `f` on a consistent snapshot.
@@ -170,7 +186,7 @@ impl SqliteStore {
         conn.progress_handler(10_000, Some(move || Instant::now() > deadline))?;
         let result = {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-            let result = f(&ReadTx { conn: &tx });
+            let result = f(&ReadTx { conn: Conn::Sqlite(&tx) });
             tx.finish()?;
             result
         };

@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use geo::{ConvexHull, Coord, MultiPoint, Point};
+use rusqlite::params;
 use rusqlite::types::Value as Sql;
-use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde_json::{Value as Json, json};
 use stela_log::Operation;
 use stela_model::Link;
@@ -32,6 +32,7 @@ use stela_model::{
 
 use crate::StoreError;
 use crate::columns::{column_names, to_sql};
+use crate::db::params_of;
 use crate::read::{entity_exists, entity_from_row, query_ids, select_columns};
 use crate::sqlite::WriteTx;
 
@@ -112,19 +113,19 @@ impl WriteTx<'_> {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<R, E>,
     ) -> Result<R, E> {
-        self.tx.execute_batch("SAVEPOINT isolated").map_err(StoreError::from)?;
+        let ids = self.conn.saved_ids()?;
+        self.conn.execute_batch("SAVEPOINT isolated")?;
         let changes = self.pending.changes.len();
         let extents = self.pending.extents.clone();
         let recompute = self.pending.recompute.clone();
         match f(self) {
             Ok(result) => {
-                self.tx.execute_batch("RELEASE isolated").map_err(StoreError::from)?;
+                self.conn.execute_batch("RELEASE isolated")?;
                 Ok(result)
             }
             Err(error) => {
-                self.tx
-                    .execute_batch("ROLLBACK TO isolated; RELEASE isolated")
-                    .map_err(StoreError::from)?;
+                self.conn.execute_batch("ROLLBACK TO isolated; RELEASE isolated")?;
+                self.conn.restore_ids(ids.as_deref())?;
                 for undone in self.pending.changes.drain(changes..) {
                     self.pending.known.remove(&(undone.ty, undone.id));
                 }
@@ -140,22 +141,19 @@ impl WriteTx<'_> {
     /// Reads an entity inside the transaction (for responses and JSON Patch).
     pub fn entity(&self, ty: EntityType, id: i64) -> Result<Entity, StoreError> {
         let sql = format!("SELECT {} FROM {} t WHERE t.id = ?1", select_columns(ty), ty.table());
-        let mut statement = self.tx.prepare_cached(&sql)?;
-        let mut rows = statement.query([id])?;
-        match rows.next()? {
-            Some(row) => entity_from_row(ty, row, 0),
-            None => Err(StoreError::NotFound(format!("no {ty} with id {id}"))),
-        }
+        self.conn
+            .query_opt(&sql, params![id], |row| entity_from_row(ty, row, 0))?
+            .ok_or_else(|| StoreError::NotFound(format!("no {ty} with id {id}")))
     }
 
     /// Checks path steps against the data (see [`crate::ReadTx::resolve`]).
     pub fn resolve(&self, steps: &[stela_model::Step]) -> Result<crate::Resolved, StoreError> {
-        crate::read::resolve(&self.tx, steps)
+        crate::read::resolve(self.conn, steps)
     }
 
     /// Checks that an entity exists.
     pub fn exists(&self, ty: EntityType, id: i64) -> Result<bool, StoreError> {
-        entity_exists(&self.tx, ty, id)
+        entity_exists(self.conn, ty, id)
     }
 
     /// Creates an entity and every new entity nested in it; returns its id.
@@ -241,8 +239,7 @@ impl WriteTx<'_> {
             columns.join(", "),
             placeholders.join(", ")
         );
-        self.tx.prepare_cached(&sql)?.execute(params_from_iter(values.iter()))?;
-        let id = self.tx.last_insert_rowid();
+        let id = self.conn.insert_id(&sql, &params_of(&values))?;
         let change_index = self.pending.changes.len();
         self.pending.changes.push(Change { kind: ChangeKind::Created, ty, id });
         self.pending.known.insert((ty, id));
@@ -324,7 +321,7 @@ impl WriteTx<'_> {
                     && relation.name == "Things"
                 {
                     // POST Things(1)/Locations: the new Location becomes the Thing's location.
-                    self.tx.execute(
+                    self.conn.execute(
                         "DELETE FROM things_locations WHERE thing_id = ?1 AND location_id = ?2",
                         params![thing, id],
                     )?;
@@ -378,7 +375,7 @@ impl WriteTx<'_> {
                 (None, _, _) => Value::Null,
             };
             columns.extend(names[index].iter().map(String::as_str));
-            values.extend(to_sql(property, &value));
+            values.extend(to_sql(self.conn.dialect(), property, &value));
             logged.push((property, value));
         }
         Ok(RowValues { columns, values, logged })
@@ -386,13 +383,11 @@ impl WriteTx<'_> {
 
     /// The Datastream or MultiDatastream an Observation belongs to.
     fn observation_parents(&self, observation: i64) -> Result<Vec<(EntityType, i64)>, StoreError> {
-        let row: Option<(Option<i64>, Option<i64>)> = self
-            .tx
-            .prepare_cached(
-                "SELECT datastream_id, multi_datastream_id FROM observations WHERE id = ?1",
-            )?
-            .query_row([observation], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let row: Option<(Option<i64>, Option<i64>)> = self.conn.query_opt(
+            "SELECT datastream_id, multi_datastream_id FROM observations WHERE id = ?1",
+            params![observation],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let Some((datastream, multi)) = row else { return Ok(Vec::new()) };
         Ok(datastream
             .map(|d| (EntityType::Datastream, d))
@@ -403,12 +398,11 @@ impl WriteTx<'_> {
 
     /// The number of ObservedProperties of a MultiDatastream.
     pub(crate) fn multi_width(&self, multi: i64) -> Result<usize, StoreError> {
-        let count: i64 = self
-            .tx
-            .prepare_cached(
-                "SELECT COUNT(*) FROM multi_datastreams_observed_properties WHERE multi_datastream_id = ?1",
-            )?
-            .query_row([multi], |r| r.get(0))?;
+        let count: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM multi_datastreams_observed_properties WHERE multi_datastream_id = ?1",
+            params![multi],
+            |r| r.get(0),
+        )?;
         Ok(usize::try_from(count).unwrap_or(0))
     }
 
@@ -418,9 +412,9 @@ impl WriteTx<'_> {
         if width == 0 {
             return Err(invalid("a MultiDatastream needs at least one ObservedProperty"));
         }
-        let (units, types): (String, String) = self.tx.query_row(
+        let (units, types): (String, String) = self.conn.query_row(
             "SELECT unit_of_measurements, multi_observation_data_types FROM multi_datastreams WHERE id = ?1",
-            [multi],
+            params![multi],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         for (name, text) in [("unitOfMeasurements", units), ("multiObservationDataTypes", types)] {
@@ -446,7 +440,7 @@ impl WriteTx<'_> {
         if self.pending.known.contains(&(ty, id)) {
             return Ok(());
         }
-        if entity_exists(&self.tx, ty, id)? {
+        if entity_exists(self.conn, ty, id)? {
             self.pending.known.insert((ty, id));
             Ok(())
         } else {
@@ -469,7 +463,7 @@ impl WriteTx<'_> {
             Vec::new()
         };
         let sql = format!("UPDATE {} SET {column} = ?1 WHERE id = ?2", target.table());
-        let updated = self.tx.prepare_cached(&sql)?.execute(params![parent, child])?;
+        let updated = self.conn.execute(&sql, params![parent, child])?;
         if updated == 0 {
             return Err(invalid(format!("no {target} with id {child} to link to")));
         }
@@ -490,39 +484,36 @@ impl WriteTx<'_> {
             // The rank counts per MultiDatastream, whichever side the link is made from.
             let multi = if this_column == "multi_datastream_id" { "?1" } else { "?2" };
             format!(
-                "INSERT OR IGNORE INTO {table} ({this_column}, {target_column}, rank) VALUES (?1, ?2,
-                 (SELECT COALESCE(MAX(rank), 0) + 1 FROM {table} WHERE multi_datastream_id = {multi}))"
+                "INSERT INTO {table} ({this_column}, {target_column}, rank) VALUES (?1, ?2,
+                 (SELECT COALESCE(MAX(rank), 0) + 1 FROM {table} WHERE multi_datastream_id = {multi}))
+                 ON CONFLICT DO NOTHING"
             )
         } else {
             format!(
-                "INSERT OR IGNORE INTO {table} ({this_column}, {target_column}) VALUES (?1, ?2)"
+                "INSERT INTO {table} ({this_column}, {target_column}) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
             )
         };
-        self.tx.prepare_cached(&sql)?.execute(params![this, other])?;
+        self.conn.execute(&sql, params![this, other])?;
         Ok(())
     }
 
     /// Makes `locations` the current Locations of `thing` and records a HistoricalLocation.
     fn move_thing(&mut self, thing: i64, locations: &[i64]) -> Result<(), StoreError> {
         self.pending.generated.clear();
-        self.tx
-            .prepare_cached("DELETE FROM things_locations WHERE thing_id = ?1")?
-            .execute([thing])?;
+        self.conn.execute("DELETE FROM things_locations WHERE thing_id = ?1", params![thing])?;
         for location in locations {
-            self.tx
-                .prepare_cached("INSERT OR IGNORE INTO things_locations (thing_id, location_id) VALUES (?1, ?2)")?
-                .execute([thing, *location])?;
+            self.conn.execute("INSERT INTO things_locations (thing_id, location_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![thing, *location])?;
         }
-        self.tx
-            .prepare_cached("INSERT INTO historical_locations (time, thing_id) VALUES (?1, ?2)")?
-            .execute([self.pending.now, thing])?;
-        let historical = self.tx.last_insert_rowid();
+        let historical = self.conn.insert_id(
+            "INSERT INTO historical_locations (time, thing_id) VALUES (?1, ?2)",
+            params![self.pending.now, thing],
+        )?;
         for location in locations {
-            self.tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO locations_historical_locations (location_id, historical_location_id) VALUES (?1, ?2)",
-                )?
-                .execute([*location, historical])?;
+            self.conn.execute(
+                "INSERT INTO locations_historical_locations (location_id, historical_location_id) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
+                params![*location, historical],
+            )?;
         }
         self.pending.changes.push(Change {
             kind: ChangeKind::Created,
@@ -539,12 +530,12 @@ impl WriteTx<'_> {
 
     /// A HistoricalLocation created by a client moves its Thing when it is the Thing's latest.
     fn apply_manual_historical_location(&mut self, id: i64) -> Result<(), StoreError> {
-        let (thing, time): (i64, i64) = self.tx.query_row(
+        let (thing, time): (i64, i64) = self.conn.query_row(
             "SELECT thing_id, time FROM historical_locations WHERE id = ?1",
-            [id],
+            params![id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let newer: bool = self.tx.query_row(
+        let newer: bool = self.conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM historical_locations WHERE thing_id = ?1 AND id <> ?2 AND time > ?3)",
             params![thing, id, time],
             |r| r.get(0),
@@ -553,20 +544,16 @@ impl WriteTx<'_> {
             return Ok(());
         }
         let locations = query_ids(
-            &self.tx,
+            self.conn,
             "SELECT location_id FROM locations_historical_locations WHERE historical_location_id = ?1",
             &[Sql::Integer(id)],
         )?;
         if locations.is_empty() {
             return Ok(());
         }
-        self.tx
-            .prepare_cached("DELETE FROM things_locations WHERE thing_id = ?1")?
-            .execute([thing])?;
+        self.conn.execute("DELETE FROM things_locations WHERE thing_id = ?1", params![thing])?;
         for location in locations {
-            self.tx
-                .prepare_cached("INSERT OR IGNORE INTO things_locations (thing_id, location_id) VALUES (?1, ?2)")?
-                .execute([thing, location])?;
+            self.conn.execute("INSERT INTO things_locations (thing_id, location_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![thing, location])?;
         }
         self.pending.changes.push(Change {
             kind: ChangeKind::Updated,
@@ -598,41 +585,33 @@ impl WriteTx<'_> {
              WHERE d.id = ?1 ORDER BY l.id LIMIT 1",
             parent.0.table()
         );
-        let location = self
-            .tx
-            .prepare_cached(&sql)?
-            .query_row([parent.1], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })
-            .optional()?;
+        let location = self.conn.query_opt(&sql, params![parent.1], |r| {
+            Ok((
+                r.get::<i64>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                r.get::<String>(3)?,
+                r.get::<String>(4)?,
+            ))
+        })?;
         let Some((location, name, description, encoding, geometry)) = location else {
             return Err(invalid(
                 "the Observation has no FeatureOfInterest, and the Thing of its Datastream has no Location to generate one from",
             ));
         };
-        let existing: Option<i64> = self
-            .tx
-            .prepare_cached(
-                "SELECT id FROM features WHERE generated_from_location = ?1 ORDER BY id LIMIT 1",
-            )?
-            .query_row([location], |r| r.get(0))
-            .optional()?;
+        let existing: Option<i64> = self.conn.query_opt(
+            "SELECT id FROM features WHERE generated_from_location = ?1 ORDER BY id LIMIT 1",
+            params![location],
+            |r| r.get(0),
+        )?;
         if let Some(feature) = existing {
             return Ok(feature);
         }
-        self.tx
-            .prepare_cached(
-                "INSERT INTO features (name, description, encoding_type, feature, generated_from_location)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![name, description, encoding, geometry, location])?;
-        let feature = self.tx.last_insert_rowid();
+        let feature = self.conn.insert_id(
+            "INSERT INTO features (name, description, encoding_type, feature, generated_from_location)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, description, encoding, geometry, location],
+        )?;
         self.pending.changes.push(Change {
             kind: ChangeKind::Created,
             ty: EntityType::FeatureOfInterest,
@@ -669,7 +648,7 @@ impl WriteTx<'_> {
         input: &EntityInput,
         replace: bool,
     ) -> Result<(), StoreError> {
-        if !entity_exists(&self.tx, ty, id)? {
+        if !entity_exists(self.conn, ty, id)? {
             return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
         }
         let mut assignments: Vec<String> = Vec::new();
@@ -693,7 +672,9 @@ impl WriteTx<'_> {
             if property.required && value == Value::Null && property.kind != PropertyKind::Result {
                 return Err(invalid(format!("'{}' of {ty} must not be null", property.name)));
             }
-            for (column, sql) in column_names(property).iter().zip(to_sql(property, &value)) {
+            for (column, sql) in
+                column_names(property).iter().zip(to_sql(self.conn.dialect(), property, &value))
+            {
                 values.push(sql);
                 assignments.push(format!("{column} = ?{}", values.len()));
             }
@@ -742,7 +723,7 @@ impl WriteTx<'_> {
                 assignments.join(", "),
                 values.len()
             );
-            self.tx.execute(&sql, params_from_iter(values.iter()))?;
+            self.conn.execute(&sql, &params_of(&values))?;
         }
         match ty {
             EntityType::Observation => {
@@ -758,7 +739,7 @@ impl WriteTx<'_> {
             EntityType::Location if input.value("location").is_some() => {
                 self.pending.generated.clear();
                 // Features generated from the old position are no longer reused.
-                self.tx.execute("UPDATE features SET generated_from_location = NULL WHERE generated_from_location = ?1", [id])?;
+                self.conn.execute("UPDATE features SET generated_from_location = NULL WHERE generated_from_location = ?1", params![id])?;
             }
             EntityType::FeatureOfInterest if input.value("feature").is_some() => {
                 let parents = self.parents_of_feature(id)?;
@@ -769,7 +750,7 @@ impl WriteTx<'_> {
         // The body after the update, checked now so that a value the log cannot hold fails
         // this request alone.
         let entity = self.entity(ty, id)?;
-        let body = crate::ledger::entity_body(&self.tx, &entity)?;
+        let body = crate::ledger::entity_body(self.conn, &entity)?;
         let entry = crate::ledger::entry_text(
             Operation::Update,
             ty,
@@ -786,7 +767,7 @@ impl WriteTx<'_> {
     pub fn delete(&mut self, ty: EntityType, id: i64) -> Result<(), StoreError> {
         self.pending.known.clear();
         self.pending.generated.clear();
-        if !entity_exists(&self.tx, ty, id)? {
+        if !entity_exists(self.conn, ty, id)? {
             return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
         }
         // Entities the cascade removes are deleted too, and each gets its own log entry, so
@@ -810,23 +791,23 @@ impl WriteTx<'_> {
             }
             EntityType::ObservedProperty => {
                 // A MultiDatastream cannot lose one of its ObservedProperties: it goes too.
-                self.tx.execute(
+                self.conn.execute(
                     "DELETE FROM multi_datastreams WHERE id IN
                      (SELECT multi_datastream_id FROM multi_datastreams_observed_properties WHERE observed_property_id = ?1)",
-                    [id],
+                    params![id],
                 )?;
             }
             EntityType::Location => {
-                self.tx.execute(
+                self.conn.execute(
                     "DELETE FROM historical_locations WHERE id IN
                      (SELECT historical_location_id FROM locations_historical_locations WHERE location_id = ?1)",
-                    [id],
+                    params![id],
                 )?;
             }
             _ => {}
         }
         let sql = format!("DELETE FROM {} WHERE id = ?1", ty.table());
-        self.tx.prepare_cached(&sql)?.execute([id])?;
+        self.conn.execute(&sql, params![id])?;
         self.pending.changes.push(Change { kind: ChangeKind::Deleted, ty, id });
         Ok(())
     }
@@ -840,7 +821,7 @@ impl WriteTx<'_> {
     ) -> Result<(), StoreError> {
         let sql = format!("SELECT id FROM observations WHERE {} = ?1", parent_column(parent_ty));
         for parent in &parents {
-            let observations = query_ids(&self.tx, &sql, &[Sql::Integer(*parent)])?;
+            let observations = query_ids(self.conn, &sql, &[Sql::Integer(*parent)])?;
             cascade.extend(observations.into_iter().map(|o| (EntityType::Observation, o)));
         }
         cascade.extend(parents.into_iter().map(|p| (parent_ty, p)));
@@ -849,7 +830,7 @@ impl WriteTx<'_> {
 
     /// The entities deleting `ty(id)` removes with it, dependents first.
     fn cascade_of(&self, ty: EntityType, id: i64) -> Result<Vec<(EntityType, i64)>, StoreError> {
-        let ids = |sql: &str| query_ids(&self.tx, sql, &[Sql::Integer(id)]);
+        let ids = |sql: &str| query_ids(self.conn, sql, &[Sql::Integer(id)]);
         let datastreams = match ty {
             EntityType::Thing => ids("SELECT id FROM datastreams WHERE thing_id = ?1")?,
             EntityType::Sensor => ids("SELECT id FROM datastreams WHERE sensor_id = ?1")?,
@@ -902,7 +883,7 @@ impl WriteTx<'_> {
     ) -> Result<stela_log::Appender, StoreError> {
         let entries = std::mem::take(&mut self.pending.entries);
         let committed_at = &self.pending.committed_at;
-        crate::ledger::append_changes(&self.tx, log, changes, committed_at, entries, |ty, id| {
+        crate::ledger::append_changes(self.conn, log, changes, committed_at, entries, |ty, id| {
             self.entity(ty, id)
         })
     }
@@ -918,19 +899,20 @@ impl WriteTx<'_> {
             let (ps, pe) = extent.phenomenon.map_or((None, None), |(s, e)| (Some(s), Some(e)));
             let (rs, re) = extent.result.map_or((None, None), |(s, e)| (Some(s), Some(e)));
             // One statement: the widened times, and the observed area to widen next.
-            let current: Option<Option<String>> = self
-                .tx
-                .prepare_cached(&format!(
+            let (min, max) = self.conn.dialect().min_max();
+            let current: Option<Option<String>> = self.conn.query_opt(
+                &format!(
                     "UPDATE {table} SET
-                       phenomenon_time_start = MIN(COALESCE(phenomenon_time_start, ?2), COALESCE(?2, phenomenon_time_start)),
-                       phenomenon_time_end = MAX(COALESCE(phenomenon_time_end, ?3), COALESCE(?3, phenomenon_time_end)),
-                       result_time_start = MIN(COALESCE(result_time_start, ?4), COALESCE(?4, result_time_start)),
-                       result_time_end = MAX(COALESCE(result_time_end, ?5), COALESCE(?5, result_time_end))
+                       phenomenon_time_start = {min}(COALESCE(phenomenon_time_start, ?2), COALESCE(?2, phenomenon_time_start)),
+                       phenomenon_time_end = {max}(COALESCE(phenomenon_time_end, ?3), COALESCE(?3, phenomenon_time_end)),
+                       result_time_start = {min}(COALESCE(result_time_start, ?4), COALESCE(?4, result_time_start)),
+                       result_time_end = {max}(COALESCE(result_time_end, ?5), COALESCE(?5, result_time_end))
                      WHERE id = ?1
                      RETURNING observed_area"
-                ))?
-                .query_row(params![datastream.1, ps, pe, rs, re], |r| r.get(0))
-                .optional()?;
+                ),
+                params![datastream.1, ps, pe, rs, re],
+                |r| r.get(0),
+            )?;
             let mut points: Vec<Coord<f64>> = Vec::new();
             let mut area = None;
             if let Some(Some(text)) = current
@@ -959,18 +941,19 @@ impl WriteTx<'_> {
         for datastream in recompute {
             let table = datastream.0.table();
             let column = parent_column(datastream.0);
-            self.tx
-                .prepare_cached(&format!(
+            self.conn.execute(
+                &format!(
                     "UPDATE {table} SET
                        phenomenon_time_start = (SELECT MIN(phenomenon_time_start) FROM observations WHERE {column} = ?1),
                        phenomenon_time_end = (SELECT MAX(COALESCE(phenomenon_time_end, phenomenon_time_start)) FROM observations WHERE {column} = ?1),
                        result_time_start = (SELECT MIN(result_time) FROM observations WHERE {column} = ?1),
                        result_time_end = (SELECT MAX(result_time) FROM observations WHERE {column} = ?1)
                      WHERE id = ?1"
-                ))?
-                .execute([datastream.1])?;
+                ),
+                params![datastream.1],
+            )?;
             let features = query_ids(
-                &self.tx,
+                self.conn,
                 &format!("SELECT DISTINCT feature_id FROM observations WHERE {column} = ?1"),
                 &[Sql::Integer(datastream.1)],
             )?;
@@ -988,11 +971,11 @@ impl WriteTx<'_> {
         feature: i64,
         points: &mut Vec<Coord<f64>>,
     ) -> Result<(), StoreError> {
-        let text: Option<String> = self
-            .tx
-            .prepare_cached("SELECT feature FROM features WHERE id = ?1")?
-            .query_row([feature], |r| r.get(0))
-            .optional()?;
+        let text: Option<String> = self.conn.query_opt(
+            "SELECT feature FROM features WHERE id = ?1",
+            params![feature],
+            |r| r.get(0),
+        )?;
         if let Some(text) = text
             && let Ok(json) = serde_json::from_str::<Json>(&text)
         {
@@ -1008,7 +991,7 @@ impl WriteTx<'_> {
     ) -> Result<(), StoreError> {
         let area = observed_area(points).map(|json| json.to_string());
         let sql = format!("UPDATE {} SET observed_area = ?2 WHERE id = ?1", datastream.0.table());
-        self.tx.prepare_cached(&sql)?.execute(params![datastream.1, area])?;
+        self.conn.execute(&sql, params![datastream.1, area])?;
         Ok(())
     }
 
@@ -1021,7 +1004,9 @@ impl WriteTx<'_> {
                 parent_column(ty)
             );
             parents.extend(
-                query_ids(&self.tx, &sql, &[Sql::Integer(feature)])?.into_iter().map(|id| (ty, id)),
+                query_ids(self.conn, &sql, &[Sql::Integer(feature)])?
+                    .into_iter()
+                    .map(|id| (ty, id)),
             );
         }
         Ok(parents)

@@ -4,6 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use stela_server::ServerOptions;
 use stela_service::{Service, ServiceOptions};
+use stela_store::test_database::TestDatabase;
 
 /// The entity sets of the Sensing core (those the OGC suite probes one by one).
 pub const CORE_SETS: [&str; 8] = [
@@ -24,6 +25,8 @@ pub struct TestServer {
     client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
+    /// Dropped after the server: the PostgreSQL database of this test, if any.
+    _database: Option<TestDatabase>,
 }
 
 /// A response: status, `Location` header, JSON body (`Null` when empty or not JSON), raw text.
@@ -45,8 +48,19 @@ impl TestServer {
         server_options: ServerOptions,
     ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let service = Service::open_sqlite(&dir.path().join("stela.db"), service_options)
-            .expect("open store");
+        // The suite runs on SQLite, or on PostgreSQL with STELA_TEST_STORE=postgres.
+        let (service, database) = if std::env::var("STELA_TEST_STORE").as_deref() == Ok("postgres")
+        {
+            let server = TestDatabase::server()
+                .expect("STELA_TEST_STORE=postgres needs STELA_TEST_PG_URL (a PostgreSQL server)");
+            let database = TestDatabase::create(&server).expect("test database");
+            let service = Service::open(database.url(), dir.path(), service_options)
+                .expect("open PostgreSQL store");
+            (service, Some(database))
+        } else {
+            let path = dir.path().join("stela.db");
+            (Service::open_sqlite(&path, service_options).expect("open store"), None)
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -61,6 +75,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             shutdown: Some(tx),
             _dir: dir,
+            _database: database,
         }
     }
 
