@@ -6,10 +6,10 @@
 //! 1. built-in defaults ([`Config::default`]; `config/stela.toml` lists every key at its default);
 //! 2. the TOML file named by `--config FILE`, or else by `STELA_CONFIG`. No file is read unless
 //!    one is named: `./stela.toml` is *not* picked up implicitly;
-//! 3. the environment: `STELA_LISTEN`, `STELA_DATA_DIR`, `STELA_DEFAULT_TOP`, `STELA_MAX_TOP`,
-//!    `STELA_MAX_BODY_BYTES`, `STELA_MAX_BATCH_REQUESTS`, `STELA_PUBLIC_URL`, `STELA_LOG`,
-//!    `STELA_LOG_FORMAT`, `STELA_QUERY_TIMEOUT_MS`, `STELA_MQTT_LISTEN`, `STELA_MQTT_BROKER`,
-//!    `STELA_MQTT_USERNAME`, `STELA_MQTT_PASSWORD`, `STELA_LEDGER_ORIGIN`,
+//! 3. the environment: `STELA_LISTEN`, `STELA_DATA_DIR`, `STELA_DATABASE`, `STELA_DEFAULT_TOP`,
+//!    `STELA_MAX_TOP`, `STELA_MAX_BODY_BYTES`, `STELA_MAX_BATCH_REQUESTS`, `STELA_PUBLIC_URL`,
+//!    `STELA_LOG`, `STELA_LOG_FORMAT`, `STELA_QUERY_TIMEOUT_MS`, `STELA_MQTT_LISTEN`,
+//!    `STELA_MQTT_BROKER`, `STELA_MQTT_USERNAME`, `STELA_MQTT_PASSWORD`, `STELA_LEDGER_ORIGIN`,
 //!    `STELA_CHECKPOINT_INTERVAL_MS`. A variable set to the empty string counts as unset;
 //! 4. command-line flags (`--listen`, `--data-dir`, ...).
 //!
@@ -21,6 +21,7 @@
 //! `Config` leaves this module. [`load`] takes the environment as a map, so tests never touch
 //! the process environment; [`process_env`] is the only function here that reads it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -109,17 +110,68 @@ pub struct ServerConfig {
     pub max_batch_requests: usize,
 }
 
-/// `[storage]`: where the embedded database lives.
+/// `[storage]`: where data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
-    /// Directory holding `stela.db`; created when missing.
+    /// Directory holding the log's signing key, and `stela.db` unless `database` names another
+    /// database; created when missing.
     pub data_dir: PathBuf,
+    /// The database of the entities and the log when it is not the embedded default
+    /// `<data_dir>/stela.db`, e.g. a PostgreSQL server shared by several machines.
+    pub database: Option<Database>,
 }
 
 impl StorageConfig {
-    /// Path of the SQLite database file, `<data_dir>/stela.db`.
+    /// Path of the default SQLite database file, `<data_dir>/stela.db`.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join(DATABASE_FILE_NAME)
+    }
+}
+
+/// A database named by the `storage.database` setting.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (`sqlite://PATH` or a plain path), created when missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://` or `postgresql://`).
+    Postgres {
+        /// The URL as given; it may hold a password, so it is never printed.
+        url: String,
+        /// The URL without password and query, for messages and logs.
+        redacted: String,
+    },
+}
+
+impl Database {
+    /// The setting in the form `stela_store::Store::open` reads.
+    pub fn store_setting(&self) -> Cow<'_, str> {
+        match self {
+            // The path came from a string, so the conversion is lossless; the prefix keeps a
+            // path that itself starts with `sqlite://` intact.
+            Database::Sqlite(path) => Cow::Owned(format!("sqlite://{}", path.to_string_lossy())),
+            Database::Postgres { url, .. } => Cow::Borrowed(url),
+        }
+    }
+}
+
+/// How the database appears in messages and logs: a path, or a URL without its password.
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres { redacted, .. } => f.write_str(redacted),
+        }
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Database::Postgres { redacted, .. } => {
+                f.debug_struct("Postgres").field("url", redacted).finish_non_exhaustive()
+            }
+        }
     }
 }
 
@@ -184,7 +236,7 @@ impl Default for Config {
                 max_body_bytes: 16 * 1024 * 1024,
                 max_batch_requests: 10_000,
             },
-            storage: StorageConfig { data_dir: PathBuf::from("./stela-data") },
+            storage: StorageConfig { data_dir: PathBuf::from("./stela-data"), database: None },
             query: QueryConfig {
                 default_top: 100,
                 max_top: 10_000,
@@ -213,9 +265,15 @@ pub struct Flags {
     /// Address to listen on, IP:PORT; port 0 picks a free port [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Directory for the database (`stela.db`), created if missing [default: ./stela-data]
+    /// Directory for the log's signing key and the default database (`stela.db`), created if
+    /// missing [default: ./stela-data]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Database: postgres://USER@HOST:PORT/DB (PostgreSQL with PostGIS), or an SQLite file,
+    /// sqlite://PATH or PATH [default: <data-dir>/stela.db]. A URL with a password is better
+    /// given in STELA_DATABASE or the config file: flags show in `ps`
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
     /// Page size of collections when a request has no $top [default: 100]
     #[arg(long, value_name = "N")]
     pub default_top: Option<u32>,
@@ -356,6 +414,8 @@ const MAX_BATCH_REQUESTS: Key = Key {
 };
 const DATA_DIR: Key =
     Key { file: "storage.data_dir", env: "STELA_DATA_DIR", flag: Some("--data-dir") };
+const DATABASE: Key =
+    Key { file: "storage.database", env: "STELA_DATABASE", flag: Some("--database") };
 const DEFAULT_TOP: Key =
     Key { file: "query.default_top", env: "STELA_DEFAULT_TOP", flag: Some("--default-top") };
 const MAX_TOP: Key = Key { file: "query.max_top", env: "STELA_MAX_TOP", flag: Some("--max-top") };
@@ -382,13 +442,14 @@ const CHECKPOINT_INTERVAL_MS: Key = Key {
 };
 
 /// Every environment variable the configuration reads.
-const ENV_NAMES: [&str; 17] = [
+const ENV_NAMES: [&str; 18] = [
     CONFIG_FILE_ENV,
     LISTEN.env,
     PUBLIC_URL.env,
     MAX_BODY_BYTES.env,
     MAX_BATCH_REQUESTS.env,
     DATA_DIR.env,
+    DATABASE.env,
     DEFAULT_TOP.env,
     MAX_TOP.env,
     QUERY_TIMEOUT_MS.env,
@@ -452,6 +513,7 @@ struct FileServer {
 #[serde(deny_unknown_fields)]
 struct FileStorage {
     data_dir: Option<PathBuf>,
+    database: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -532,6 +594,7 @@ struct Raw {
     max_body_bytes: Setting<usize>,
     max_batch_requests: Setting<usize>,
     data_dir: Setting<PathBuf>,
+    database: Setting<Option<String>>,
     default_top: Setting<u32>,
     max_top: Setting<u32>,
     query_timeout_ms: Setting<u64>,
@@ -557,6 +620,7 @@ impl Raw {
                 server.max_batch_requests,
             ),
             data_dir: Setting::default_for(&DATA_DIR, storage.data_dir),
+            database: Setting::default_for(&DATABASE, None),
             default_top: Setting::default_for(&DEFAULT_TOP, query.default_top),
             max_top: Setting::default_for(&MAX_TOP, query.max_top),
             query_timeout_ms: Setting::default_for(&QUERY_TIMEOUT_MS, millis(query.timeout)),
@@ -581,6 +645,7 @@ impl Raw {
         self.max_body_bytes.set_from_file(server.max_body_bytes, &MAX_BODY_BYTES);
         self.max_batch_requests.set_from_file(server.max_batch_requests, &MAX_BATCH_REQUESTS);
         self.data_dir.set_from_file(storage.data_dir, &DATA_DIR);
+        self.database.set_from_file(storage.database.map(Some), &DATABASE);
         self.default_top.set_from_file(query.default_top, &DEFAULT_TOP);
         self.max_top.set_from_file(query.max_top, &MAX_TOP);
         self.query_timeout_ms.set_from_file(query.timeout_ms, &QUERY_TIMEOUT_MS);
@@ -612,6 +677,9 @@ impl Raw {
         }
         if let Some(text) = env_text(env, DATA_DIR.env) {
             self.data_dir.set(PathBuf::from(text), Origin::Env(DATA_DIR.env));
+        }
+        if let Some(text) = env_text(env, DATABASE.env) {
+            self.database.set(Some(text.to_owned()), Origin::Env(DATABASE.env));
         }
         if let Some(text) = env_text(env, DEFAULT_TOP.env) {
             self.default_top.set(env_number(text, &DEFAULT_TOP)?, Origin::Env(DEFAULT_TOP.env));
@@ -663,6 +731,7 @@ impl Raw {
             config: _,
             listen,
             data_dir,
+            database,
             default_top,
             max_top,
             query_timeout_ms,
@@ -680,6 +749,7 @@ impl Raw {
         self.max_body_bytes.set_from_flag(*max_body_bytes, &MAX_BODY_BYTES);
         self.max_batch_requests.set_from_flag(*max_batch_requests, &MAX_BATCH_REQUESTS);
         self.data_dir.set_from_flag(data_dir.clone(), &DATA_DIR);
+        self.database.set_from_flag(database.clone().map(Some), &DATABASE);
         self.default_top.set_from_flag(*default_top, &DEFAULT_TOP);
         self.max_top.set_from_flag(*max_top, &MAX_TOP);
         self.query_timeout_ms.set_from_flag(*query_timeout_ms, &QUERY_TIMEOUT_MS);
@@ -697,6 +767,7 @@ impl Raw {
             max_body_bytes,
             max_batch_requests,
             data_dir,
+            database,
             default_top,
             max_top,
             query_timeout_ms,
@@ -766,7 +837,10 @@ impl Raw {
                 max_body_bytes: max_body_bytes.value,
                 max_batch_requests: max_batch_requests.value,
             },
-            storage: StorageConfig { data_dir: data_dir.value },
+            storage: StorageConfig {
+                data_dir: data_dir.value,
+                database: validate_database(database)?,
+            },
             query: QueryConfig {
                 default_top: default_top.value,
                 max_top: max_top.value,
@@ -811,6 +885,77 @@ fn validate_ledger(
         origin: origin.value,
         checkpoint_interval: Duration::from_millis(checkpoint_interval_ms.value),
     })
+}
+
+/// What a `storage.database` value may look like, for error messages.
+const DATABASE_FORMS: &str =
+    "expected postgres://USER@HOST:PORT/DB, postgresql://..., sqlite://PATH or a file path";
+
+/// A database setting names PostgreSQL by a URL the client accepts, or an SQLite file; other
+/// schemes are refused rather than taken for a file name. Messages never show a password.
+fn validate_database(database: Setting<Option<String>>) -> Result<Option<Database>, ConfigError> {
+    let Some(text) = database.value else { return Ok(None) };
+    if text.trim().is_empty() {
+        return Err(invalid(database.origin, "must not be empty".to_owned()));
+    }
+    let Some((scheme, rest)) = url_scheme(&text) else {
+        return Ok(Some(Database::Sqlite(PathBuf::from(text))));
+    };
+    let shown = redact_url(&text);
+    match scheme.to_ascii_lowercase().as_str() {
+        "sqlite" if rest.is_empty() => Err(invalid(
+            database.origin,
+            format!("'{shown}' names no file (expected sqlite://PATH, e.g. sqlite://./stela.db)"),
+        )),
+        "sqlite" => Ok(Some(Database::Sqlite(PathBuf::from(rest)))),
+        scheme @ ("postgres" | "postgresql") => {
+            // The store tells the backends apart by the lowercase scheme.
+            let url = format!("{scheme}://{rest}");
+            let parsed = postgres::Config::from_str(&url).map_err(|error| {
+                invalid(database.origin, format!("invalid PostgreSQL URL '{shown}': {error}"))
+            })?;
+            if parsed.get_hosts().is_empty() {
+                return Err(invalid(
+                    database.origin,
+                    format!("'{shown}' names no host ({DATABASE_FORMS})"),
+                ));
+            }
+            Ok(Some(Database::Postgres { redacted: redact_url(&url), url }))
+        }
+        _ => Err(invalid(
+            database.origin,
+            format!("unsupported database '{shown}' ({DATABASE_FORMS})"),
+        )),
+    }
+}
+
+/// The scheme and the rest of `scheme://rest`, when `text` starts with a URL scheme (a letter,
+/// then letters, digits, `+`, `-` or `.`).
+fn url_scheme(text: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let is_scheme = starts_with_letter
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    is_scheme.then_some((scheme, rest))
+}
+
+/// `scheme://user@host:port/path` of a URL, without its password and query (where
+/// `password=` may be given), so that it can be printed.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    // The last `@` ends the user information even when an unencoded password holds one.
+    let (user, host_and_path) = match rest.rsplit_once('@') {
+        Some((user_info, host_and_path)) => {
+            (user_info.split(':').next().filter(|user| !user.is_empty()), host_and_path)
+        }
+        None => (None, rest),
+    };
+    match user {
+        Some(user) => format!("{scheme}://{user}@{host_and_path}"),
+        None => format!("{scheme}://{host_and_path}"),
+    }
 }
 
 /// A default duration in whole milliseconds, as the file, the environment and the flags give it.

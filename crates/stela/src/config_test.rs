@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Config, ConfigError, Flags, LogFormat, MqttMode, config_file_path, load};
+use super::{Config, ConfigError, Database, Flags, LogFormat, MqttMode, config_file_path, load};
 
 /// The committed sample configuration.
 const SAMPLE: &str = include_str!("../../../config/stela.toml");
@@ -47,6 +47,7 @@ fn nothing_given_yields_the_documented_defaults() {
     assert_eq!(config.server.max_body_bytes, 16 * 1024 * 1024);
     assert_eq!(config.server.max_batch_requests, 10_000);
     assert_eq!(config.storage.data_dir, PathBuf::from("./stela-data"));
+    assert_eq!(config.storage.database, None);
     assert_eq!(config.storage.database_path(), PathBuf::from("./stela-data/stela.db"));
     assert_eq!(config.query.default_top, 100);
     assert_eq!(config.query.max_top, 10_000);
@@ -85,8 +86,9 @@ fn sample_file_sets_every_key() {
         let prefix = format!("{key} = ");
         assert!(SAMPLE.lines().any(|line| line.starts_with(&prefix)), "sample lacks `{key}`");
     }
-    assert!(SAMPLE.lines().any(|line| line.starts_with("# public_url = ")));
-    for optional in ["# broker = ", "# username = ", "# password = "] {
+    for optional in
+        ["# public_url = ", "# database = ", "# broker = ", "# username = ", "# password = "]
+    {
         assert!(SAMPLE.lines().any(|line| line.starts_with(optional)), "sample lacks `{optional}`");
     }
 }
@@ -102,6 +104,7 @@ max_batch_requests = 1001
 
 [storage]
 data_dir = "/file/data"
+database = "postgres://file@file.example:5432/stela"
 
 [query]
 default_top = 11
@@ -129,6 +132,7 @@ fn env_with_every_key() -> HashMap<String, String> {
         ("STELA_MAX_BODY_BYTES", "1002"),
         ("STELA_MAX_BATCH_REQUESTS", "1002"),
         ("STELA_DATA_DIR", "/env/data"),
+        ("STELA_DATABASE", "postgresql://env:env-password@env.example/stela"),
         ("STELA_DEFAULT_TOP", "12"),
         ("STELA_MAX_TOP", "1002"),
         ("STELA_QUERY_TIMEOUT_MS", "1002"),
@@ -147,6 +151,7 @@ fn flags_with_every_key() -> Flags {
         config: Some(PathBuf::from("/ignored/by/load.toml")),
         listen: Some("127.0.0.1:1003".to_owned()),
         data_dir: Some(PathBuf::from("/flag/data")),
+        database: Some("sqlite:///flag/stela.db".to_owned()),
         default_top: Some(13),
         max_top: Some(1003),
         query_timeout_ms: Some(1003),
@@ -170,6 +175,8 @@ fn file_overrides_defaults() {
     assert_eq!(config.server.max_body_bytes, 1001);
     assert_eq!(config.server.max_batch_requests, 1001);
     assert_eq!(config.storage.data_dir, PathBuf::from("/file/data"));
+    let database = config.storage.database.as_ref().expect("a database");
+    assert_eq!(database.store_setting(), "postgres://file@file.example:5432/stela");
     assert_eq!(config.query.default_top, 11);
     assert_eq!(config.query.max_top, 1001);
     assert_eq!(config.query.timeout, Duration::from_millis(1001));
@@ -190,6 +197,9 @@ fn env_overrides_file() {
     assert_eq!(config.server.max_body_bytes, 1002);
     assert_eq!(config.server.max_batch_requests, 1002);
     assert_eq!(config.storage.data_dir, PathBuf::from("/env/data"));
+    let database = config.storage.database.as_ref().expect("a database");
+    assert_eq!(database.store_setting(), "postgresql://env:env-password@env.example/stela");
+    assert_eq!(database.to_string(), "postgresql://env@env.example/stela");
     assert_eq!(config.query.default_top, 12);
     assert_eq!(config.query.max_top, 1002);
     assert_eq!(config.query.timeout, Duration::from_millis(1002));
@@ -214,6 +224,7 @@ fn flags_override_env_and_file() {
     assert_eq!(config.server.max_body_bytes, 1003);
     assert_eq!(config.server.max_batch_requests, 1003);
     assert_eq!(config.storage.data_dir, PathBuf::from("/flag/data"));
+    assert_eq!(config.storage.database, Some(Database::Sqlite(PathBuf::from("/flag/stela.db"))));
     assert_eq!(config.query.default_top, 13);
     assert_eq!(config.query.max_top, 1003);
     assert_eq!(config.query.timeout, Duration::from_millis(1003));
@@ -671,4 +682,136 @@ fn checkpoint_interval_must_be_at_least_ten_ms() {
     );
     let flags = Flags { checkpoint_interval_ms: Some(1), ..Flags::default() };
     check_error(None, &HashMap::new(), &flags, "--checkpoint-interval-ms: must be at least 10");
+}
+
+/// Loads with `--database value` and returns the database it names.
+fn database_from_flag(value: &str) -> Option<Database> {
+    let flags = Flags { database: Some(value.to_owned()), ..Flags::default() };
+    load(None, &HashMap::new(), &flags)
+        .unwrap_or_else(|error| panic!("{value}: {error}"))
+        .storage
+        .database
+}
+
+#[test]
+fn database_is_a_postgres_url_or_an_sqlite_file() {
+    for url in [
+        "postgres://stela@db.example:5432/stela",
+        "postgresql://stela@db.example/stela?sslmode=disable",
+        "postgres://stela@[::1]:5433/stela",
+    ] {
+        let database = database_from_flag(url).expect("a database");
+        assert!(matches!(database, Database::Postgres { .. }), "{url}: {database:?}");
+        assert_eq!(database.store_setting(), url);
+    }
+    // The store tells the backends apart by the lowercase scheme.
+    let database = database_from_flag("POSTGRES://stela@db.example/stela").expect("a database");
+    assert_eq!(database.store_setting(), "postgres://stela@db.example/stela");
+
+    let sqlite = |path: &str| Some(Database::Sqlite(PathBuf::from(path)));
+    assert_eq!(
+        database_from_flag("sqlite:///var/lib/stela/stela.db"),
+        sqlite("/var/lib/stela/stela.db")
+    );
+    assert_eq!(database_from_flag("sqlite://./stela.db"), sqlite("./stela.db"));
+    assert_eq!(database_from_flag("./other.db"), sqlite("./other.db"));
+    assert_eq!(database_from_flag("/srv/stela.db"), sqlite("/srv/stela.db"));
+    // A `://` that does not follow a scheme is part of a file name.
+    assert_eq!(database_from_flag("./odd://name.db"), sqlite("./odd://name.db"));
+    assert_eq!(
+        database_from_flag("./other.db").expect("a database").store_setting(),
+        "sqlite://./other.db"
+    );
+}
+
+#[test]
+fn database_comes_from_each_layer_and_the_highest_wins() {
+    let file = "version = 1\n[storage]\ndatabase = \"/file/stela.db\"\n";
+    let config = load(Some(file), &HashMap::new(), &Flags::default()).expect("valid");
+    assert_eq!(config.storage.database, Some(Database::Sqlite(PathBuf::from("/file/stela.db"))));
+    // Single keys: the file's database stays when only the data directory changes.
+    let from_env = env(&[("STELA_DATA_DIR", "/env/data")]);
+    let config = load(Some(file), &from_env, &Flags::default()).expect("valid");
+    assert_eq!(config.storage.database, Some(Database::Sqlite(PathBuf::from("/file/stela.db"))));
+    let from_env = env(&[("STELA_DATABASE", "postgres://env@env.example/stela")]);
+    let config = load(Some(file), &from_env, &Flags::default()).expect("valid");
+    assert_eq!(
+        config.storage.database.expect("a database").to_string(),
+        "postgres://env@env.example/stela"
+    );
+    let flags = Flags { database: Some("/flag/stela.db".to_owned()), ..Flags::default() };
+    let config = load(Some(file), &from_env, &flags).expect("valid");
+    assert_eq!(config.storage.database, Some(Database::Sqlite(PathBuf::from("/flag/stela.db"))));
+    // An empty variable counts as unset: the file's value stays.
+    let config =
+        load(Some(file), &env(&[("STELA_DATABASE", "")]), &Flags::default()).expect("valid");
+    assert_eq!(config.storage.database, Some(Database::Sqlite(PathBuf::from("/file/stela.db"))));
+}
+
+#[test]
+fn bad_database_names_its_source() {
+    check_error(
+        Some("version = 1\n[storage]\ndatabase = \"\"\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "storage.database (config file): must not be empty",
+    );
+    let flags = Flags { database: Some(" ".to_owned()), ..Flags::default() };
+    check_error(None, &HashMap::new(), &flags, "--database: must not be empty");
+    check_error(
+        None,
+        &env(&[("STELA_DATABASE", "mysql://root@db.example/stela")]),
+        &Flags::default(),
+        "STELA_DATABASE: unsupported database 'mysql://root@db.example/stela' (expected \
+         postgres://USER@HOST:PORT/DB, postgresql://..., sqlite://PATH or a file path)",
+    );
+    let flags = Flags { database: Some("sqlite://".to_owned()), ..Flags::default() };
+    check_error(
+        None,
+        &HashMap::new(),
+        &flags,
+        "--database: 'sqlite://' names no file (expected sqlite://PATH, e.g. sqlite://./stela.db)",
+    );
+    check_error(
+        Some("version = 1\n[storage]\ndatabase = \"postgres:///stela\"\n"),
+        &HashMap::new(),
+        &Flags::default(),
+        "storage.database (config file): 'postgres:///stela' names no host (expected \
+         postgres://USER@HOST:PORT/DB, postgresql://..., sqlite://PATH or a file path)",
+    );
+    let error = load(
+        None,
+        &env(&[("STELA_DATABASE", "postgres://stela:s3cret@db.example:port/stela")]),
+        &Flags::default(),
+    )
+    .expect_err("a port must be a number");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "STELA_DATABASE: invalid PostgreSQL URL 'postgres://stela@db.example:port/stela': "
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+}
+
+#[test]
+fn database_passwords_are_not_printed() {
+    for (url, shown) in [
+        ("postgres://stela:s3cret@db.example:5432/stela", "postgres://stela@db.example:5432/stela"),
+        // A password with an unencoded `@`, and one in the query.
+        ("postgres://stela:s3@cret@db.example/stela", "postgres://stela@db.example/stela"),
+        ("postgres://stela@db.example/stela?password=s3cret", "postgres://stela@db.example/stela"),
+    ] {
+        let config = load(None, &env(&[("STELA_DATABASE", url)]), &Flags::default())
+            .unwrap_or_else(|error| panic!("{url}: {error}"));
+        let database = config.storage.database.as_ref().expect("a database");
+        assert_eq!(database.to_string(), shown);
+        assert_eq!(database.store_setting(), url);
+        assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
+    }
+    let error =
+        load(None, &env(&[("STELA_DATABASE", "mysql://root:s3cret@db/x")]), &Flags::default())
+            .expect_err("not a supported scheme");
+    assert!(!error.to_string().contains("s3cret"), "{error}");
 }

@@ -2,7 +2,8 @@
 //! SensorThings API server.
 //!
 //! ```text
-//! stela serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--default-top N] [--max-top N]
+//! stela serve [--config FILE] [--listen ADDR] [--data-dir DIR] [--database URL]
+//!             [--default-top N] [--max-top N]
 //!             [--query-timeout-ms MS] [--max-body-bytes N] [--max-batch-requests N]
 //!             [--public-url URL] [--log-format text|json] [--mqtt-listen ADDR|off]
 //!             [--mqtt-broker mqtt://HOST:PORT] [--ledger-origin NAME]

@@ -2,8 +2,9 @@
 //! and runs the HTTP server until a shutdown signal.
 //!
 //! ```text
-//! data dir ─▶ Service::open_sqlite ─▶ bind ─▶ mqtt::start ─▶ stdout: "stela mqtt listening on mqtt://ADDR"
-//!                                                              "stela listening on http://ADDR"
+//! storage.database ─▶ Service::open ───────┐
+//! none: <data dir>/stela.db ─▶ open_sqlite ┴▶ bind ─▶ mqtt::start ─▶ stdout: "stela mqtt listening on mqtt://ADDR"
+//!                                                                             "stela listening on http://ADDR"
 //!                                               │
 //!               SIGINT / SIGTERM ─▶ shutdown ─▶ stela_server::run drains, MQTT closes ─▶ exit 0
 //! ```
@@ -17,7 +18,7 @@ use stela_server::ServerOptions;
 use stela_service::{Service, ServiceOptions};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, StorageConfig};
 use crate::shutdown::ShutdownSignals;
 
 /// How long open requests may take to finish once shutdown has begun; past it the process
@@ -34,7 +35,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             storage.data_dir.display()
         )
     })?;
-    let database_path = storage.database_path();
     let service_options = ServiceOptions {
         default_top: query.default_top,
         max_top: query.max_top,
@@ -42,8 +42,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         log_origin: ledger.origin,
         checkpoint_interval: ledger.checkpoint_interval,
     };
-    let service = Service::open_sqlite(&database_path, service_options)
-        .with_context(|| format!("cannot open the database {}", database_path.display()))?;
+    let (service, database) = open_service(&storage, service_options)?;
 
     let signals = ShutdownSignals::install().context("cannot install the signal handlers")?;
     let listener = bind(server.listen).await?;
@@ -55,7 +54,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await;
     tracing::info!(
         address = %local_addr,
-        database = %database_path.display(),
+        database = %database,
         "listening"
     );
     if let Some(line) = &mqtt.announcement {
@@ -100,6 +99,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "open requests did not finish within {} s of the shutdown signal; exiting anyway",
             SHUTDOWN_GRACE.as_secs()
         )),
+    }
+}
+
+/// Opens the service on the configured database, or on `<data_dir>/stela.db` when none is
+/// named; returns it with the database's printable name (never a password).
+fn open_service(
+    storage: &StorageConfig,
+    options: ServiceOptions,
+) -> anyhow::Result<(Service, String)> {
+    match &storage.database {
+        None => {
+            let path = storage.database_path();
+            let service = Service::open_sqlite(&path, options)
+                .with_context(|| format!("cannot open the database {}", path.display()))?;
+            Ok((service, path.display().to_string()))
+        }
+        Some(database) => {
+            let service = Service::open(&database.store_setting(), &storage.data_dir, options)
+                .with_context(|| {
+                    format!(
+                        "cannot open the database {database} (choose another with --database, \
+                         STELA_DATABASE or `database` under [storage] in the config file)"
+                    )
+                })?;
+            Ok((service, database.to_string()))
+        }
     }
 }
 
