@@ -85,13 +85,8 @@ fn commit_group(inner: &Arc<Inner>, mut group: Vec<Request>) {
         }
         Err(error) => {
             tracing::error!(%error, jobs = replies.len(), "a group commit failed");
-            let message = error.to_string();
             for reply in replies {
-                let _ = reply.send(Err(match &error {
-                    ServiceError::QueryTimeout(_) => ServiceError::QueryTimeout(message.clone()),
-                    ServiceError::BadRequest(_) => ServiceError::BadRequest(message.clone()),
-                    _ => ServiceError::Internal(message.clone()),
-                }));
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

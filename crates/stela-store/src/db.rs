@@ -275,7 +275,8 @@ fn first_line(sql: &str) -> &str {
 /// A PostgreSQL connection with its statement cache. Interior mutability: the store passes
 /// connections by shared reference, and a connection is used by one thread at a time.
 pub struct PgConn {
-    client: RefCell<postgres::Client>,
+    /// `None` only while the connection is dropped (see `Drop`).
+    client: RefCell<Option<postgres::Client>>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
 }
 
@@ -291,11 +292,16 @@ const MAX_PREPARED: usize = 512;
 
 impl PgConn {
     pub(crate) fn new(client: postgres::Client) -> PgConn {
-        PgConn { client: RefCell::new(client), statements: RefCell::new(HashMap::new()) }
+        PgConn { client: RefCell::new(Some(client)), statements: RefCell::new(HashMap::new()) }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.client.borrow().is_closed()
+        self.client.borrow().as_ref().is_none_or(postgres::Client::is_closed)
+    }
+
+    fn client(&self) -> Result<std::cell::RefMut<'_, postgres::Client>, StoreError> {
+        std::cell::RefMut::filter_map(self.client.borrow_mut(), Option::as_mut)
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL connection is closed".into()))
     }
 
     fn statement(&self, sql: &str) -> Result<postgres::Statement, StoreError> {
@@ -303,7 +309,7 @@ impl PgConn {
             return Ok(statement.clone());
         }
         let translated = placeholders(sql);
-        let statement = self.client.borrow_mut().prepare(&translated)?;
+        let statement = self.client()?.prepare(&translated)?;
         let mut cache = self.statements.borrow_mut();
         if cache.len() >= MAX_PREPARED {
             cache.clear();
@@ -331,7 +337,7 @@ impl PgConn {
         let values = Self::bind(&statement, params)?;
         let refs: Vec<&(dyn PgToSql + Sync)> =
             values.iter().map(|v| v as &(dyn PgToSql + Sync)).collect();
-        let changed = self.client.borrow_mut().execute(&statement, &refs)?;
+        let changed = self.client()?.execute(&statement, &refs)?;
         Ok(usize::try_from(changed).unwrap_or(usize::MAX))
     }
 
@@ -345,7 +351,7 @@ impl PgConn {
         let values = Self::bind(&statement, params)?;
         let refs: Vec<&(dyn PgToSql + Sync)> =
             values.iter().map(|v| v as &(dyn PgToSql + Sync)).collect();
-        let rows = self.client.borrow_mut().query(&statement, &refs)?;
+        let rows = self.client()?.query(&statement, &refs)?;
         let mut cells = Vec::new();
         for row in &rows {
             cells.clear();
@@ -359,7 +365,20 @@ impl PgConn {
     }
 
     pub(crate) fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        Ok(self.client.borrow_mut().batch_execute(sql)?)
+        Ok(self.client()?.batch_execute(sql)?)
+    }
+}
+
+impl Drop for PgConn {
+    /// The client says goodbye to the server on a runtime of its own, which cannot start on a
+    /// thread that runs one (a server's last reference to the store may be dropped by an async
+    /// task): it is dropped on a plain thread.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take() {
+            std::thread::scope(|scope| {
+                scope.spawn(move || drop(client));
+            });
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 mod bulk;
 mod checkpoint;
 mod columns;
+mod copy;
 mod db;
 mod filter;
 mod ledger;
@@ -29,6 +30,7 @@ pub mod test_database;
 mod write;
 
 pub use bulk::BatchItem;
+pub use copy::{CopyProgress, CopyReport, TableCopied, copy_sqlite_to_postgres};
 pub use db::Dialect;
 pub use ledger::AuditReport;
 pub use pg::PgStore;
@@ -78,7 +80,12 @@ impl From<postgres::Error> for StoreError {
     fn from(error: postgres::Error) -> StoreError {
         // No answer from the server (connection refused, lost, closed): the database is
         // unavailable, not wrong.
-        if error.is_closed() || (error.as_db_error().is_none() && error.code().is_none()) {
+        // Connection exceptions (class 08), the server shutting down or refusing connections
+        // (57P01–57P05), too many connections (53300): also the database being away.
+        let away = error.code().map(|code| code.code()).is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        });
+        if away || error.is_closed() || (error.as_db_error().is_none() && error.code().is_none()) {
             StoreError::Unavailable(format!("the connection to PostgreSQL failed: {error}"))
         } else {
             StoreError::Postgres(error)

@@ -114,7 +114,13 @@ impl PgStore {
 
     fn connect(&self) -> Result<PgConn, StoreError> {
         let client = self.config.connect(NoTls).map_err(|e| {
-            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {}: {e}", self.target))
+            // The client's message stops at "error connecting to server"; the cause (refused,
+            // unknown host, authentication) is its source.
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {e}{cause}",
+                self.target
+            ))
         })?;
         Ok(PgConn::new(client))
     }

@@ -1,10 +1,12 @@
-//! Query plans on 100,000 Observations: the latest-Observation, count-per-Datastream and
-//! keyset-page queries are answered from indexes, without scanning or sorting.
+//! Query plans on 100,000 Observations (20,000 on PostgreSQL): the latest-Observation,
+//! count-per-Datastream and keyset-page queries are answered from indexes, without scanning or
+//! sorting, on both backends (PostgreSQL when `STELA_TEST_PG_URL` is set).
 
 use serde_json::json;
 use stela_model::{DecodeMode, EntityType, decode_entity};
 use stela_query::parse_query_options;
-use stela_store::{ReadLimits, Scope, SqliteStore};
+use stela_store::test_database::TestDatabase;
+use stela_store::{ReadLimits, Scope, Store};
 
 const LIMITS: ReadLimits = ReadLimits { default_top: 100, max_top: 10_000 };
 
@@ -14,15 +16,36 @@ fn options(query: &[(&str, &str)]) -> stela_query::QueryOptions {
     parse_query_options(&pairs).expect("valid options")
 }
 
-/// A store with one Thing, one Datastream and `n` Observations, one per second.
-fn seeded(n: i64) -> (tempfile::TempDir, SqliteStore, i64) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("stela.db")).unwrap();
+/// Where a test runs: SQLite in a temporary directory, or a fresh PostgreSQL database.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestDatabase),
+}
+
+/// SQLite always; PostgreSQL too when `STELA_TEST_PG_URL` names a server.
+fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite(tempfile::tempdir().unwrap())];
+    if let Some(server) = TestDatabase::server() {
+        backends.push(Backend::Postgres(TestDatabase::create(&server).unwrap()));
+    }
+    backends
+}
+
+/// A store with one Thing, a Datastream (1) with `n` Observations, one per second, and a
+/// Datastream (2) with `n / 20`.
+fn seeded(backend: &Backend, n: i64) -> (Store, i64) {
+    let store = match backend {
+        Backend::Sqlite(dir) => Store::open(dir.path().join("stela.db").to_str().unwrap()),
+        Backend::Postgres(database) => Store::open(database.url()),
+    }
+    .unwrap();
     let thing = json!({"name": "t", "description": "d",
         "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json", "location": {"type": "Point", "coordinates": [1, 2]}}],
         "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
             "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
-            "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
+            "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}},
+            {"name": "small", "description": "d", "observationType": "x", "unitOfMeasurement": {},
+            "Sensor": {"@iot.id": 1}, "ObservedProperty": {"@iot.id": 1}}]});
     let input = decode_entity(EntityType::Thing, &thing, DecodeMode::Create).unwrap();
     store.write(0, |tx| tx.create(&input, None)).map_err(|e: stela_store::StoreError| e).unwrap();
     let datastream = EntityType::Datastream.relation("Observations").unwrap().inverse_relation();
@@ -34,10 +57,22 @@ fn seeded(n: i64) -> (tempfile::TempDir, SqliteStore, i64) {
                 input.set_value("phenomenonTime", stela_model::Value::Time(stela_model::TimeValue::Instant(1_577_836_800_000_000 + i * 1_000_000)));
                 tx.create(&input, Some((datastream, 1)))?;
             }
+            // A smaller Datastream beside it: counting its Observations must not read the
+            // others'.
+            for i in 0..n / 20 {
+                let body = json!({"result": i, "phenomenonTime": "2021-01-01T00:00:00Z"});
+                let input = decode_entity(EntityType::Observation, &body, DecodeMode::Create).unwrap();
+                tx.create(&input, Some((datastream, 2)))?;
+            }
             Ok::<(), stela_store::StoreError>(())
         })
         .unwrap();
-    (dir, store, 1)
+    if let Backend::Postgres(database) = backend {
+        // Statistics, as autovacuum would gather them on a live database.
+        let mut client = postgres::Client::connect(database.url(), postgres::NoTls).unwrap();
+        client.batch_execute("VACUUM ANALYZE observations").unwrap();
+    }
+    (store, 1)
 }
 
 fn observations_of(datastream: i64) -> Scope {
@@ -50,13 +85,23 @@ fn observations_of(datastream: i64) -> Scope {
 fn assert_indexed(plan: &[String], index: &str) {
     let text = plan.join(" | ");
     assert!(text.contains(index), "expected {index} in the plan: {text}");
-    assert!(!text.contains("TEMP B-TREE"), "no sort step expected: {text}");
+    // SQLite's and PostgreSQL's words for a sort step and a table scan.
+    assert!(!text.contains("TEMP B-TREE") && !text.contains("Sort"), "no sort expected: {text}");
     assert!(!text.contains("SCAN t") || text.contains("USING"), "no table scan expected: {text}");
+    assert!(!text.contains("Seq Scan"), "no table scan expected: {text}");
 }
 
 #[test]
 fn reads_of_a_datastream_use_its_index() {
-    let (_dir, store, ds) = seeded(100_000);
+    for backend in backends() {
+        reads_of_a_datastream_use_its_index_on(&backend);
+    }
+}
+
+fn reads_of_a_datastream_use_its_index_on(backend: &Backend) {
+    let postgres = matches!(backend, Backend::Postgres(_));
+    let n = if postgres { 20_000 } else { 100_000 };
+    let (store, ds) = seeded(backend, n);
     store
         .read(|rx| {
             // The latest Observation of a Datastream.
@@ -73,29 +118,26 @@ fn reads_of_a_datastream_use_its_index() {
                 rx.collection(EntityType::Observation, observations_of(ds), &latest, LIMITS, None)?;
             assert_eq!(
                 page.items[0].value("result"),
-                Some(&stela_model::Value::Json(json!(99_999)))
+                Some(&stela_model::Value::Json(json!(n - 1)))
             );
 
             // $count on a Datastream's Observations: a covering index, no table rows.
             let count = options(&[("$count", "true"), ("$top", "1")]);
-            let plans = rx.explain_collection(
-                EntityType::Observation,
-                observations_of(ds),
-                &count,
-                LIMITS,
-                None,
-            )?;
-            assert!(
-                plans[0].join(" ").contains("COVERING INDEX observations_by_datastream"),
-                "{:?}",
-                plans[0]
-            );
-            let page =
-                rx.collection(EntityType::Observation, observations_of(ds), &count, LIMITS, None)?;
-            assert_eq!(page.count, Some(100_000));
+            let small = observations_of(2);
+            let plans =
+                rx.explain_collection(EntityType::Observation, small, &count, LIMITS, None)?;
+            let covering = if postgres {
+                "Index Only Scan using observations_by_datastream"
+            } else {
+                "COVERING INDEX observations_by_datastream"
+            };
+            assert!(plans[0].join(" ").contains(covering), "{:?}", plans[0]);
+            let page = rx.collection(EntityType::Observation, small, &count, LIMITS, None)?;
+            assert_eq!(page.count, Some(n / 20));
 
             // A keyset page deep in the collection seeks instead of skipping.
-            let after = [json!(1_577_836_800_000_000_i64 + 50_000 * 1_000_000), json!(50_003)];
+            let middle = n / 2;
+            let after = [json!(1_577_836_800_000_000_i64 + middle * 1_000_000), json!(middle + 3)];
             let plans = rx.explain_collection(
                 EntityType::Observation,
                 observations_of(ds),
@@ -111,7 +153,13 @@ fn reads_of_a_datastream_use_its_index() {
 
 #[test]
 fn keyset_pages_equal_offset_pages() {
-    let (_dir, store, ds) = seeded(1_000);
+    for backend in backends() {
+        keyset_pages_equal_offset_pages_on(&backend);
+    }
+}
+
+fn keyset_pages_equal_offset_pages_on(backend: &Backend) {
+    let (store, ds) = seeded(backend, 1_000);
     store
         .read(|rx| {
             for order in ["phenomenonTime desc", "phenomenonTime", "id desc", "resultTime,id"] {
@@ -156,7 +204,13 @@ fn keyset_pages_equal_offset_pages() {
 
 #[test]
 fn runaway_queries_are_stopped_by_the_timeout() {
-    let (_dir, mut store, _) = seeded(3_000);
+    for backend in backends() {
+        runaway_queries_are_stopped_by_the_timeout_on(&backend);
+    }
+}
+
+fn runaway_queries_are_stopped_by_the_timeout_on(backend: &Backend) {
+    let (mut store, _) = seeded(backend, 3_000);
     store.set_query_timeout(std::time::Duration::from_millis(20));
     // Every Observation against every Observation of its Datastream: quadratic.
     let heavy = options(&[

@@ -1,5 +1,6 @@
 //! Black-box tests of the SensorThings HTTP API: a real server on a free port, a real SQLite
-//! database in a temporary directory, a real HTTP client.
+//! database in a temporary directory (or, with `STELA_TEST_STORE=postgres`, a fresh PostgreSQL
+//! database on the server `STELA_TEST_PG_URL` names), a real HTTP client.
 
 mod batch;
 mod core;
@@ -9,6 +10,7 @@ mod errors;
 mod filter;
 mod ledger;
 mod multi_datastream;
+mod outage;
 mod query;
 mod support;
 mod update_delete;

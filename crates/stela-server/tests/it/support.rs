@@ -47,19 +47,29 @@ impl TestServer {
         service_options: ServiceOptions,
         server_options: ServerOptions,
     ) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
         // The suite runs on SQLite, or on PostgreSQL with STELA_TEST_STORE=postgres.
-        let (service, database) = if std::env::var("STELA_TEST_STORE").as_deref() == Ok("postgres")
-        {
+        let database = if std::env::var("STELA_TEST_STORE").as_deref() == Ok("postgres") {
             let server = TestDatabase::server()
                 .expect("STELA_TEST_STORE=postgres needs STELA_TEST_PG_URL (a PostgreSQL server)");
-            let database = TestDatabase::create(&server).expect("test database");
-            let service = Service::open(database.url(), dir.path(), service_options)
-                .expect("open PostgreSQL store");
-            (service, Some(database))
+            Some(TestDatabase::create(&server).expect("test database"))
         } else {
-            let path = dir.path().join("stela.db");
-            (Service::open_sqlite(&path, service_options).expect("open store"), None)
+            None
+        };
+        TestServer::start_on(database, service_options, server_options).await
+    }
+
+    /// A server on the given PostgreSQL database, or on SQLite when `None`.
+    pub async fn start_on(
+        database: Option<TestDatabase>,
+        service_options: ServiceOptions,
+        server_options: ServerOptions,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let service = match &database {
+            Some(database) => Service::open(database.url(), dir.path(), service_options)
+                .expect("open PostgreSQL store"),
+            None => Service::open_sqlite(&dir.path().join("stela.db"), service_options)
+                .expect("open store"),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
