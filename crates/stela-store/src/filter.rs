@@ -1,4 +1,6 @@
-//! Lowering of `$filter` and `$orderby` expressions to parameterised SQLite SQL.
+//! Lowering of `$filter` and `$orderby` expressions to parameterised SQL, for SQLite and for
+//! PostgreSQL (the [`pg`] forms, which give SQLite's answers on `timestamptz`, `jsonb` and
+//! PostGIS columns).
 //!
 //! Every literal becomes a bound parameter (`?N`); only names from the model (tables, columns)
 //! and fixed SQL text are written into the statement.
@@ -77,6 +79,32 @@ struct Context<'a> {
 
 const MAX_DEPTH: usize = 64;
 
+/// The PostgreSQL type of a text parameter: text in the binary order SQLite compares in.
+const TEXT_C: &str = "text COLLATE \"C\"";
+
+fn true_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "1",
+        Dialect::Postgres => "TRUE",
+    }
+}
+
+/// How the FROM items of a relation path are joined (their conditions are in the WHERE):
+/// PostgreSQL wants no JOIN without ON.
+fn cross_join(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => " JOIN ",
+        Dialect::Postgres => " CROSS JOIN ",
+    }
+}
+
+fn false_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "0",
+        Dialect::Postgres => "FALSE",
+    }
+}
+
 impl Context<'_> {
     fn param(&mut self, value: Sql) -> String {
         self.params.push(value);
@@ -90,6 +118,21 @@ impl Context<'_> {
     fn alias(&mut self) -> String {
         self.aliases += 1;
         format!("f{}", self.aliases)
+    }
+
+    fn postgres(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    /// A parameter, typed on PostgreSQL (which cannot always infer a parameter's type from
+    /// its context, e.g. `$1 = $2`, and binds by the inferred type).
+    fn typed_param(&mut self, value: Sql, pg_type: &str) -> String {
+        let param = self.param(value);
+        match (self.dialect, pg_type) {
+            (Dialect::Sqlite, _) => param,
+            (Dialect::Postgres, TEXT_C) => format!("CAST({param} AS text) COLLATE \"C\""),
+            (Dialect::Postgres, _) => format!("CAST({param} AS {pg_type})"),
+        }
     }
 }
 
@@ -131,20 +174,30 @@ pub(crate) fn lower_orderby(
     let mut parts = Vec::new();
     for key in orderby {
         let lowered = value(&mut context, ty, "t", &key.expr, 0)?;
-        let sql = if context.joins.is_empty() {
-            lowered.sql
-        } else {
-            // A key through relations: the first matching related value.
-            let joins = std::mem::take(&mut context.joins);
-            let (from, conditions): (Vec<_>, Vec<_>) = joins.into_iter().unzip();
-            format!(
-                "(SELECT {} FROM {} WHERE {} LIMIT 1)",
-                lowered.sql,
-                from.join(" JOIN "),
-                conditions.join(" AND ")
-            )
-        };
-        parts.push(format!("{sql}{}", if key.descending { " DESC" } else { "" }));
+        let postgres = context.postgres();
+        let sort_keys = if postgres { pg::sort_keys(&lowered) } else { vec![lowered.sql] };
+        let joins = std::mem::take(&mut context.joins);
+        let (from, conditions): (Vec<_>, Vec<_>) = joins.into_iter().unzip();
+        for sort_key in sort_keys {
+            let sql = if from.is_empty() {
+                sort_key
+            } else {
+                // A key through relations: the first matching related value.
+                format!(
+                    "(SELECT {sort_key} FROM {} WHERE {} LIMIT 1)",
+                    from.join(cross_join(context.dialect)),
+                    conditions.join(" AND ")
+                )
+            };
+            // SQLite sorts NULLs first ascending and last descending; PostgreSQL the opposite.
+            let direction = match (key.descending, postgres) {
+                (false, false) => "",
+                (true, false) => " DESC",
+                (false, true) => " NULLS FIRST",
+                (true, true) => " DESC NULLS LAST",
+            };
+            parts.push(format!("{sql}{direction}"));
+        }
     }
     parts.push("t.id".into());
     Ok(parts.join(", "))
@@ -172,12 +225,17 @@ fn predicate(
             predicate(cx, ty, rhs, depth + 1)?
         )),
         ExprKind::Unary { op: UnaryOp::Not, operand } => {
-            Ok(format!("(NOT COALESCE({}, 0))", predicate(cx, ty, operand, depth + 1)?))
+            let operand = predicate(cx, ty, operand, depth + 1)?;
+            Ok(format!("(NOT COALESCE({operand}, {}))", false_sql(cx.dialect)))
         }
         _ => {
             let outer = std::mem::take(&mut cx.joins);
             let lowered = value(cx, ty, "t", expr, depth + 1)?;
             let sql = match lowered.kind {
+                Kind::Bool | Kind::JsonValue | Kind::Number | Kind::Null if cx.postgres() => {
+                    pg::condition(&lowered)
+                }
+                Kind::Result if cx.postgres() => pg::condition(&lowered),
                 Kind::Bool | Kind::JsonValue | Kind::Number | Kind::Null => lowered.sql,
                 Kind::Result => {
                     format!("({} = 1 AND {})", lowered.result_type.unwrap_or_default(), lowered.sql)
@@ -191,7 +249,7 @@ fn predicate(
                 let (from, conditions): (Vec<_>, Vec<_>) = joins.into_iter().unzip();
                 Ok(format!(
                     "EXISTS (SELECT 1 FROM {} WHERE {} AND {sql})",
-                    from.join(" JOIN "),
+                    from.join(cross_join(cx.dialect)),
                     conditions.join(" AND ")
                 ))
             }
@@ -215,7 +273,8 @@ fn value(
         ExprKind::Unary { op: UnaryOp::Neg, operand } => {
             let inner = value(cx, ty, alias, operand, depth + 1)?;
             numeric(cx, &inner, expr)?;
-            Ok(Lowered::new(format!("(-{})", inner.sql), Kind::Number))
+            let sql = if cx.postgres() { pg::number(cx, &inner, expr)? } else { inner.sql };
+            Ok(Lowered::new(format!("(-{sql})"), Kind::Number))
         }
         ExprKind::Unary { op: UnaryOp::Not, .. }
         | ExprKind::Binary { op: BinaryOp::And | BinaryOp::Or, .. } => {
@@ -239,7 +298,7 @@ fn value(
                 alternatives.push(comparison(cx, BinaryOp::Eq, left.clone(), right)?);
             }
             if alternatives.is_empty() {
-                return Ok(Lowered::new("0".into(), Kind::Bool));
+                return Ok(Lowered::new(false_sql(cx.dialect).into(), Kind::Bool));
             }
             Ok(Lowered::new(format!("({})", alternatives.join(" OR ")), Kind::Bool))
         }
@@ -253,21 +312,37 @@ fn value(
 fn literal_value(cx: &mut Context<'_>, literal: &Literal) -> Result<Lowered, StoreError> {
     Ok(match literal {
         Literal::Null => Lowered::new("NULL".into(), Kind::Null),
-        Literal::Bool(b) => Lowered::new(if *b { "1".into() } else { "0".into() }, Kind::Bool),
-        Literal::Int(i) => Lowered::new(cx.param(Sql::Integer(*i)), Kind::Number),
-        Literal::Decimal { value, .. } => Lowered::new(cx.param(Sql::Real(*value)), Kind::Number),
-        Literal::String(s) => Lowered::new(cx.param(Sql::Text(s.clone())), Kind::Text),
+        Literal::Bool(b) => Lowered::new(
+            match (cx.dialect, *b) {
+                (Dialect::Sqlite, true) => "1".into(),
+                (Dialect::Sqlite, false) => "0".into(),
+                (Dialect::Postgres, true) => "TRUE".into(),
+                (Dialect::Postgres, false) => "FALSE".into(),
+            },
+            Kind::Bool,
+        ),
+        Literal::Int(i) => Lowered::new(cx.typed_param(Sql::Integer(*i), "bigint"), Kind::Number),
+        Literal::Decimal { value, .. } => {
+            Lowered::new(cx.typed_param(Sql::Real(*value), "double precision"), Kind::Number)
+        }
+        // Text compares as SQLite's (binary) on PostgreSQL too: collation "C".
+        Literal::String(s) => {
+            Lowered::new(cx.typed_param(Sql::Text(s.clone()), TEXT_C), Kind::Text)
+        }
         Literal::DateTimeOffset(dt) => {
             let micros = date_time_micros(dt)
                 .ok_or_else(|| cx.error(format!("date-time out of range: {literal:?}")))?;
-            Lowered::new(cx.param(Sql::Integer(micros)), Kind::Time)
+            Lowered::new(cx.typed_param(Sql::Integer(micros), "timestamptz"), Kind::Time)
         }
         Literal::Date(d) => Lowered::new(
-            cx.param(Sql::Text(format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))),
+            cx.typed_param(Sql::Text(format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)), TEXT_C),
             Kind::Date,
         ),
         Literal::TimeOfDay(t) => Lowered::new(
-            cx.param(Sql::Text(format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second))),
+            cx.typed_param(
+                Sql::Text(format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second)),
+                TEXT_C,
+            ),
             Kind::TimeOfDay,
         ),
         Literal::Duration(d) => {
@@ -284,7 +359,7 @@ fn literal_value(cx: &mut Context<'_>, literal: &Literal) -> Result<Lowered, Sto
                 .and_then(|m| m.checked_add(i64::from(d.nanoseconds / 1_000)))
                 .ok_or_else(|| cx.error("duration out of range"))?;
             Lowered::new(
-                cx.param(Sql::Integer(if d.negative { -micros } else { micros })),
+                cx.typed_param(Sql::Integer(if d.negative { -micros } else { micros }), "bigint"),
                 Kind::Number,
             )
         }
@@ -292,7 +367,13 @@ fn literal_value(cx: &mut Context<'_>, literal: &Literal) -> Result<Lowered, Sto
             if crate::spatial::parse_geometry(wkt).is_none() {
                 return Err(cx.error(format!("'{wkt}' is not a valid WKT geometry")));
             }
-            Lowered::new(cx.param(Sql::Text(wkt.clone())), Kind::Geometry)
+            let param = cx.param(Sql::Text(wkt.clone()));
+            let sql = if cx.postgres() {
+                format!("ST_GeomFromText(CAST({param} AS text), 4326)")
+            } else {
+                param
+            };
+            Lowered::new(sql, Kind::Geometry)
         }
     })
 }
@@ -355,6 +436,18 @@ fn path(
         | PropertyKind::JsonArray
         | PropertyKind::Geometry
         | PropertyKind::Result
+            if !rest.is_empty() && cx.postgres() =>
+        {
+            Ok(Lowered::new(
+                pg::json_member(cx, alias, &column, property.kind, rest),
+                Kind::JsonValue,
+            ))
+        }
+        PropertyKind::Json
+        | PropertyKind::JsonObject
+        | PropertyKind::JsonArray
+        | PropertyKind::Geometry
+        | PropertyKind::Result
             if !rest.is_empty() =>
         {
             let mut json_path = String::from("$");
@@ -385,6 +478,10 @@ fn path(
         PropertyKind::Text => Ok(Lowered::new(column, Kind::Text)),
         PropertyKind::Json | PropertyKind::JsonObject | PropertyKind::JsonArray => {
             Ok(Lowered::new(column, Kind::Json))
+        }
+        // PostgreSQL keeps a PostGIS geometry of the GeoJSON beside it.
+        PropertyKind::Geometry if cx.postgres() => {
+            Ok(Lowered::new(format!("{column}_geom"), Kind::Geometry))
         }
         PropertyKind::Geometry => Ok(Lowered::new(column, Kind::Geometry)),
         PropertyKind::Instant => Ok(Lowered::new(column, Kind::Time)),
@@ -447,6 +544,8 @@ fn comparison(
         let other = if right.kind == K::Null { &left } else { &right };
         let test = match other.kind {
             K::Result => format!("{} = 0", other.result_type.clone().unwrap_or_default()),
+            // A JSON null is SQL NULL as SQLite's json_extract gives it.
+            K::JsonValue if cx.postgres() => format!("({} #>> '{{}}') IS NULL", other.sql),
             _ => format!("{} IS NULL", other.sql),
         };
         return match op {
@@ -461,34 +560,14 @@ fn comparison(
     {
         return comparison(cx, flip(op), right, left);
     }
+    let postgres = cx.postgres();
     match (left.kind, right.kind) {
-        (K::Interval, K::Time) => {
-            let (start, end) = (left.sql, left.end.unwrap_or_default());
-            let value = right.sql;
-            Ok(match op {
-                BinaryOp::Eq => format!("({start} = {value} AND {end} = {value})"),
-                BinaryOp::Ne => format!("NOT ({start} = {value} AND {end} = {value})"),
-                BinaryOp::Gt => format!("{start} > {value}"),
-                BinaryOp::Ge => format!("{start} >= {value}"),
-                // The redundant bound on the start (start ≤ end) lets the index on the start
-                // narrow the range; the end alone is an expression no index serves.
-                BinaryOp::Lt => format!("({start} < {value} AND {end} < {value})"),
-                BinaryOp::Le => format!("({start} <= {value} AND {end} <= {value})"),
-                _ => return Err(cx.error("not a comparison")),
-            })
+        (K::Interval, K::Time | K::Interval) if postgres => {
+            comparison_of_intervals(cx, op, left, right).map(|sql| format!("({sql})"))
         }
-        (K::Interval, K::Interval) => {
-            let (s1, e1) = (left.sql, left.end.unwrap_or_default());
-            let (s2, e2) = (right.sql, right.end.unwrap_or_default());
-            Ok(match op {
-                BinaryOp::Eq => format!("({s1} = {s2} AND {e1} = {e2})"),
-                BinaryOp::Ne => format!("NOT ({s1} = {s2} AND {e1} = {e2})"),
-                BinaryOp::Gt => format!("{s1} >= {e2} AND {s1} > {s2}"),
-                BinaryOp::Ge => format!("{s1} >= {s2}"),
-                BinaryOp::Lt => format!("{e1} <= {s2} AND {e1} < {e2}"),
-                BinaryOp::Le => format!("{e1} <= {e2}"),
-                _ => return Err(cx.error("not a comparison")),
-            })
+        (K::Interval, K::Time | K::Interval) => comparison_of_intervals(cx, op, left, right),
+        (K::Result, K::Text | K::Number | K::JsonValue | K::Bool | K::Result) if postgres => {
+            pg::result_comparison(cx, op, &left, &right)
         }
         (K::Result, K::Text) => {
             // The standard casts a non-string result to a string for a string comparison.
@@ -523,7 +602,47 @@ fn comparison(
         (K::Text, K::Number) | (K::Number, K::Text) => {
             Err(cx.error("a string cannot be compared with a number"))
         }
+        _ if postgres => pg::comparison(cx, op, &left, &right),
         _ => Ok(format!("{} {sql_op} {}", left.sql, right.sql)),
+    }
+}
+
+/// An interval (the left side) compared with an instant or an interval.
+fn comparison_of_intervals(
+    cx: &Context<'_>,
+    op: BinaryOp,
+    left: Lowered,
+    right: Lowered,
+) -> Result<String, StoreError> {
+    match right.kind {
+        Kind::Time => {
+            let (start, end) = (left.sql, left.end.unwrap_or_default());
+            let value = right.sql;
+            Ok(match op {
+                BinaryOp::Eq => format!("({start} = {value} AND {end} = {value})"),
+                BinaryOp::Ne => format!("NOT ({start} = {value} AND {end} = {value})"),
+                BinaryOp::Gt => format!("{start} > {value}"),
+                BinaryOp::Ge => format!("{start} >= {value}"),
+                // The redundant bound on the start (start ≤ end) lets the index on the start
+                // narrow the range; the end alone is an expression no index serves.
+                BinaryOp::Lt => format!("({start} < {value} AND {end} < {value})"),
+                BinaryOp::Le => format!("({start} <= {value} AND {end} <= {value})"),
+                _ => return Err(cx.error("not a comparison")),
+            })
+        }
+        _ => {
+            let (s1, e1) = (left.sql, left.end.unwrap_or_default());
+            let (s2, e2) = (right.sql, right.end.unwrap_or_default());
+            Ok(match op {
+                BinaryOp::Eq => format!("({s1} = {s2} AND {e1} = {e2})"),
+                BinaryOp::Ne => format!("NOT ({s1} = {s2} AND {e1} = {e2})"),
+                BinaryOp::Gt => format!("{s1} >= {e2} AND {s1} > {s2}"),
+                BinaryOp::Ge => format!("{s1} >= {s2}"),
+                BinaryOp::Lt => format!("{e1} <= {s2} AND {e1} < {e2}"),
+                BinaryOp::Le => format!("{e1} <= {e2}"),
+                _ => return Err(cx.error("not a comparison")),
+            })
+        }
     }
 }
 
@@ -543,6 +662,9 @@ fn arithmetic(
 ) -> Result<Lowered, StoreError> {
     numeric(cx, &left, expr)?;
     numeric(cx, &right, expr)?;
+    if cx.postgres() {
+        return pg::arithmetic(cx, op, &left, &right, expr);
+    }
     let operand = |v: &Lowered| match v.kind {
         Kind::Result => format!(
             "(CASE WHEN {} = 2 THEN {} END)",
@@ -576,6 +698,9 @@ fn call(
     let mut lowered = Vec::with_capacity(args.len());
     for arg in args {
         lowered.push(value(cx, ty, alias, arg, depth + 1)?);
+    }
+    if cx.postgres() {
+        return pg::call(cx, function, &lowered, args, expr);
     }
     let text = |i: usize| -> String {
         lowered.get(i).map_or_else(String::new, |v: &Lowered| match v.kind {
@@ -677,20 +802,7 @@ fn call(
         | F::StIntersects
         | F::StContains
         | F::StRelate => {
-            let geometries = lowered.len().min(2);
-            for (i, arg) in lowered.iter().take(geometries).enumerate() {
-                if arg.kind != Kind::Geometry {
-                    return Err(StoreError::query(
-                        "$filter",
-                        format!(
-                            "argument {} of {} must be a geometry: '{}'",
-                            i + 1,
-                            function.name(),
-                            args[i]
-                        ),
-                    ));
-                }
-            }
+            check_geometry_arguments(function, &lowered, args)?;
             let sql_name = format!("stela_{}", function.name().replace('.', "_"));
             let arguments: Vec<String> = lowered.iter().map(|v| v.sql.clone()).collect();
             let kind = if matches!(function, F::GeoDistance | F::GeoLength) {
@@ -709,6 +821,29 @@ fn call(
             interval_relation(cx, function, &lowered, expr)?
         }
     })
+}
+
+/// The first two arguments of a spatial function (one for `geo.length`) are geometries.
+fn check_geometry_arguments(
+    function: Function,
+    lowered: &[Lowered],
+    args: &[Expr],
+) -> Result<(), StoreError> {
+    let geometries = lowered.len().min(2);
+    for (i, arg) in lowered.iter().take(geometries).enumerate() {
+        if arg.kind != Kind::Geometry {
+            return Err(StoreError::query(
+                "$filter",
+                format!(
+                    "argument {} of {} must be a geometry: '{}'",
+                    i + 1,
+                    function.name(),
+                    args[i]
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn cx_error_time(expr: &Expr) -> StoreError {
@@ -834,10 +969,516 @@ fn lambda(
         (Quantifier::Any, Some(b)) => {
             format!("EXISTS (SELECT 1 FROM {from} WHERE {conditions} AND {b})")
         }
-        (Quantifier::All, None) => "1".to_owned(),
+        (Quantifier::All, None) => true_sql(cx.dialect).to_owned(),
         (Quantifier::All, Some(b)) => {
-            format!("NOT EXISTS (SELECT 1 FROM {from} WHERE {conditions} AND NOT COALESCE({b}, 0))")
+            let false_sql = false_sql(cx.dialect);
+            format!(
+                "NOT EXISTS (SELECT 1 FROM {from} WHERE {conditions} AND NOT COALESCE({b}, {false_sql}))"
+            )
         }
     };
     Ok(Lowered::new(sql, Kind::Bool))
+}
+
+/// The PostgreSQL forms of what SQLite writes differently.
+///
+/// Times are `timestamptz`, JSON is `jsonb`, a result is one `jsonb` beside its type code,
+/// geometries are PostGIS columns. The aim is SQLite's answers on PostgreSQL, so the forms
+/// imitate SQLite where the two differ:
+///
+/// - A JSON member or a result has a type only known per row. SQLite compares such values by
+///   storage class first (NULL, then numbers, with JSON booleans as 1 and 0, then text, JSON
+///   objects and arrays as their text) and within a class by value: [`pg::Dynamic`] is that
+///   triple (class, value as a number, value as text), and a comparison picks by class with
+///   a `CASE` (whose branches PostgreSQL evaluates lazily, so no cast meets a wrong type).
+/// - Numbers are `double precision` (SQLite's REAL) when they come from JSON or a result;
+///   `round` rounds half away from zero, `%` truncates its operands to integers, division by
+///   zero gives NULL, as on SQLite.
+/// - `$orderby` places NULLs as SQLite does (first ascending, last descending) and orders a
+///   result or JSON member by class, number, then text.
+///
+/// What still differs: objects and arrays compared or ordered as text use PostgreSQL's
+/// `jsonb` text (`{"a": 1}`, with spaces) where SQLite has the stored text (`{"a":1}`);
+/// numbers written as text (`length(result)`, `concat`) use PostgreSQL's float format for
+/// REALs with no fraction (`3` where SQLite writes `3.0`); a string in arithmetic or a
+/// numeric function is NULL (SQLite reads its leading digits) or refused; `substring` with a
+/// negative start counts from the start (SQLite: from the end); integer overflow in
+/// arithmetic is an error (SQLite turns to REAL); `geo.distance` between shapes other than
+/// points is PostGIS's exact geodesic distance (SQLite approximates, see `spatial.rs`).
+mod pg {
+    use super::*;
+
+    /// A `timestamptz` as microseconds since the epoch (exact: `EXTRACT` gives `numeric`).
+    pub(super) fn micros(time: &str) -> String {
+        format!("CAST(EXTRACT(EPOCH FROM {time}) * 1000000 AS bigint)")
+    }
+
+    /// A member of a JSON document: `doc -> key -> index`, each step bound. An index step on
+    /// an object, or a key step on an array, gives NULL, as SQLite's `$[0]` and `$."k"` do.
+    pub(super) fn json_member(
+        cx: &mut Context<'_>,
+        alias: &str,
+        column: &str,
+        kind: PropertyKind,
+        rest: &[String],
+    ) -> String {
+        let mut sql = if kind == PropertyKind::Result {
+            format!("(CASE WHEN {alias}.result_type = 4 THEN {alias}.result END)")
+        } else {
+            column.to_owned()
+        };
+        for segment in rest {
+            match segment.parse::<u32>() {
+                Ok(index)
+                    if kind == PropertyKind::Result
+                        || segment.starts_with(|c: char| c.is_ascii_digit()) =>
+                {
+                    let index = i64::from(index).min(i64::from(i32::MAX));
+                    let param = cx.param(Sql::Integer(index));
+                    let _ = write!(sql, " -> CAST({param} AS integer)");
+                }
+                _ => {
+                    let param = cx.param(Sql::Text(segment.clone()));
+                    let _ = write!(sql, " -> CAST({param} AS text)");
+                }
+            }
+        }
+        format!("({sql})")
+    }
+
+    /// A value typed per row, in SQLite's storage classes: `rank` 1 for numbers (booleans as
+    /// 1 and 0), 2 for text, NULL for null; `number` and `text` its value in its class.
+    pub(super) struct Dynamic {
+        rank: String,
+        number: String,
+        text: String,
+    }
+
+    fn json_dynamic(j: &str) -> Dynamic {
+        Dynamic {
+            rank: format!(
+                "(CASE jsonb_typeof({j}) WHEN 'number' THEN 1 WHEN 'boolean' THEN 1 \
+                 WHEN 'string' THEN 2 WHEN 'object' THEN 2 WHEN 'array' THEN 2 END)"
+            ),
+            number: format!(
+                "(CASE jsonb_typeof({j}) WHEN 'number' THEN CAST({j} AS double precision) \
+                 WHEN 'boolean' THEN CAST(CAST({j} AS boolean) AS integer) END)"
+            ),
+            text: format!(
+                "((CASE jsonb_typeof({j}) WHEN 'string' THEN {j} #>> '{{}}' \
+                 WHEN 'object' THEN CAST({j} AS text) WHEN 'array' THEN CAST({j} AS text) END) \
+                 COLLATE \"C\")"
+            ),
+        }
+    }
+
+    fn result_dynamic(code: &str, r: &str) -> Dynamic {
+        Dynamic {
+            rank: format!(
+                "(CASE {code} WHEN 1 THEN 1 WHEN 2 THEN 1 WHEN 3 THEN 2 WHEN 4 THEN 2 END)"
+            ),
+            number: format!(
+                "(CASE {code} WHEN 2 THEN CAST({r} AS double precision) \
+                 WHEN 1 THEN CAST(CAST({r} AS boolean) AS integer) END)"
+            ),
+            text: format!(
+                "((CASE {code} WHEN 3 THEN {r} #>> '{{}}' WHEN 4 THEN CAST({r} AS text) END) \
+                 COLLATE \"C\")"
+            ),
+        }
+    }
+
+    fn code_of(v: &Lowered) -> String {
+        v.result_type.clone().unwrap_or_default()
+    }
+
+    fn dynamic(v: &Lowered) -> Option<Dynamic> {
+        match v.kind {
+            Kind::JsonValue => Some(json_dynamic(&v.sql)),
+            Kind::Result => Some(result_dynamic(&code_of(v), &v.sql)),
+            _ => None,
+        }
+    }
+
+    /// A numeric result (NULL for other results), as in SQLite's `result_type = 2 AND …`.
+    fn result_number(v: &Lowered) -> String {
+        format!("(CASE WHEN {} = 2 THEN CAST({} AS double precision) END)", code_of(v), v.sql)
+    }
+
+    fn result_bool(v: &Lowered) -> String {
+        format!("(CASE WHEN {} = 1 THEN CAST({} AS boolean) END)", code_of(v), v.sql)
+    }
+
+    /// A value of a statically known type: its storage class (1 number, 2 text) and its SQL
+    /// in that class.
+    fn fixed(v: &Lowered) -> Option<(u8, String)> {
+        match v.kind {
+            Kind::Number => Some((1, v.sql.clone())),
+            Kind::Bool => Some((1, format!("CAST({} AS integer)", v.sql))),
+            Kind::Time | Kind::Interval => Some((1, micros(&v.sql))),
+            Kind::Text | Kind::Date | Kind::TimeOfDay => Some((2, v.sql.clone())),
+            _ => None,
+        }
+    }
+
+    /// Whether `a op b` holds for two storage classes.
+    fn holds(op: BinaryOp, a: u8, b: u8) -> bool {
+        match op {
+            BinaryOp::Eq => a == b,
+            BinaryOp::Ne => a != b,
+            BinaryOp::Gt => a > b,
+            BinaryOp::Ge => a >= b,
+            BinaryOp::Lt => a < b,
+            BinaryOp::Le => a <= b,
+            _ => false,
+        }
+    }
+
+    fn dynamic_with_fixed(
+        cx: &Context<'_>,
+        d: &Dynamic,
+        op: BinaryOp,
+        other: &Lowered,
+    ) -> Result<String, StoreError> {
+        let (class, sql) =
+            fixed(other).ok_or_else(|| cx.error("these values cannot be compared"))?;
+        let rank = &d.rank;
+        let field = if class == 1 { &d.number } else { &d.text };
+        let op = operator(op);
+        Ok(format!(
+            "(CASE WHEN {rank} <> {class} THEN {rank} {op} {class} ELSE {field} {op} {sql} END)"
+        ))
+    }
+
+    /// Comparisons SQLite writes as `l op r`: by storage class, then by value.
+    pub(super) fn comparison(
+        cx: &Context<'_>,
+        op: BinaryOp,
+        left: &Lowered,
+        right: &Lowered,
+    ) -> Result<String, StoreError> {
+        let sql_op = operator(op);
+        match (dynamic(left), dynamic(right)) {
+            (Some(a), Some(b)) => Ok(format!(
+                "(CASE WHEN {ra} <> {rb} THEN {ra} {sql_op} {rb} WHEN {ra} = 1 THEN {na} {sql_op} {nb} \
+                 ELSE {ta} {sql_op} {tb} END)",
+                ra = a.rank,
+                rb = b.rank,
+                na = a.number,
+                nb = b.number,
+                ta = a.text,
+                tb = b.text
+            )),
+            (Some(a), None) => dynamic_with_fixed(cx, &a, op, right),
+            (None, Some(b)) => dynamic_with_fixed(cx, &b, flip(op), left),
+            (None, None) => {
+                let times = [Kind::Time, Kind::Interval];
+                if left.kind == right.kind
+                    || (times.contains(&left.kind) && times.contains(&right.kind))
+                {
+                    return Ok(format!("{} {sql_op} {}", left.sql, right.sql));
+                }
+                let (Some((lc, l)), Some((rc, r))) = (fixed(left), fixed(right)) else {
+                    return Err(cx.error("these values cannot be compared"));
+                };
+                Ok(if lc == rc {
+                    format!("{l} {sql_op} {r}")
+                } else if holds(op, lc, rc) {
+                    "TRUE".to_owned()
+                } else {
+                    "FALSE".to_owned()
+                })
+            }
+        }
+    }
+
+    /// A result (the left side) compared with a string, number, JSON member, boolean or
+    /// result.
+    pub(super) fn result_comparison(
+        cx: &Context<'_>,
+        op: BinaryOp,
+        left: &Lowered,
+        right: &Lowered,
+    ) -> Result<String, StoreError> {
+        let (code, r) = (code_of(left), &left.sql);
+        let sql_op = operator(op);
+        match right.kind {
+            Kind::Text => {
+                // The standard casts a non-string result to a string for a string comparison.
+                let text = format!(
+                    "((CASE {code} WHEN 1 THEN (CASE WHEN CAST({r} AS boolean) THEN 'true' ELSE 'false' END) \
+                     WHEN 4 THEN CAST({r} AS text) ELSE {r} #>> '{{}}' END) COLLATE \"C\")"
+                );
+                Ok(format!("({code} <> 0 AND {text} {sql_op} {})", right.sql))
+            }
+            Kind::Number => Ok(format!("({} {sql_op} {})", result_number(left), right.sql)),
+            Kind::JsonValue => {
+                let number = Lowered::new(result_number(left), Kind::Number);
+                let json = json_dynamic(&right.sql);
+                Ok(format!(
+                    "({code} = 2 AND {})",
+                    dynamic_with_fixed(cx, &json, flip(op), &number)?
+                ))
+            }
+            Kind::Bool => Ok(format!("({} {sql_op} {})", result_bool(left), right.sql)),
+            _ => comparison(cx, op, left, right),
+        }
+    }
+
+    /// A value used as a condition, true as SQLite takes it (non-zero).
+    pub(super) fn condition(v: &Lowered) -> String {
+        match v.kind {
+            Kind::Null => "CAST(NULL AS boolean)".to_owned(),
+            Kind::Number => format!("({} <> 0)", v.sql),
+            Kind::JsonValue => format!("({} <> 0)", json_dynamic(&v.sql).number),
+            Kind::Result => result_bool(v),
+            _ => v.sql.clone(),
+        }
+    }
+
+    /// A value as a number, as SQLite's arithmetic takes it.
+    pub(super) fn number(cx: &Context<'_>, v: &Lowered, expr: &Expr) -> Result<String, StoreError> {
+        match v.kind {
+            Kind::Number => Ok(v.sql.clone()),
+            Kind::JsonValue => Ok(json_dynamic(&v.sql).number),
+            Kind::Result => Ok(result_number(v)),
+            Kind::Time | Kind::Interval => Ok(micros(&v.sql)),
+            Kind::Bool => Ok(format!("CAST({} AS integer)", v.sql)),
+            _ => Err(cx.error(format!("'{expr}' is not a number"))),
+        }
+    }
+
+    /// A value as text, as SQLite's `CAST(… AS TEXT)` and string functions take it.
+    pub(super) fn text(v: &Lowered) -> String {
+        let sql = &v.sql;
+        match v.kind {
+            Kind::Text | Kind::Date | Kind::TimeOfDay => sql.clone(),
+            Kind::Number => format!("CAST({sql} AS text)"),
+            Kind::Bool => format!("(CASE {sql} WHEN TRUE THEN '1' WHEN FALSE THEN '0' END)"),
+            Kind::Time | Kind::Interval => format!("CAST({} AS text)", micros(sql)),
+            Kind::JsonValue => format!(
+                "((CASE jsonb_typeof({sql}) WHEN 'boolean' THEN (CASE WHEN CAST({sql} AS boolean) THEN '1' ELSE '0' END) \
+                 WHEN 'object' THEN CAST({sql} AS text) WHEN 'array' THEN CAST({sql} AS text) \
+                 ELSE {sql} #>> '{{}}' END) COLLATE \"C\")"
+            ),
+            Kind::Result => format!(
+                "((CASE {code} WHEN 1 THEN (CASE WHEN CAST({sql} AS boolean) THEN '1' ELSE '0' END) \
+                 WHEN 4 THEN CAST({sql} AS text) ELSE {sql} #>> '{{}}' END) COLLATE \"C\")",
+                code = code_of(v)
+            ),
+            Kind::Null => "CAST(NULL AS text)".to_owned(),
+            Kind::Json => format!("CAST({sql} AS text)"),
+            Kind::Geometry => format!("ST_AsGeoJSON({sql})"),
+        }
+    }
+
+    /// The `ORDER BY` keys of a value: a result or JSON member by class, number, then text.
+    pub(super) fn sort_keys(v: &Lowered) -> Vec<String> {
+        match v.kind {
+            Kind::JsonValue | Kind::Result => match dynamic(v) {
+                Some(d) => vec![d.rank, d.number, d.text],
+                None => vec![v.sql.clone()],
+            },
+            // A constant is not an ORDER BY key on PostgreSQL; an expression of it is.
+            Kind::Bool | Kind::Null => vec![format!("CAST({} AS boolean)", v.sql)],
+            Kind::Json | Kind::Geometry => vec![format!("{} COLLATE \"C\"", text(v))],
+            _ => vec![v.sql.clone()],
+        }
+    }
+
+    pub(super) fn arithmetic(
+        cx: &Context<'_>,
+        op: BinaryOp,
+        left: &Lowered,
+        right: &Lowered,
+        expr: &Expr,
+    ) -> Result<Lowered, StoreError> {
+        if matches!(left.kind, Kind::Time | Kind::Interval)
+            && right.kind == Kind::Number
+            && matches!(op, BinaryOp::Add | BinaryOp::Sub)
+        {
+            // A duration is a number of microseconds.
+            return Ok(Lowered::new(
+                format!(
+                    "({} {} ({}) * INTERVAL '1 microsecond')",
+                    left.sql,
+                    operator(op),
+                    right.sql
+                ),
+                Kind::Time,
+            ));
+        }
+        let (l, r) = (number(cx, left, expr)?, number(cx, right, expr)?);
+        let sql = match op {
+            BinaryOp::Div => format!("(CAST({l} AS double precision) / NULLIF({r}, 0))"),
+            // SQLite's % truncates both operands to integers.
+            BinaryOp::Mod => {
+                format!("(CAST(trunc({l}) AS bigint) % NULLIF(CAST(trunc({r}) AS bigint), 0))")
+            }
+            _ => format!("({l} {} {r})", operator(op)),
+        };
+        Ok(Lowered::new(sql, Kind::Number))
+    }
+
+    pub(super) fn call(
+        cx: &mut Context<'_>,
+        function: Function,
+        lowered: &[Lowered],
+        args: &[Expr],
+        expr: &Expr,
+    ) -> Result<Lowered, StoreError> {
+        let text = |i: usize| lowered.get(i).map_or_else(String::new, text);
+        let number_of = |cx: &Context<'_>, i: usize| -> Result<String, StoreError> {
+            match (lowered.get(i), args.get(i)) {
+                (Some(v), Some(arg)) => number(cx, v, arg),
+                _ => Err(cx.error(format!("'{expr}' lacks an argument"))),
+            }
+        };
+        let time = |i: usize| -> Result<String, StoreError> {
+            lowered
+                .get(i)
+                .filter(|v| matches!(v.kind, Kind::Time | Kind::Interval))
+                .map(|v| v.sql.clone())
+                .ok_or_else(|| cx_error_time(expr))
+        };
+        let utc = |field: &str| -> Result<Lowered, StoreError> {
+            let t = time(0)?;
+            Ok(Lowered::new(
+                format!("CAST(EXTRACT({field} FROM {t} AT TIME ZONE 'UTC') AS bigint)"),
+                Kind::Number,
+            ))
+        };
+        use Function as F;
+        Ok(match function {
+            F::SubstringOf => {
+                Lowered::new(format!("(strpos({}, {}) > 0)", text(1), text(0)), Kind::Bool)
+            }
+            F::Contains => {
+                Lowered::new(format!("(strpos({}, {}) > 0)", text(0), text(1)), Kind::Bool)
+            }
+            F::StartsWith => Lowered::new(
+                format!("(substr({0}, 1, length({1})) = {1})", text(0), text(1)),
+                Kind::Bool,
+            ),
+            F::EndsWith => Lowered::new(
+                format!("(length({1}) = 0 OR right({0}, length({1})) = {1})", text(0), text(1)),
+                Kind::Bool,
+            ),
+            F::Length => Lowered::new(format!("length({})", text(0)), Kind::Number),
+            F::IndexOf => {
+                Lowered::new(format!("(strpos({}, {}) - 1)", text(0), text(1)), Kind::Number)
+            }
+            F::Substring if lowered.len() == 3 => Lowered::new(
+                format!(
+                    "substr({}, CAST(trunc({}) + 1 AS integer), CAST(GREATEST(trunc({}), 0) AS integer))",
+                    text(0),
+                    number_of(cx, 1)?,
+                    number_of(cx, 2)?
+                ),
+                Kind::Text,
+            ),
+            F::Substring => Lowered::new(
+                format!("substr({}, CAST(trunc({}) + 1 AS integer))", text(0), number_of(cx, 1)?),
+                Kind::Text,
+            ),
+            F::ToLower => Lowered::new(format!("lower({})", text(0)), Kind::Text),
+            F::ToUpper => Lowered::new(format!("upper({})", text(0)), Kind::Text),
+            F::Trim => Lowered::new(format!("trim({})", text(0)), Kind::Text),
+            F::Concat => Lowered::new(format!("({} || {})", text(0), text(1)), Kind::Text),
+            F::Year => utc("YEAR")?,
+            F::Month => utc("MONTH")?,
+            F::Day => utc("DAY")?,
+            F::Hour => utc("HOUR")?,
+            F::Minute => utc("MINUTE")?,
+            F::Second => Lowered::new(
+                format!(
+                    "CAST(floor(EXTRACT(SECOND FROM {} AT TIME ZONE 'UTC')) AS bigint)",
+                    time(0)?
+                ),
+                Kind::Number,
+            ),
+            F::FractionalSeconds => Lowered::new(
+                format!("(CAST({} % 1000000 AS double precision) / 1000000)", micros(&time(0)?)),
+                Kind::Number,
+            ),
+            F::Date => Lowered::new(
+                format!("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD')", time(0)?),
+                Kind::Date,
+            ),
+            F::Time => Lowered::new(
+                format!("to_char({} AT TIME ZONE 'UTC', 'HH24:MI:SS')", time(0)?),
+                Kind::TimeOfDay,
+            ),
+            F::TotalOffsetMinutes => {
+                time(0)?;
+                // Stela stores every instant in UTC.
+                Lowered::new("CAST(0 AS bigint)".into(), Kind::Number)
+            }
+            F::Now => Lowered::new("now()".into(), Kind::Time),
+            F::MinDateTime => Lowered::new(
+                cx.typed_param(Sql::Integer(-62_135_596_800_000_000), "timestamptz"),
+                Kind::Time,
+            ),
+            F::MaxDateTime => Lowered::new(
+                cx.typed_param(Sql::Integer(253_402_300_799_999_999), "timestamptz"),
+                Kind::Time,
+            ),
+            // round(numeric) rounds half away from zero as SQLite does (round(double) to even).
+            F::Round => Lowered::new(
+                format!("CAST(round(CAST({} AS numeric)) AS double precision)", number_of(cx, 0)?),
+                Kind::Number,
+            ),
+            F::Floor => Lowered::new(format!("floor({})", number_of(cx, 0)?), Kind::Number),
+            F::Ceiling => Lowered::new(format!("ceil({})", number_of(cx, 0)?), Kind::Number),
+            F::GeoDistance => {
+                check_geometry_arguments(function, lowered, args)?;
+                Lowered::new(
+                    format!(
+                        "ST_Distance(CAST({} AS geography), CAST({} AS geography), false)",
+                        lowered[0].sql, lowered[1].sql
+                    ),
+                    Kind::Number,
+                )
+            }
+            F::GeoLength => {
+                check_geometry_arguments(function, lowered, args)?;
+                Lowered::new(
+                    format!("ST_Length(CAST({} AS geography), false)", lowered[0].sql),
+                    Kind::Number,
+                )
+            }
+            F::GeoIntersects
+            | F::StEquals
+            | F::StDisjoint
+            | F::StTouches
+            | F::StWithin
+            | F::StOverlaps
+            | F::StCrosses
+            | F::StIntersects
+            | F::StContains
+            | F::StRelate => {
+                check_geometry_arguments(function, lowered, args)?;
+                let name = match function {
+                    F::StEquals => "ST_Equals",
+                    F::StDisjoint => "ST_Disjoint",
+                    F::StTouches => "ST_Touches",
+                    F::StWithin => "ST_Within",
+                    F::StOverlaps => "ST_Overlaps",
+                    F::StCrosses => "ST_Crosses",
+                    F::StContains => "ST_Contains",
+                    F::StRelate => "ST_Relate",
+                    _ => "ST_Intersects",
+                };
+                let arguments: Vec<&str> = lowered.iter().map(|v| v.sql.as_str()).collect();
+                // A geometry that does not parse is NULL: no match rather than an error.
+                Lowered::new(
+                    format!("COALESCE({name}({}), FALSE)", arguments.join(", ")),
+                    Kind::Bool,
+                )
+            }
+            F::Before | F::After | F::Meets | F::During | F::Overlaps | F::Starts | F::Finishes => {
+                interval_relation(cx, function, lowered, expr)?
+            }
+        })
+    }
 }
