@@ -199,18 +199,19 @@ CREATE TABLE log_checkpoints (
     size bigint PRIMARY KEY,
     note text NOT NULL
 );
--- The log is append-only: the store itself refuses to change or remove what it recorded.
+-- The log is append-only: the store itself refuses to change or remove what it recorded
+-- (statement triggers: also a TRUNCATE, also on an empty table).
 CREATE FUNCTION stela_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'the log is append-only';
 END;
 $$;
-CREATE TRIGGER log_entries_append_only BEFORE UPDATE OR DELETE ON log_entries
-    FOR EACH ROW EXECUTE FUNCTION stela_log_append_only();
-CREATE TRIGGER log_nodes_append_only BEFORE UPDATE OR DELETE ON log_nodes
-    FOR EACH ROW EXECUTE FUNCTION stela_log_append_only();
-CREATE TRIGGER log_checkpoints_append_only_delete BEFORE DELETE ON log_checkpoints
-    FOR EACH ROW EXECUTE FUNCTION stela_log_append_only();
+CREATE TRIGGER log_entries_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
+CREATE TRIGGER log_nodes_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_nodes
+    FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
+CREATE TRIGGER log_checkpoints_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
 "#];
 
 /// Brings the schema up to the newest version.

@@ -942,7 +942,7 @@ fn url_scheme(text: &str) -> Option<(&str, &str)> {
 
 /// `scheme://user@host:port/path` of a URL, without its password and query (where
 /// `password=` may be given), so that it can be printed.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     // The last `@` ends the user information even when an unencoded password holds one.

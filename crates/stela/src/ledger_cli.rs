@@ -55,6 +55,10 @@ pub struct AuditArgs {
     /// The server's data directory
     #[arg(long, value_name = "DIR", default_value = "./stela-data")]
     pub data_dir: PathBuf,
+    /// The database when it is not `<DIR>/stela.db`: a PostgreSQL URL or an SQLite file (as
+    /// `stela serve --database`)
+    #[arg(long, value_name = "URL", env = "STELA_DATABASE")]
+    pub database: Option<String>,
 }
 
 pub fn log_command(command: LogCommand) -> anyhow::Result<()> {
@@ -211,17 +215,26 @@ fn hashes(json: &serde_json::Value) -> anyhow::Result<Vec<Hash>> {
 }
 
 pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
-    let database = args.data_dir.join("stela.db");
-    if !database.is_file() {
-        bail!("no database at {}", database.display());
-    }
     // Audit the log under its own origin (the key's name), whatever `[ledger] origin` says.
     let mut options = ServiceOptions::default();
     if let Ok(key) = stela_service::verifier_key_in(&args.data_dir) {
         key.name().clone_into(&mut options.log_origin);
     }
-    let service = Service::open_sqlite(&database, options)
-        .with_context(|| format!("cannot open {}", database.display()))?;
+    let service = match &args.database {
+        Some(database) => {
+            let shown = crate::config::redact_url(database);
+            Service::open(database, &args.data_dir, options)
+                .with_context(|| format!("cannot open the database {shown}"))?
+        }
+        None => {
+            let database = args.data_dir.join("stela.db");
+            if !database.is_file() {
+                bail!("no database at {}", database.display());
+            }
+            Service::open_sqlite(&database, options)
+                .with_context(|| format!("cannot open {}", database.display()))?
+        }
+    };
     let report = service.audit().await.context("the audit could not run")?;
     println!(
         "audited {} log entries, {} signed checkpoints, {} entities",

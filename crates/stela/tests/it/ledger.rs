@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use stela_store::test_database::TestDatabase;
+
 use crate::support::{Server, http_client, run_to_exit, serve_command, stela_command};
 
 async fn post(
@@ -143,6 +145,48 @@ async fn receipts_and_the_log_verify_with_the_cli_and_tampering_is_found() {
         "{}",
         report.stdout
     );
+}
+
+#[tokio::test]
+async fn the_audit_checks_a_postgres_store_and_finds_tampering() {
+    let Some(pg_server) = TestDatabase::server() else { return };
+    let database = TestDatabase::create(&pg_server).expect("test database");
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(serve_command(dir.path(), &["--database", database.url()]));
+    let client = http_client();
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let thing =
+            post(&client, &server, "/v1.1/Things", json!({"name": name, "description": "d"})).await;
+        ids.push(thing["@iot.id"].as_i64().unwrap());
+    }
+    server.signal("TERM");
+    assert!(server.wait_for_exit().success());
+    let audit = || {
+        let mut c = stela_command();
+        c.args(["audit", "--data-dir"]).arg(dir.path()).args(["--database", database.url()]);
+        run_to_exit(c)
+    };
+    let clean = audit();
+    assert!(clean.status.success(), "{}{}", clean.stdout, clean.stderr);
+    assert!(clean.stdout.contains("no problems found"), "{}", clean.stdout);
+
+    // The synchronous client blocks: off the test's runtime.
+    let (url, first) = (database.url().to_owned(), ids[0]);
+    let refused = tokio::task::spawn_blocking(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        db.execute("UPDATE things SET name = 'rewritten' WHERE id = $1", &[&first]).unwrap();
+        // The log refuses to be edited on PostgreSQL too.
+        format!("{:?}", db.batch_execute("DELETE FROM log_nodes").unwrap_err())
+    })
+    .await
+    .unwrap();
+    assert!(refused.contains("append-only"), "{refused}");
+    let tampered = audit();
+    assert!(!tampered.status.success(), "{}", tampered.stdout);
+    let expected = format!("Thing({}) differs from its newest log entry", ids[0]);
+    assert!(tampered.stdout.contains(&expected), "{}", tampered.stdout);
+    assert_eq!(tampered.stdout.matches("PROBLEM").count(), 1, "{}", tampered.stdout);
 }
 
 #[tokio::test]
