@@ -17,13 +17,44 @@ pub struct LogOverhead {
     pub without_log_per_second: f64,
     /// How much lower the throughput is with the log, in percent of the rate without it.
     pub overhead_percent: f64,
+    /// CPU time per Observation (µs) of the thread that writes, with and without the log, and
+    /// of all the process's threads (the writer and the store's WAL checkpointer). Unlike the
+    /// rates, these hardly move when other processes share the cores (Linux only).
+    pub with_log_writer_cpu_us: Option<f64>,
+    pub without_log_writer_cpu_us: Option<f64>,
+    pub with_log_process_cpu_us: Option<f64>,
+    pub without_log_process_cpu_us: Option<f64>,
+    /// The overhead computed from the writer thread's CPU time: how much lower its throughput
+    /// is with the log when it has a core to itself.
+    pub writer_cpu_overhead_percent: Option<f64>,
     /// DESIGN.md: log append overhead on ingest ≤ 10 %.
     pub met: bool,
 }
 
 const PER_TRANSACTION: u64 = 1_000;
 
-fn rate(observations: u64, logged: bool) -> anyhow::Result<f64> {
+/// What one run measured.
+struct Run {
+    per_second: f64,
+    writer_cpu_us: Option<f64>,
+    process_cpu_us: Option<f64>,
+}
+
+/// The time (ns) a thread has run on a CPU, from `/proc/.../schedstat` (Linux).
+fn cpu_ns(schedstat: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(schedstat).ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// The CPU time of every thread of this process.
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        total += cpu_ns(&task.ok()?.path().join("schedstat"))?;
+    }
+    Some(total)
+}
+
+fn rate(observations: u64, logged: bool) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
     let mut store = SqliteStore::open(&dir.path().join("stela.db"))?;
     store.set_log_appending(logged);
@@ -39,6 +70,8 @@ fn rate(observations: u64, logged: bool) -> anyhow::Result<f64> {
         .relation("Observations")
         .map(|r| r.inverse_relation())
         .ok_or_else(|| anyhow::anyhow!("the model has no Datastream.Observations"))?;
+    let thread_schedstat = std::path::Path::new("/proc/thread-self/schedstat");
+    let (writer_before, process_before) = (cpu_ns(thread_schedstat), process_cpu_ns());
     let started = Instant::now();
     let mut written = 0;
     while written < observations {
@@ -59,7 +92,16 @@ fn rate(observations: u64, logged: bool) -> anyhow::Result<f64> {
         })?;
         written += batch;
     }
-    Ok(observations as f64 / started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed().as_secs_f64();
+    // Read while the store (and its checkpointer thread) is still open.
+    let per_observation = |before: Option<u64>, after: Option<u64>| {
+        Some(after?.checked_sub(before?)? as f64 / 1_000.0 / observations as f64)
+    };
+    Ok(Run {
+        per_second: observations as f64 / elapsed,
+        writer_cpu_us: per_observation(writer_before, cpu_ns(thread_schedstat)),
+        process_cpu_us: per_observation(process_before, process_cpu_ns()),
+    })
 }
 
 fn seed_time(k: u64) -> String {
@@ -71,13 +113,22 @@ pub fn measure(observations: u64) -> anyhow::Result<LogOverhead> {
     // Without first, so that the page cache favours neither run.
     let without = rate(observations, false)?;
     let with = rate(observations, true)?;
-    let overhead = (1.0 - with / without) * 100.0;
+    let overhead = (1.0 - with.per_second / without.per_second) * 100.0;
+    let writer_cpu_overhead = match (with.writer_cpu_us, without.writer_cpu_us) {
+        (Some(with), Some(without)) if with > 0.0 => Some((1.0 - without / with) * 100.0),
+        _ => None,
+    };
     Ok(LogOverhead {
         observations,
         per_transaction: PER_TRANSACTION,
-        with_log_per_second: with,
-        without_log_per_second: without,
+        with_log_per_second: with.per_second,
+        without_log_per_second: without.per_second,
         overhead_percent: overhead,
+        with_log_writer_cpu_us: with.writer_cpu_us,
+        without_log_writer_cpu_us: without.writer_cpu_us,
+        with_log_process_cpu_us: with.process_cpu_us,
+        without_log_process_cpu_us: without.process_cpu_us,
+        writer_cpu_overhead_percent: writer_cpu_overhead,
         met: overhead <= 10.0,
     })
 }

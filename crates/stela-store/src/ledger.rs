@@ -5,9 +5,17 @@
 //!   WriteTx::flush ─► for each Change: entity JSON after the write (or {"@iot.id"} for a
 //!                     delete) ─► LogEntry (RFC 8785 canonical JSON) ─► leaf hash
 //!                 ─► Appender (a copy of the store's) ─► new perfect-subtree hashes
-//!                 ─► INSERT log_entries, log_nodes          (same transaction)
+//!                 ─► INSERT log_bundles (the commit's entries, one row per tile),
+//!                    log_creates (runs of creates), log_history (updates, deletes),
+//!                    log_nodes                             (same transaction)
 //!   commit ok    ─► the copy replaces the store's Appender  (rollback: it is dropped)
 //! ```
+//!
+//! Storage (schema version 3): a commit's entries are stored as bundles, one row per
+//! 256-entry tile it touches, the entries joined by newlines (canonical JSON holds none); an
+//! entity's entries are found through `log_creates` (one row per run of consecutive creates
+//! of one type, e.g. a bulk insert) and `log_history` (a row per update and delete). A row per
+//! entry and an index row per entry were two thirds of what the log cost on ingest.
 //!
 //! Invariant: a change is never committed without its entry, an entry never without its
 //! change. Entities removed by a cascade are covered by the entry of the delete that caused it.
@@ -50,15 +58,10 @@ impl NodeReader<'_> {
         let end = start.saturating_add(TILE_WIDTH as i64);
         let mut hashes = Vec::with_capacity(TILE_WIDTH as usize);
         if base == 0 {
-            self.conn.query_each(
-                "SELECT entry FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-                params![start, end],
-                |row| {
-                    let text: String = row.get(0)?;
-                    hashes.push(stela_log::leaf_hash(text.as_bytes()));
-                    Ok(())
-                },
-            )?;
+            for_each_entry(self.conn, start as u64, end as u64, |_, text| {
+                hashes.push(stela_log::leaf_hash(text.as_bytes()));
+                Ok(())
+            })?;
         } else {
             self.conn.query_each(
                 "SELECT hash FROM log_nodes WHERE level = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
@@ -263,7 +266,9 @@ pub(crate) fn append_changes(
     // In the order of the changes, as they were written.
     let mut entries = entries.into_iter().peekable();
     let mut leaves = Vec::with_capacity(changes.len());
-    let mut rows: Vec<Sql> = Vec::with_capacity(changes.len() * 4);
+    let mut bundles = BundleWriter::new(conn, appender.size());
+    let mut creates = CreateRuns::default();
+    let mut history: Vec<Sql> = Vec::new();
     for (offset, change) in changes.iter().enumerate() {
         let given = entries.next_if(|(index, _)| *index == offset).map(|(_, text)| text);
         let text = match (change.kind, given) {
@@ -283,16 +288,39 @@ pub(crate) fn append_changes(
             }
         };
         leaves.push(stela_log::leaf_hash(text.as_bytes()));
-        let index = i64::try_from(appender.size() + offset as u64).unwrap_or(i64::MAX);
-        rows.extend([
-            Sql::Integer(index),
-            Sql::Text(change.ty.name().to_owned()),
-            Sql::Integer(change.id),
-            Sql::Text(text),
-        ]);
+        let index = appender.size() + offset as u64;
+        bundles.push(index, &text)?;
+        if change.kind == ChangeKind::Created {
+            creates.push(change.ty, change.id, index);
+        } else {
+            history.extend([
+                Sql::Text(change.ty.name().to_owned()),
+                Sql::Integer(change.id),
+                Sql::Integer(sql_index(index)),
+            ]);
+        }
     }
-    let columns = "idx, entity_type, entity_id, entry";
-    crate::rows::insert_rows(conn, "log_entries", columns, 4, &rows, None)?;
+    bundles.finish()?;
+    let runs: Vec<Sql> = creates
+        .runs
+        .iter()
+        .flat_map(|run| {
+            [
+                Sql::Text(run.ty.name().to_owned()),
+                Sql::Integer(run.first_id),
+                Sql::Integer(run.count),
+                Sql::Integer(sql_index(run.first_index)),
+            ]
+        })
+        .collect();
+    if !runs.is_empty() {
+        let columns = "entity_type, first_id, count, first_idx";
+        crate::rows::insert_rows(conn, "log_creates", columns, 4, &runs, None)?;
+    }
+    if !history.is_empty() {
+        let columns = "entity_type, entity_id, idx";
+        crate::rows::insert_rows(conn, "log_history", columns, 3, &history, None)?;
+    }
     let appended = next.append(&leaves).map_err(|e| StoreError::Corrupt(format!("log: {e}")))?;
     // Only the levels of the hash tiles are stored (see `NodeReader`).
     for (id, hash) in appended.nodes.iter().filter(|(id, _)| stores_level(id.level)) {
@@ -305,37 +333,263 @@ pub(crate) fn append_changes(
     Ok(next)
 }
 
-/// Log queries shared by readers.
+/// The index of log position `index` as SQLite stores it.
+fn sql_index(index: u64) -> i64 {
+    i64::try_from(index).unwrap_or(i64::MAX)
+}
+
+fn index_from_sql(index: i64) -> Result<u64, StoreError> {
+    u64::try_from(index).map_err(|_| StoreError::Corrupt(format!("log index {index}")))
+}
+
+/// Writes the entries of one commit as bundles: one row per tile the commit touches.
+struct BundleWriter<'a> {
+    conn: Conn<'a>,
+    /// The index of the first entry of the bundle being filled.
+    first: u64,
+    /// Its entries, joined by newlines.
+    text: String,
+    /// Whether it holds an entry yet (an entry could in principle be empty text).
+    filled: bool,
+}
+
+impl<'a> BundleWriter<'a> {
+    fn new(conn: Conn<'a>, first: u64) -> BundleWriter<'a> {
+        BundleWriter { conn, first, text: String::new(), filled: false }
+    }
+
+    /// Adds entry `index` (the one after the previous); starts a new bundle at a tile boundary.
+    fn push(&mut self, index: u64, entry: &str) -> Result<(), StoreError> {
+        // Canonical JSON escapes every control character; a raw newline would cut the entry
+        // in two when the bundle is read.
+        if entry.contains('\n') {
+            return Err(StoreError::Corrupt(format!("log entry {index} holds a newline")));
+        }
+        if self.filled && index.is_multiple_of(TILE_WIDTH) {
+            self.flush()?;
+            self.first = index;
+        }
+        if self.filled {
+            self.text.push('\n');
+        } else if self.text.capacity() == 0 {
+            self.text.reserve(entry.len() * TILE_WIDTH as usize);
+        }
+        self.text.push_str(entry);
+        self.filled = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.filled {
+            self.conn.execute(
+                "INSERT INTO log_bundles (first, entries) VALUES (?1, ?2)",
+                params![sql_index(self.first), self.text],
+            )?;
+            self.text.clear();
+            self.filled = false;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), StoreError> {
+        self.flush()
+    }
+}
+
+/// A row of `log_creates`: entities `first_id .. first_id + count` of one type, created by the
+/// entries `first_index .. first_index + count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CreateRun {
+    ty: EntityType,
+    first_id: i64,
+    count: i64,
+    first_index: u64,
+}
+
+/// The create entries of one commit gathered into runs.
+#[derive(Debug, Default)]
+struct CreateRuns {
+    runs: Vec<CreateRun>,
+}
+
+impl CreateRuns {
+    fn push(&mut self, ty: EntityType, id: i64, index: u64) {
+        if let Some(run) = self.runs.last_mut()
+            && run.ty == ty
+            && run.first_id + run.count == id
+            && run.first_index + run.count as u64 == index
+        {
+            run.count += 1;
+        } else {
+            self.runs.push(CreateRun { ty, first_id: id, count: 1, first_index: index });
+        }
+    }
+}
+
+/// Calls `f` with the index and text of every entry in `start .. end`, in order.
+fn for_each_entry(
+    conn: Conn<'_>,
+    start: u64,
+    end: u64,
+    mut f: impl FnMut(u64, &str) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    // A bundle never spans two tiles: the one holding `start` begins in start's tile.
+    let from = start - start % TILE_WIDTH;
+    let mut expected = from;
+    conn.query_each(
+        "SELECT first, entries FROM log_bundles WHERE first >= ?1 AND first < ?2 ORDER BY first",
+        params![sql_index(from), sql_index(end)],
+        |row| {
+            let first = index_from_sql(row.get(0)?)?;
+            if first != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "log entries {expected} to {} are missing",
+                    first.saturating_sub(1)
+                )));
+            }
+            let text: String = row.get(1)?;
+            let mut index = first;
+            for entry in text.split('\n') {
+                if index >= start && index < end {
+                    f(index, entry)?;
+                }
+                index += 1;
+            }
+            expected = index;
+            Ok(())
+        },
+    )
+}
+
+/// Reads entries one at a time, keeping the last bundle read split into entries: an entity's
+/// entries, and the entities the audit walks in id order, are mostly in the same bundle.
+struct EntryReader<'a> {
+    conn: Conn<'a>,
+    /// The index of the bundle's first entry, and its entries.
+    bundle: Option<(u64, Vec<String>)>,
+}
+
+impl<'a> EntryReader<'a> {
+    fn new(conn: Conn<'a>) -> EntryReader<'a> {
+        EntryReader { conn, bundle: None }
+    }
+
+    fn entry(&mut self, index: u64) -> Result<&str, StoreError> {
+        let offset = |bundle: &Option<(u64, Vec<String>)>| match bundle {
+            Some((first, entries)) => index
+                .checked_sub(*first)
+                .and_then(|k| usize::try_from(k).ok())
+                .filter(|k| *k < entries.len()),
+            None => None,
+        };
+        if offset(&self.bundle).is_none() {
+            let row: Option<(i64, String)> = self.conn.query_opt(
+                "SELECT first, entries FROM log_bundles WHERE first <= ?1 ORDER BY first DESC LIMIT 1",
+                params![sql_index(index)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            self.bundle = match row {
+                Some((first, text)) => {
+                    Some((index_from_sql(first)?, text.split('\n').map(str::to_owned).collect()))
+                }
+                None => None,
+            };
+        }
+        match (offset(&self.bundle), &self.bundle) {
+            (Some(k), Some((_, entries))) => Ok(entries[k].as_str()),
+            _ => Err(StoreError::Corrupt(format!("log entry {index} is missing"))),
+        }
+    }
+}
+
+/// Finds the create entry of an entity in `log_creates`, keeping the last run found (entities
+/// read in id order, and creates read in log order, are mostly in the same run).
+struct CreateIndex<'a> {
+    conn: Conn<'a>,
+    /// The last run read: its type's name, first id, count and first index.
+    run: Option<(String, i64, i64, i64)>,
+}
+
+impl<'a> CreateIndex<'a> {
+    fn new(conn: Conn<'a>) -> CreateIndex<'a> {
+        CreateIndex { conn, run: None }
+    }
+
+    /// The index of the entry that created `type_name(id)`.
+    fn of(&mut self, type_name: &str, id: i64) -> Result<Option<u64>, StoreError> {
+        let within = |run: &Option<(String, i64, i64, i64)>| match run {
+            Some((ty, first_id, count, first_index))
+                if ty == type_name && id >= *first_id && id - first_id < *count =>
+            {
+                Some(first_index + (id - first_id))
+            }
+            _ => None,
+        };
+        if within(&self.run).is_none() {
+            self.run = self.conn.query_opt(
+                "SELECT first_id, count, first_idx FROM log_creates
+                 WHERE entity_type = ?1 AND first_id <= ?2 ORDER BY first_id DESC LIMIT 1",
+                params![type_name, id],
+                |r| Ok((type_name.to_owned(), r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+        }
+        within(&self.run).map(index_from_sql).transpose()
+    }
+}
+
+/// The indexes of an entity's updates and deletes, in order.
+fn history_of(conn: Conn<'_>, type_name: &str, id: i64) -> Result<Vec<u64>, StoreError> {
+    conn.query_map(
+        "SELECT idx FROM log_history WHERE entity_type = ?1 AND entity_id = ?2 ORDER BY idx",
+        params![type_name, id],
+        |r| index_from_sql(r.get(0)?),
+    )
+}
+
+/// Every entry of one entity (its whole history, also after a delete), with its index.
 pub(crate) fn entries_of(
     conn: Conn<'_>,
     ty: EntityType,
     id: i64,
 ) -> Result<Vec<(u64, String)>, StoreError> {
-    conn.query_map(
-        "SELECT idx, entry FROM log_entries WHERE entity_type = ?1 AND entity_id = ?2 ORDER BY idx",
-        params![ty.name(), id],
-        |r| Ok((u64::try_from(r.get::<i64>(0)?).unwrap_or(0), r.get::<String>(1)?)),
-    )
+    let mut indexes: Vec<u64> = CreateIndex::new(conn).of(ty.name(), id)?.into_iter().collect();
+    indexes.extend(history_of(conn, ty.name(), id)?);
+    indexes.sort_unstable();
+    let mut reader = EntryReader::new(conn);
+    let mut entries = Vec::with_capacity(indexes.len());
+    for index in indexes {
+        entries.push((index, reader.entry(index)?.to_owned()));
+    }
+    Ok(entries)
 }
 
+/// The entries `start .. start + count` (fewer at the end of the log).
 pub(crate) fn entries_range(
     conn: Conn<'_>,
     start: u64,
     count: u64,
 ) -> Result<Vec<String>, StoreError> {
-    let start = i64::try_from(start).unwrap_or(i64::MAX);
-    let end = start.saturating_add(i64::try_from(count).unwrap_or(i64::MAX));
-    conn.query_map(
-        "SELECT entry FROM log_entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-        params![start, end],
-        |r| r.get::<String>(0),
-    )
+    let mut entries = Vec::new();
+    for_each_entry(conn, start, start.saturating_add(count), |_, text| {
+        entries.push(text.to_owned());
+        Ok(())
+    })?;
+    Ok(entries)
 }
 
 pub(crate) fn log_size(conn: Conn<'_>) -> Result<u64, StoreError> {
-    let size: Option<i64> =
-        conn.query_row("SELECT MAX(idx) + 1 FROM log_entries", params![], |r| r.get(0))?;
-    Ok(size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+    // The last bundle: the index of its first entry, and its entries (newlines + 1), counted
+    // by the database (the bundle's text does not travel; PostgreSQL asks on every write).
+    let last: Option<(i64, i64)> = conn.query_opt(
+        "SELECT first, length(entries) - length(replace(entries, ?1, '')) + 1
+         FROM log_bundles ORDER BY first DESC LIMIT 1",
+        params!["\n"],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    match last {
+        Some((first, count)) => Ok(index_from_sql(first)? + index_from_sql(count)?),
+        None => Ok(0),
+    }
 }
 
 pub(crate) fn latest_checkpoint(conn: Conn<'_>) -> Result<Option<(u64, String)>, StoreError> {
@@ -439,37 +693,65 @@ impl crate::ReadTx<'_> {
     pub fn audit_log(&self, verifier: &stela_log::VerifierKey) -> Result<AuditReport, StoreError> {
         let mut report = AuditReport::default();
         let mut tree = stela_log::MemoryTree::new();
+        let mut creates = CreateIndex::new(self.conn);
         {
-            self.conn.query_each(
-                "SELECT idx, entity_type, entity_id, entry FROM log_entries ORDER BY idx",
+            let conn = self.conn;
+            conn.query_each(
+                "SELECT first, entries FROM log_bundles ORDER BY first",
                 params![],
                 |row| {
-                    let index: i64 = row.get(0)?;
-                    let ty: String = row.get(1)?;
-                    let id: i64 = row.get(2)?;
-                    let text: String = row.get(3)?;
-                    if u64::try_from(index).ok() != Some(report.entries) {
-                        report
-                            .problems
-                            .push(format!("entry {index}: expected index {}", report.entries));
+                    let first: i64 = row.get(0)?;
+                    let text: String = row.get(1)?;
+                    if u64::try_from(first).ok() != Some(report.entries) {
+                        report.problems.push(format!(
+                            "the bundle at entry {first}: expected entry {}",
+                            report.entries
+                        ));
                     }
-                    match LogEntry::from_canonical_json(&text) {
-                        Ok(entry) if entry.entity_type == ty && entry.entity_id == id => {}
-                        Ok(entry) => report.problems.push(format!(
-                            "entry {index}: indexed as {ty}({id}) but records {}({})",
-                            entry.entity_type, entry.entity_id
-                        )),
-                        Err(e) => report
-                            .problems
-                            .push(format!("entry {index}: not a canonical log entry: {e}")),
+                    for text in text.split('\n') {
+                        let index = report.entries;
+                        match LogEntry::from_canonical_json(text) {
+                            Ok(entry) => {
+                                // Found under its entity, as what it is.
+                                let indexed = if entry.op == Operation::Create {
+                                    creates.of(&entry.entity_type, entry.entity_id)? == Some(index)
+                                } else {
+                                    history_of(conn, &entry.entity_type, entry.entity_id)?
+                                        .contains(&index)
+                                };
+                                if !indexed {
+                                    report.problems.push(format!(
+                                        "entry {index}: not indexed as the {:?} of {}({})",
+                                        entry.op, entry.entity_type, entry.entity_id
+                                    ));
+                                }
+                            }
+                            Err(e) => report
+                                .problems
+                                .push(format!("entry {index}: not a canonical log entry: {e}")),
+                        }
+                        if tree.append_entry(text.as_bytes()).is_err() {
+                            report.problems.push(format!("entry {index}: the tree cannot grow"));
+                        }
+                        report.entries += 1;
                     }
-                    if tree.append_entry(text.as_bytes()).is_err() {
-                        report.problems.push(format!("entry {index}: the tree cannot grow"));
-                    }
-                    report.entries += 1;
                     Ok(())
                 },
             )?;
+        }
+        // Every entry is found under its entity (above) and the index names no more entries
+        // than there are: it names each entry exactly once.
+        let indexed: i64 = self.conn.query_row(
+            "SELECT CAST((SELECT COALESCE(SUM(count), 0) FROM log_creates)
+                  + (SELECT COUNT(*) FROM log_history) AS BIGINT)",
+            params![],
+            |r| r.get(0),
+        )?;
+        if u64::try_from(indexed).ok() != Some(report.entries) {
+            report.problems.push(format!(
+                "the index of the log by entity names {indexed} entries, the log has {}",
+                report.entries
+            ));
         }
         let size = tree.size();
         match self.log_root(size) {
@@ -510,6 +792,7 @@ impl crate::ReadTx<'_> {
                 ));
             }
         }
+        let mut reader = EntryReader::new(self.conn);
         for ty in EntityType::ALL {
             let sql = format!(
                 "SELECT {} FROM {} t ORDER BY t.id",
@@ -520,39 +803,78 @@ impl crate::ReadTx<'_> {
                 let entity = crate::read::entity_from_row(ty, row, 0)?;
                 report.entities += 1;
                 let body = entity_body(self.conn, &entity)?;
-                let newest = entries_of(self.conn, ty, entity.id)?.pop();
-                let logged = newest.and_then(|(_, text)| LogEntry::from_canonical_json(&text).ok());
+                let created = creates.of(ty.name(), entity.id)?;
+                let changed = history_of(self.conn, ty.name(), entity.id)?.pop();
+                let logged = match created.max(changed) {
+                    Some(index) => LogEntry::from_canonical_json(reader.entry(index)?).ok(),
+                    None => None,
+                };
+                let newest_is_missing = created.is_none() && changed.is_none();
                 match logged {
                     Some(entry)
                         if entry.op != Operation::Delete
                             && jcs::to_canonical_string(&entry.body) == body.body(entity.id) => {}
-                    Some(_) => report
+                    _ if newest_is_missing => {
+                        report.problems.push(format!("{ty}({}) has no log entry", entity.id))
+                    }
+                    _ => report
                         .problems
                         .push(format!("{ty}({}) differs from its newest log entry", entity.id)),
-                    None => report.problems.push(format!("{ty}({}) has no log entry", entity.id)),
                 }
                 Ok(())
             })?;
         }
-        // Entities the log says exist must exist.
-        let newest = self.conn.query_map(
-            "SELECT e.entity_type, e.entity_id, e.entry FROM log_entries e
-             JOIN (SELECT entity_type, entity_id, MAX(idx) AS idx FROM log_entries GROUP BY entity_type, entity_id) n
-               ON n.idx = e.idx",
+        // Entities the log says exist must exist. The newest update or delete of each entity
+        // that has one (few), then every created entity without one.
+        let mut changed: std::collections::BTreeMap<(String, i64), i64> =
+            std::collections::BTreeMap::new();
+        self.conn.query_each(
+            "SELECT entity_type, entity_id, MAX(idx) FROM log_history GROUP BY entity_type, entity_id",
             params![],
-            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<String>(2)?)),
+            |row| {
+                changed.insert((row.get(0)?, row.get(1)?), row.get(2)?);
+                Ok(())
+            },
         )?;
-        for (type_name, id, text) in newest {
-            let Some(ty) = EntityType::ALL.into_iter().find(|t| t.name() == type_name) else {
+        let entity_type =
+            |type_name: &str| EntityType::ALL.into_iter().find(|t| t.name() == type_name);
+        for ((type_name, id), index) in &changed {
+            let Some(ty) = entity_type(type_name) else {
                 report.problems.push(format!("the log names an unknown entity type '{type_name}'"));
                 continue;
             };
-            let deleted =
-                LogEntry::from_canonical_json(&text).is_ok_and(|e| e.op == Operation::Delete);
-            if !deleted && !crate::read::entity_exists(self.conn, ty, id)? {
+            let deleted = LogEntry::from_canonical_json(reader.entry(index_from_sql(*index)?)?)
+                .is_ok_and(|e| e.op == Operation::Delete);
+            if !deleted && !crate::read::entity_exists(self.conn, ty, *id)? {
                 report
                     .problems
                     .push(format!("{ty}({id}) is in the log but missing from the store"));
+            }
+        }
+        let runs = self.conn.query_map(
+            "SELECT entity_type, first_id, count FROM log_creates ORDER BY entity_type, first_id",
+            params![],
+            |row| Ok((row.get::<String>(0)?, row.get::<i64>(1)?, row.get::<i64>(2)?)),
+        )?;
+        for (type_name, first_id, count) in runs {
+            let Some(ty) = entity_type(&type_name) else {
+                report.problems.push(format!("the log names an unknown entity type '{type_name}'"));
+                continue;
+            };
+            let end = first_id.saturating_add(count);
+            let stored = crate::read::query_ids(
+                self.conn,
+                &format!("SELECT id FROM {} WHERE id >= ?1 AND id < ?2 ORDER BY id", ty.table()),
+                &[Sql::Integer(first_id), Sql::Integer(end)],
+            )?;
+            let mut stored = stored.into_iter().peekable();
+            for id in first_id..end {
+                let exists = stored.next_if_eq(&id).is_some();
+                if !exists && !changed.contains_key(&(type_name.clone(), id)) {
+                    report
+                        .problems
+                        .push(format!("{ty}({id}) is in the log but missing from the store"));
+                }
             }
         }
         Ok(report)
@@ -562,12 +884,11 @@ impl crate::ReadTx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
     use stela_log::{MemoryTree, TileId};
 
     /// A log of `n` entries written as the store writes it (entries, nodes of the tile levels
     /// only), with the same tree in memory (every node) to compare with.
-    use rusqlite::Connection;
-
     fn log_of(n: u64) -> (Connection, MemoryTree) {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::migrations::migrate(&mut conn).unwrap();
@@ -714,5 +1035,359 @@ mod tests {
         let reader = NodeReader { conn: Conn::Sqlite(&conn) };
         let error = stela_log::tree_root(512, &reader).unwrap_err();
         assert!(error.to_string().contains("missing"), "{error}");
+    }
+
+    /// Appends `changes` with the given entry texts, as one commit.
+    fn commit(
+        conn: &mut Connection,
+        appender: &Appender,
+        changes: &[(ChangeKind, EntityType, i64, String)],
+    ) -> Appender {
+        let tx = conn.transaction().unwrap();
+        let list: Vec<Change> = changes
+            .iter()
+            .map(|(kind, ty, id, _)| Change { kind: *kind, ty: *ty, id: *id })
+            .collect();
+        let texts = changes.iter().map(|(.., text)| text.clone()).enumerate().collect();
+        let next = append_changes(
+            Conn::Sqlite(&tx),
+            appender,
+            &list,
+            "1970-01-01T00:00:00Z",
+            texts,
+            |_, _| unreachable!("every entry is given"),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        next
+    }
+
+    /// The canonical entry of a change (the body holds only the id: enough for the log).
+    fn entry_of(kind: ChangeKind, ty: EntityType, id: i64) -> String {
+        let op = match kind {
+            ChangeKind::Created => Operation::Create,
+            ChangeKind::Updated => Operation::Update,
+            ChangeKind::Deleted => Operation::Delete,
+        };
+        stela_log::canonical_entity_entry(op, ty.name(), id, id, "", "1970-01-01T00:00:00Z", "")
+            .unwrap()
+    }
+
+    /// A history of commits of different sizes: runs of created Observations and Things,
+    /// updates, deletes, entities created in the middle of others' runs, commits crossing
+    /// tile boundaries.
+    fn history() -> Vec<Vec<(ChangeKind, EntityType, i64)>> {
+        use ChangeKind::{Created, Deleted, Updated};
+        let (thing, observation) = (EntityType::Thing, EntityType::Observation);
+        let mut commits = vec![vec![(Created, thing, 1), (Created, thing, 2)]];
+        let mut next_observation = 1;
+        for size in [1, 200, 300, 5, 1000] {
+            commits.push(
+                (next_observation..next_observation + size)
+                    .map(|id| (Created, observation, id))
+                    .collect(),
+            );
+            next_observation += size;
+        }
+        commits.push(vec![
+            (Created, thing, 3),
+            (Updated, observation, 7),
+            (Created, observation, next_observation),
+            (Created, thing, 5), // 4 was rolled back: ids have gaps
+            (Deleted, observation, 8),
+            (Updated, thing, 2),
+        ]);
+        commits.push(vec![(Updated, observation, 7), (Deleted, thing, 2), (Created, thing, 6)]);
+        commits
+    }
+
+    #[test]
+    fn bundles_hold_a_commits_entries_within_one_tile() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::migrations::migrate(&mut conn).unwrap();
+        let mut appender = Appender::new();
+        let mut memory = MemoryTree::new();
+        let mut all = Vec::new();
+        for changes in history() {
+            let changes: Vec<_> = changes
+                .into_iter()
+                .map(|(kind, ty, id)| (kind, ty, id, entry_of(kind, ty, id)))
+                .collect();
+            appender = commit(&mut conn, &appender, &changes);
+            for (.., text) in changes {
+                memory.append_entry(text.as_bytes()).unwrap();
+                all.push(text);
+            }
+        }
+        let n = all.len() as u64;
+        let bundles: Vec<(u64, usize)> = conn
+            .prepare("SELECT first, entries FROM log_bundles ORDER BY first")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?.split('\n').count()))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // One row per commit and tile: the commit of 1,000 entries at 508 is five.
+        assert_eq!(bundles.len(), 13, "{bundles:?}");
+        for (first, count) in &bundles {
+            assert_eq!(first / 256, (first + *count as u64 - 1) / 256, "bundle at {first}");
+        }
+        assert_eq!(log_size(Conn::Sqlite(&conn)).unwrap(), n);
+        assert_eq!(entries_range(Conn::Sqlite(&conn), 0, n + 10).unwrap(), all);
+        assert_eq!(entries_range(Conn::Sqlite(&conn), 250, 20).unwrap(), all[250..270]);
+        assert_eq!(entries_range(Conn::Sqlite(&conn), 512, 256).unwrap(), all[512..768]);
+        let restored = load_appender(Conn::Sqlite(&conn)).unwrap();
+        assert_eq!((restored.size(), restored.root()), (n, memory.root()));
+        assert_eq!(
+            stela_log::read_tile(
+                &TileId { level: 0, index: 5, width: (n - 1280) as u16 },
+                &NodeReader { conn: Conn::Sqlite(&conn) }
+            )
+            .unwrap(),
+            stela_log::read_tile(&TileId { level: 0, index: 5, width: (n - 1280) as u16 }, &memory)
+                .unwrap(),
+        );
+    }
+
+    /// What `entries_of` must give: every entry of the entity in log order, from the texts.
+    fn expected_history(all: &[String], ty: EntityType, id: i64) -> Vec<(u64, String)> {
+        all.iter()
+            .enumerate()
+            .filter(|(_, text)| {
+                let entry = LogEntry::from_canonical_json(text).unwrap();
+                entry.entity_type == ty.name() && entry.entity_id == id
+            })
+            .map(|(index, text)| (index as u64, text.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn an_entitys_whole_history_is_found_also_after_its_delete() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::migrations::migrate(&mut conn).unwrap();
+        let mut appender = Appender::new();
+        let mut all = Vec::new();
+        for changes in history() {
+            let changes: Vec<_> = changes
+                .into_iter()
+                .map(|(kind, ty, id)| (kind, ty, id, entry_of(kind, ty, id)))
+                .collect();
+            appender = commit(&mut conn, &appender, &changes);
+            all.extend(changes.into_iter().map(|(.., text)| text));
+        }
+        for (ty, ids) in [(EntityType::Thing, 1..8), (EntityType::Observation, 1..1510)] {
+            for id in ids {
+                assert_eq!(
+                    entries_of(Conn::Sqlite(&conn), ty, id).unwrap(),
+                    expected_history(&all, ty, id),
+                    "{ty}({id})"
+                );
+            }
+        }
+        assert_eq!(entries_of(Conn::Sqlite(&conn), EntityType::Thing, 2).unwrap().len(), 3);
+        let runs: i64 =
+            conn.query_row("SELECT COUNT(*) FROM log_creates", [], |r| r.get(0)).unwrap();
+        let history: i64 =
+            conn.query_row("SELECT COUNT(*) FROM log_history", [], |r| r.get(0)).unwrap();
+        // Thing 1-2; the five Observation commits; Thing 3, Observation 1507, Thing 5; Thing 6.
+        assert_eq!((runs, history), (10, 5));
+        for table in ["log_bundles", "log_creates", "log_history"] {
+            let refused = conn.execute(&format!("DELETE FROM {table}"), []).unwrap_err();
+            assert!(refused.to_string().contains("append-only"), "{table}: {refused}");
+        }
+    }
+
+    /// Writes `commits` the way schema version 2 stored the log: a row per entry, the nodes of
+    /// the tile levels, a checkpoint.
+    fn write_version_2(conn: &mut Connection, all: &mut Vec<String>, memory: &mut MemoryTree) {
+        crate::migrations::migrate_to(conn, 2).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut appender = Appender::new();
+        for changes in history() {
+            let mut leaves = Vec::new();
+            for (kind, ty, id) in changes {
+                let text = entry_of(kind, ty, id);
+                tx.execute(
+                    "INSERT INTO log_entries (idx, entity_type, entity_id, entry) VALUES (?1, ?2, ?3, ?4)",
+                    params![all.len() as i64, ty.name(), id, text],
+                )
+                .unwrap();
+                leaves.push(stela_log::leaf_hash(text.as_bytes()));
+                memory.append_entry(text.as_bytes()).unwrap();
+                all.push(text);
+            }
+            for (id, hash) in appender.append(&leaves).unwrap().nodes {
+                if stores_level(id.level) {
+                    tx.execute(
+                        "INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
+                        params![i64::from(id.level), id.index as i64, hash.as_slice()],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        store_checkpoint(Conn::Sqlite(&tx), all.len() as u64, "a signed note").unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_version_2_log_migrates_with_the_same_entries_root_and_receipts() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let (mut all, mut memory) = (Vec::new(), MemoryTree::new());
+        write_version_2(&mut conn, &mut all, &mut memory);
+        let n = all.len() as u64;
+        crate::migrations::migrate(&mut conn).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 3);
+        let old: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'log_entries%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the old table, its index and triggers are gone");
+        assert_eq!(log_size(Conn::Sqlite(&conn)).unwrap(), n);
+        assert_eq!(entries_range(Conn::Sqlite(&conn), 0, n).unwrap(), all);
+        let reader = NodeReader { conn: Conn::Sqlite(&conn) };
+        assert_eq!(stela_log::tree_root(n, &reader).unwrap(), memory.root());
+        let restored = load_appender(Conn::Sqlite(&conn)).unwrap();
+        assert_eq!((restored.size(), restored.root()), (n, memory.root()));
+        // A receipt: the entity's entries, each with its inclusion proof, and the checkpoint.
+        for (ty, ids) in [(EntityType::Thing, 1..8), (EntityType::Observation, 1..1510)] {
+            for id in ids {
+                let entries = entries_of(Conn::Sqlite(&conn), ty, id).unwrap();
+                assert_eq!(entries, expected_history(&all, ty, id), "{ty}({id})");
+                for (index, _) in entries {
+                    assert_eq!(
+                        stela_log::inclusion_proof(index, n, &reader).unwrap(),
+                        stela_log::inclusion_proof(index, n, &memory).unwrap(),
+                        "{ty}({id}) at {index}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            checkpoint_at(Conn::Sqlite(&conn), n).unwrap().as_deref(),
+            Some("a signed note")
+        );
+        // Migrated bundles are whole tiles; the log goes on growing after them.
+        let first_bundles: Vec<i64> = conn
+            .prepare("SELECT first FROM log_bundles ORDER BY first")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(first_bundles, (0..=n as i64 / 256).map(|t| t * 256).collect::<Vec<_>>());
+        let text = entry_of(ChangeKind::Created, EntityType::Thing, 7);
+        let next = commit(
+            &mut conn,
+            &restored,
+            &[(ChangeKind::Created, EntityType::Thing, 7, text.clone())],
+        );
+        memory.append_entry(text.as_bytes()).unwrap();
+        assert_eq!(next.root(), memory.root());
+        assert_eq!(entries_of(Conn::Sqlite(&conn), EntityType::Thing, 7).unwrap(), vec![(n, text)]);
+    }
+
+    #[test]
+    fn a_version_2_log_that_cannot_be_bundled_is_not_migrated() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::migrations::migrate_to(&mut conn, 2).unwrap();
+        conn.execute(
+            "INSERT INTO log_entries (idx, entity_type, entity_id, entry) VALUES (0, 'Thing', 1, ?1)",
+            ["{\"a\":\n1}"],
+        )
+        .unwrap();
+        let refused = crate::migrations::migrate(&mut conn).unwrap_err();
+        assert!(refused.to_string().contains("hold_no_newline"), "{refused}");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 2);
+    }
+
+    #[test]
+    fn the_audit_checks_data_and_log_and_the_index_of_entries_by_entity() {
+        use serde_json::json;
+        use stela_model::{DecodeMode, decode_entity};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stela.db");
+        let store = crate::SqliteStore::open(&path).unwrap();
+        let thing = json!({"name": "t", "description": "d",
+            "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
+                "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
+                "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
+        let feature = json!({"name": "f", "description": "d", "encodingType": "application/geo+json",
+            "feature": {"type": "Point", "coordinates": [5, 6]}});
+        let decode = |ty, body: &serde_json::Value, mode| decode_entity(ty, body, mode).unwrap();
+        store
+            .write(0, |tx| {
+                tx.create(
+                    &decode(EntityType::FeatureOfInterest, &feature, DecodeMode::Create),
+                    None,
+                )?;
+                tx.create(&decode(EntityType::Thing, &thing, DecodeMode::Create), None)
+            })
+            .unwrap();
+        let items: Vec<crate::BatchItem> = (0..600)
+            .map(|i| {
+                let body = json!({"result": i, "phenomenonTime": "2024-01-01T00:00:00Z",
+                    "Datastream": {"@iot.id": 1}, "FeatureOfInterest": {"@iot.id": 1}});
+                (decode(EntityType::Observation, &body, DecodeMode::Create), None)
+            })
+            .collect();
+        store.write(1, |tx| Ok::<_, StoreError>(tx.create_batch(&items))).unwrap();
+        let patch = decode(EntityType::Observation, &json!({"result": -1}), DecodeMode::Patch);
+        store
+            .write(2, |tx| {
+                tx.update(EntityType::Observation, 10, &patch, false)?;
+                tx.delete(EntityType::Observation, 11)
+            })
+            .unwrap();
+        let key =
+            stela_log::SignerKey::from_seed("stela.test/log", &[7; 32]).unwrap().verifier_key();
+        let audit = || store.read(|rx| rx.audit_log(&key)).unwrap();
+        let clean = audit();
+        assert_eq!(clean.problems, Vec::<String>::new());
+        assert_eq!(clean.entries, store.read(|rx| rx.log_size()).unwrap());
+        // A deleted Observation keeps its whole history.
+        let deleted = store.read(|rx| rx.entity_log(EntityType::Observation, 11)).unwrap();
+        let ops: Vec<Operation> = deleted
+            .iter()
+            .map(|(_, text)| LogEntry::from_canonical_json(text).unwrap().op)
+            .collect();
+        assert_eq!(ops, [Operation::Create, Operation::Delete]);
+        let updated = store.read(|rx| rx.entity_log(EntityType::Observation, 10)).unwrap();
+        assert_eq!(updated.len(), 2);
+
+        // Behind the server's back: an Observation edited, another removed.
+        let db = Connection::open(&path).unwrap();
+        db.execute("UPDATE observations SET result = 99 WHERE id = 300", []).unwrap();
+        db.execute("DELETE FROM observations WHERE id = 400", []).unwrap();
+        let tampered = audit();
+        assert_eq!(
+            tampered.problems,
+            [
+                "Observation(300) differs from its newest log entry",
+                "Observation(400) is in the log but missing from the store"
+            ]
+        );
+        // The index of entries by entity, rewritten (its triggers dropped): found too.
+        db.execute_batch(
+            "DROP TRIGGER log_creates_append_only_update;
+             UPDATE log_creates SET count = count - 1 WHERE entity_type = 'Observation' AND count > 100;",
+        )
+        .unwrap();
+        let unindexed = audit().problems;
+        assert!(
+            unindexed.iter().any(|p| p.contains("not indexed as the Create of Observation(600)")),
+            "{unindexed:?}"
+        );
+        assert!(
+            unindexed.iter().any(|p| p.contains("the index of the log by entity names")),
+            "{unindexed:?}"
+        );
     }
 }

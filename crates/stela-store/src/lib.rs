@@ -85,7 +85,9 @@ impl From<postgres::Error> for StoreError {
         let away = error.code().map(|code| code.code()).is_some_and(|code| {
             code.starts_with("08") || code.starts_with("57P") || code == "53300"
         });
-        if away || error.is_closed() || (error.as_db_error().is_none() && error.code().is_none()) {
+        let io =
+            std::error::Error::source(&error).is_some_and(|source| source.is::<std::io::Error>());
+        if away || io || error.is_closed() {
             StoreError::Unavailable(format!("the connection to PostgreSQL failed: {error}"))
         } else {
             StoreError::Postgres(error)

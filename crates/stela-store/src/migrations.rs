@@ -178,10 +178,96 @@ CREATE TRIGGER log_checkpoints_append_only_update BEFORE UPDATE ON log_checkpoin
 CREATE TRIGGER log_checkpoints_append_only_delete BEFORE DELETE ON log_checkpoints
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
 "#,
+    r#"
+-- The log's entries in bundles (issue #7): a row per entry and an index row per entry were
+-- most of what the log cost on ingest. Now a commit writes one row per 256-entry tile it
+-- touches, and the entity -> entries lookup keeps no row per entry:
+--   log_bundles  the entries of one commit inside one tile, in order, joined by newlines
+--                (canonical JSON never holds a raw newline); `first` is the index of its first
+--                entry. A bundle never spans two tiles, so a tile's entries are the bundles
+--                starting inside it.
+--   log_creates  runs of create entries: entity ids first_id .. first_id + count - 1 of one type
+--                created by the consecutive entries first_idx .. first_idx + count - 1 (a bulk
+--                insert of 1,000 Observations is one row).
+--   log_history  every other entry (updates and deletes, which are rare) by entity.
+-- An entity's history is its create (log_creates) and its history rows, also after it was
+-- deleted: ids are never reused and both tables are append-only.
+CREATE TABLE log_bundles (
+    first INTEGER PRIMARY KEY,
+    entries TEXT NOT NULL
+);
+CREATE TABLE log_creates (
+    entity_type TEXT NOT NULL,
+    first_id INTEGER NOT NULL,
+    count INTEGER NOT NULL CHECK (count > 0),
+    first_idx INTEGER NOT NULL,
+    PRIMARY KEY (entity_type, first_id)
+) WITHOUT ROWID;
+CREATE TABLE log_history (
+    entity_type TEXT NOT NULL,
+    entity_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (entity_type, entity_id, idx)
+) WITHOUT ROWID;
+
+-- The old entries move only if they can be joined by newlines and renumbered by position:
+-- numbered 0 .. n - 1 without gaps, no raw newline in any of them. Otherwise the migration
+-- fails (a CHECK constraint) and the database stays at version 2.
+CREATE TEMP TABLE migration_v3_precondition (
+    log_entries_are_numbered_from_0_without_gaps_and_hold_no_newline INTEGER NOT NULL
+        CHECK (log_entries_are_numbered_from_0_without_gaps_and_hold_no_newline)
+);
+INSERT INTO migration_v3_precondition
+    SELECT COALESCE(MIN(idx), 0) = 0 AND COALESCE(MAX(idx) + 1, 0) = COUNT(*)
+       AND NOT EXISTS (SELECT 1 FROM log_entries WHERE instr(entry, char(10)) > 0)
+    FROM log_entries;
+DROP TABLE migration_v3_precondition;
+
+INSERT INTO log_bundles (first, entries)
+    SELECT MIN(idx), group_concat(entry, char(10) ORDER BY idx)
+    FROM log_entries GROUP BY idx / 256;
+-- A run continues while the next create entry directly follows (idx + 1) and creates the next
+-- id of the same type.
+INSERT INTO log_creates (entity_type, first_id, count, first_idx)
+    SELECT entity_type, MIN(entity_id), COUNT(*), MIN(idx) FROM (
+        SELECT entity_type, entity_id, idx, SUM(starts) OVER (ORDER BY idx) AS run FROM (
+            SELECT entity_type, entity_id, idx,
+                NOT (LAG(entity_type) OVER previous IS entity_type
+                     AND LAG(entity_id) OVER previous IS entity_id - 1
+                     AND LAG(idx) OVER previous IS idx - 1) AS starts
+            FROM log_entries WHERE json_extract(entry, '$.op') = 'create'
+            WINDOW previous AS (ORDER BY idx)))
+    GROUP BY run;
+INSERT INTO log_history (entity_type, entity_id, idx)
+    SELECT entity_type, entity_id, idx FROM log_entries
+    WHERE json_extract(entry, '$.op') <> 'create';
+
+DROP TRIGGER log_entries_append_only_update;
+DROP TRIGGER log_entries_append_only_delete;
+DROP TABLE log_entries;
+
+CREATE TRIGGER log_bundles_append_only_update BEFORE UPDATE ON log_bundles
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_bundles_append_only_delete BEFORE DELETE ON log_bundles
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_creates_append_only_update BEFORE UPDATE ON log_creates
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_creates_append_only_delete BEFORE DELETE ON log_creates
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_history_append_only_update BEFORE UPDATE ON log_history
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_history_append_only_delete BEFORE DELETE ON log_history
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+"#,
 ];
 
 /// Brings the schema of `conn` up to the newest version.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Brings the schema of `conn` up to `version` (tests build older databases with it).
+pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
@@ -189,7 +275,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "the database has schema version {current}, newer than this Stela knows ({known}); upgrade Stela"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(version).skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;

@@ -181,14 +181,26 @@ CREATE INDEX observations_by_multi_datastream
     ON observations(multi_datastream_id, id) WHERE multi_datastream_id IS NOT NULL;
 CREATE INDEX observations_by_feature ON observations(feature_id);
 
--- The verifiable log (see migrations.rs).
-CREATE TABLE log_entries (
-    idx bigint PRIMARY KEY,
+-- The verifiable log, as SQLite's schema version 3 has it (see migrations.rs): entries in
+-- bundles (one row per commit and 256-entry tile, joined by newlines), the create entries of
+-- each entity found by runs of consecutive ids, updates and deletes by entity.
+CREATE TABLE log_bundles (
+    first bigint PRIMARY KEY,
+    entries text NOT NULL
+);
+CREATE TABLE log_creates (
+    entity_type text COLLATE "C" NOT NULL,
+    first_id bigint NOT NULL,
+    count bigint NOT NULL CHECK (count > 0),
+    first_idx bigint NOT NULL,
+    PRIMARY KEY (entity_type, first_id)
+);
+CREATE TABLE log_history (
     entity_type text COLLATE "C" NOT NULL,
     entity_id bigint NOT NULL,
-    entry text NOT NULL
+    idx bigint NOT NULL,
+    PRIMARY KEY (entity_type, entity_id, idx)
 );
-CREATE INDEX log_entries_by_entity ON log_entries(entity_type, entity_id, idx);
 CREATE TABLE log_nodes (
     level bigint NOT NULL,
     idx bigint NOT NULL,
@@ -206,7 +218,11 @@ BEGIN
     RAISE EXCEPTION 'the log is append-only';
 END;
 $$;
-CREATE TRIGGER log_entries_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_entries
+CREATE TRIGGER log_bundles_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_bundles
+    FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
+CREATE TRIGGER log_creates_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_creates
+    FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
+CREATE TRIGGER log_history_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_history
     FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
 CREATE TRIGGER log_nodes_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_nodes
     FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();

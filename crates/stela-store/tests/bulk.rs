@@ -232,7 +232,7 @@ fn a_run_the_database_refuses_is_undone_and_retried_row_by_row() {
     let stored = integers(&dir, "SELECT result FROM observations ORDER BY id");
     assert_eq!(stored, (0..300).filter(|i| *i != 280).collect::<Vec<i64>>());
     let logged =
-        integers(&dir, "SELECT COUNT(*) FROM log_entries WHERE entity_type = 'Observation'");
+        integers(&dir, "SELECT SUM(count) FROM log_creates WHERE entity_type = 'Observation'");
     assert_eq!(logged, [299]);
     let ids: Vec<i64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
     assert_eq!(ids, integers(&dir, "SELECT id FROM observations ORDER BY id"));
