@@ -22,6 +22,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod config;
 mod ledger_cli;
 mod logging;
+mod migrate_cli;
 mod mqtt;
 mod serve;
 mod shutdown;
@@ -53,6 +54,8 @@ enum Command {
     Verify(ledger_cli::VerifyArgs),
     /// Audit a data directory: re-hash the log, check checkpoints and entities (exit 1 on problems)
     Audit(ledger_cli::AuditArgs),
+    /// Copy a whole store from SQLite to an empty PostgreSQL database (ids and log kept, checked)
+    Migrate(migrate_cli::MigrateArgs),
 }
 
 /// Threads for blocking work (database reads and writes wait on them). Tokio's default, 512,
@@ -81,6 +84,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Log { command } => ledger_cli::log_command(command),
         Command::Verify(args) => ledger_cli::verify(args).await,
         Command::Audit(args) => ledger_cli::audit(args).await,
+        Command::Migrate(args) => migrate_cli::migrate(args).await,
     }
 }
 

@@ -4,5 +4,6 @@
 mod durability;
 mod ledger;
 mod lifecycle;
+mod migrate;
 mod mqtt;
 mod support;
