@@ -68,6 +68,10 @@ struct Args {
     /// Run the server on this data directory and keep it afterwards (to reuse with --no-seed)
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Run the server on this database (`stela serve --database`, e.g. a PostgreSQL URL of an
+    /// empty database) instead of SQLite in the data directory
+    #[arg(long)]
+    database: Option<String>,
     /// Do not seed: measure the dataset an earlier run left (with --data-dir or --url)
     #[arg(long)]
     no_seed: bool,
@@ -161,7 +165,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     data_parent.display()
                 ),
             }
-            let server = Server::start(&bin, &data_parent, args.data_dir.as_deref())?;
+            let server = Server::start(
+                &bin,
+                &data_parent,
+                args.data_dir.as_deref(),
+                args.database.as_deref(),
+            )?;
             let info = ServerInfo {
                 version,
                 url: server.base_url.clone(),

@@ -42,7 +42,12 @@ pub struct Server {
 impl Server {
     /// Starts `bin` on `kept` (created if missing), or else on a fresh data directory under
     /// `parent`, and waits for its listening line.
-    pub fn start(bin: &Path, parent: &Path, kept: Option<&Path>) -> anyhow::Result<Server> {
+    pub fn start(
+        bin: &Path,
+        parent: &Path,
+        kept: Option<&Path>,
+        database: Option<&str>,
+    ) -> anyhow::Result<Server> {
         let data_dir = match kept {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
@@ -63,6 +68,9 @@ impl Server {
             .with_context(|| format!("cannot create the server log {}", log_path.display()))?;
         let mut command = Command::new(bin);
         command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path());
+        if let Some(database) = database {
+            command.args(["--database", database]);
+        }
         // A server with an embedded MQTT broker gets a free port too, never a fixed one that
         // another broker on the machine may hold; it announces the port on stdout.
         if serve_flags(bin).contains("--mqtt-listen") {
