@@ -49,32 +49,85 @@ pub(crate) fn stores_level(level: u8) -> bool {
     level > 0 && level.is_multiple_of(TILE_HEIGHT)
 }
 
+/// Hashes of tiles read so far, by (base level, tile): `None` where a stored node is not (yet)
+/// in the store.
+type TileCache = std::collections::HashMap<(u8, u64), Vec<Option<Hash>>>;
+
 impl NodeReader<'_> {
-    /// The hashes at `base` level (a multiple of 8) of one tile: the leaf hashes of 256
-    /// entries, or 256 stored nodes; fewer at the right edge.
-    fn tile_hashes(&self, base: u8, tile: u64) -> Result<Vec<Hash>, StoreError> {
-        let start = i64::try_from(tile * TILE_WIDTH)
-            .map_err(|_| StoreError::Corrupt("log node index".into()))?;
-        let end = start.saturating_add(TILE_WIDTH as i64);
+    /// The hashes at `base` level (a multiple of 8) of one tile, by position: the leaf hashes
+    /// of its entries, or its stored nodes (`None` where one is not stored); fewer at the right
+    /// edge.
+    fn tile_hashes(&self, base: u8, tile: u64) -> Result<Vec<Option<Hash>>, StoreError> {
+        let start = tile
+            .checked_mul(TILE_WIDTH)
+            .filter(|start| i64::try_from(*start).is_ok())
+            .ok_or_else(|| StoreError::Corrupt("log node index".into()))?;
+        let end = start.saturating_add(TILE_WIDTH);
         let mut hashes = Vec::with_capacity(TILE_WIDTH as usize);
         if base == 0 {
-            for_each_entry(self.conn, start as u64, end as u64, |_, text| {
-                hashes.push(stela_log::leaf_hash(text.as_bytes()));
+            for_each_entry(self.conn, start, end, |_, text| {
+                hashes.push(Some(stela_log::leaf_hash(text.as_bytes())));
                 Ok(())
             })?;
         } else {
             self.conn.query_each(
-                "SELECT hash FROM log_nodes WHERE level = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
-                params![i64::from(base), start, end],
+                "SELECT idx, hash FROM log_nodes WHERE level = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+                params![i64::from(base), sql_index(start), sql_index(end)],
                 |row| {
-                    let bytes: Vec<u8> = row.get(0)?;
+                    let position = (index_from_sql(row.get(0)?)? - start) as usize;
+                    let bytes: Vec<u8> = row.get(1)?;
                     let hash: Hash = bytes.as_slice().try_into().map_err(|_| {
                         StoreError::Corrupt(format!("a log node at level {base} is not 32 bytes"))
                     })?;
-                    hashes.push(hash);
+                    if hashes.len() <= position {
+                        hashes.resize(position + 1, None);
+                    }
+                    hashes[position] = Some(hash);
                     Ok(())
                 },
             )?;
+        }
+        Ok(hashes)
+    }
+
+    /// The hashes at `base` level of positions `range` of a tile. A stored node the store does
+    /// not hold (written after its entries, see `hasher.rs`) is folded from the tile below it.
+    fn hashes_in(
+        &self,
+        tiles: &mut TileCache,
+        base: u8,
+        tile: u64,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<Hash>, StoreError> {
+        if let std::collections::hash_map::Entry::Vacant(slot) = tiles.entry((base, tile)) {
+            slot.insert(self.tile_hashes(base, tile)?);
+        }
+        let mut hashes = Vec::with_capacity(range.len());
+        for position in range {
+            let known = tiles.get(&(base, tile)).and_then(|t| t.get(position).copied().flatten());
+            let hash = match known {
+                Some(hash) => hash,
+                None if base > 0 => {
+                    let below = tile * TILE_WIDTH + position as u64;
+                    let leaves =
+                        self.hashes_in(tiles, base - TILE_HEIGHT, below, 0..TILE_WIDTH as usize)?;
+                    let hash = fold_perfect(&leaves);
+                    if let Some(cached) = tiles.get_mut(&(base, tile)) {
+                        if cached.len() <= position {
+                            cached.resize(position + 1, None);
+                        }
+                        cached[position] = Some(hash);
+                    }
+                    hash
+                }
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "log entry {} is missing",
+                        tile * TILE_WIDTH + position as u64
+                    )));
+                }
+            };
+            hashes.push(hash);
         }
         Ok(hashes)
     }
@@ -85,8 +138,7 @@ impl HashReader for NodeReader<'_> {
 
     fn read_hashes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
         // Proofs and tiles ask for several nodes of the same tile: read each tile once.
-        let mut tiles: std::collections::HashMap<(u8, u64), Vec<Hash>> =
-            std::collections::HashMap::new();
+        let mut tiles = TileCache::new();
         let mut hashes = Vec::with_capacity(ids.len());
         for id in ids {
             let base = id.level - id.level % TILE_HEIGHT;
@@ -96,21 +148,21 @@ impl HashReader for NodeReader<'_> {
                 .checked_shl(u32::from(height))
                 .ok_or_else(|| StoreError::Corrupt("log node index".into()))?;
             let tile = first / TILE_WIDTH;
-            let below = match tiles.entry((base, tile)) {
-                std::collections::hash_map::Entry::Occupied(read) => read.into_mut(),
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(self.tile_hashes(base, tile)?)
-                }
-            };
             let offset = (first % TILE_WIDTH) as usize;
             let span = 1usize << height;
-            let Some(leaves) = below.get(offset..offset + span) else {
-                return Err(StoreError::Corrupt(format!(
-                    "log node ({}, {}) is missing",
-                    id.level, id.index
-                )));
-            };
-            hashes.push(fold_perfect(leaves));
+            let leaves =
+                self.hashes_in(&mut tiles, base, tile, offset..offset + span).map_err(|error| {
+                    match error {
+                        StoreError::Corrupt(message) if message.contains("missing") => {
+                            StoreError::Corrupt(format!(
+                                "log node ({}, {}) is missing: {message}",
+                                id.level, id.index
+                            ))
+                        }
+                        other => other,
+                    }
+                })?;
+            hashes.push(fold_perfect(&leaves));
         }
         Ok(hashes)
     }
@@ -250,7 +302,17 @@ fn unloggable(ty: EntityType, error: stela_log::EntryError) -> StoreError {
     StoreError::Invalid(format!("the {ty} cannot be logged exactly: {error}"))
 }
 
-/// Appends one entry per change to the log; returns the appender after the append.
+/// The entries a transaction appends, in log order from index `first`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewEntries {
+    pub(crate) first: u64,
+    pub(crate) texts: Vec<String>,
+}
+
+/// Appends one entry per change to the log in one step: the entries written, hashed into the
+/// tree and its stored nodes written, all in `conn`'s transaction. Returns the appender after
+/// the append.
+#[cfg(test)]
 pub(crate) fn append_changes(
     conn: Conn<'_>,
     appender: &Appender,
@@ -260,13 +322,85 @@ pub(crate) fn append_changes(
     read_entity: impl Fn(EntityType, i64) -> Result<Entity, StoreError>,
 ) -> Result<Appender, StoreError> {
     let mut next = appender.clone();
+    let new = write_entries(conn, next.size(), changes, committed_at, entries, read_entity)?;
+    let nodes = hash_entries(&mut next, &new)?;
+    insert_nodes(conn, &nodes)?;
+    Ok(next)
+}
+
+/// Hashes new entries into the tree; returns the nodes of the levels the log stores (see
+/// [`NodeReader`]), to be written with [`insert_nodes`].
+pub(crate) fn hash_entries(
+    appender: &mut Appender,
+    new: &NewEntries,
+) -> Result<Vec<(NodeId, Hash)>, StoreError> {
+    if new.texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    if appender.size() != new.first {
+        return Err(StoreError::Corrupt(format!(
+            "log entries from {} hashed into a tree of {}",
+            new.first,
+            appender.size()
+        )));
+    }
+    let leaves: Vec<Hash> =
+        new.texts.iter().map(|text| stela_log::leaf_hash(text.as_bytes())).collect();
+    let appended =
+        appender.append(&leaves).map_err(|e| StoreError::Corrupt(format!("log: {e}")))?;
+    Ok(appended.nodes.into_iter().filter(|(id, _)| stores_level(id.level)).collect())
+}
+
+/// Stores nodes of the tree (a node already stored is left as it is: the same hash).
+pub(crate) fn insert_nodes(conn: Conn<'_>, nodes: &[(NodeId, Hash)]) -> Result<(), StoreError> {
+    for (id, hash) in nodes {
+        conn.execute(
+            "INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            params![i64::from(id.level), sql_index(id.index), hash.as_slice()],
+        )?;
+    }
+    Ok(())
+}
+
+/// The stored nodes a tree of `size` entries should have that the store lacks: those a crash
+/// took before they were written (they are written after the entries, see `hasher.rs`).
+/// Computed from the levels below, at most a few tiles' worth.
+pub(crate) fn missing_nodes(conn: Conn<'_>, size: u64) -> Result<Vec<(NodeId, Hash)>, StoreError> {
+    let reader = NodeReader { conn };
+    let mut missing = Vec::new();
+    let mut level = TILE_HEIGHT;
+    while level < 64 && (size >> level) > 0 {
+        let expected = size >> level;
+        let stored: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM log_nodes WHERE level = ?1",
+            params![i64::from(level)],
+            |r| r.get(0),
+        )?;
+        let ids: Vec<NodeId> =
+            (index_from_sql(stored)?..expected).map(|index| NodeId { level, index }).collect();
+        let hashes = reader.read_hashes(&ids)?;
+        missing.extend(ids.into_iter().zip(hashes));
+        level += TILE_HEIGHT;
+    }
+    Ok(missing)
+}
+
+/// Writes the entries of `changes` (bundles, the entity index); the log's tree is not touched.
+pub(crate) fn write_entries(
+    conn: Conn<'_>,
+    first: u64,
+    changes: &[Change],
+    committed_at: &str,
+    entries: Vec<(usize, String)>,
+    read_entity: impl Fn(EntityType, i64) -> Result<Entity, StoreError>,
+) -> Result<NewEntries, StoreError> {
+    let mut texts = Vec::with_capacity(changes.len());
     if changes.is_empty() {
-        return Ok(next);
+        return Ok(NewEntries { first, texts });
     }
     // In the order of the changes, as they were written.
     let mut entries = entries.into_iter().peekable();
-    let mut leaves = Vec::with_capacity(changes.len());
-    let mut bundles = BundleWriter::new(conn, appender.size());
+    let mut bundles = BundleWriter::new(conn, first);
     let mut creates = CreateRuns::default();
     let mut history: Vec<Sql> = Vec::new();
     for (offset, change) in changes.iter().enumerate() {
@@ -287,8 +421,7 @@ pub(crate) fn append_changes(
                 entry_text(op, change.ty, change.id, &body, committed_at)?
             }
         };
-        leaves.push(stela_log::leaf_hash(text.as_bytes()));
-        let index = appender.size() + offset as u64;
+        let index = first + offset as u64;
         bundles.push(index, &text)?;
         if change.kind == ChangeKind::Created {
             creates.push(change.ty, change.id, index);
@@ -299,6 +432,7 @@ pub(crate) fn append_changes(
                 Sql::Integer(sql_index(index)),
             ]);
         }
+        texts.push(text);
     }
     bundles.finish()?;
     let runs: Vec<Sql> = creates
@@ -321,16 +455,7 @@ pub(crate) fn append_changes(
         let columns = "entity_type, entity_id, idx";
         crate::rows::insert_rows(conn, "log_history", columns, 3, &history, None)?;
     }
-    let appended = next.append(&leaves).map_err(|e| StoreError::Corrupt(format!("log: {e}")))?;
-    // Only the levels of the hash tiles are stored (see `NodeReader`).
-    for (id, hash) in appended.nodes.iter().filter(|(id, _)| stores_level(id.level)) {
-        let index = i64::try_from(id.index).unwrap_or(i64::MAX);
-        conn.execute(
-            "INSERT INTO log_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
-            params![i64::from(id.level), index, hash.as_slice()],
-        )?;
-    }
-    Ok(next)
+    Ok(NewEntries { first, texts })
 }
 
 /// The index of log position `index` as SQLite stores it.

@@ -16,6 +16,7 @@ mod columns;
 mod copy;
 mod db;
 mod filter;
+mod hasher;
 mod ledger;
 mod migrations;
 mod pg;

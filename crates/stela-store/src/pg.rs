@@ -189,7 +189,18 @@ impl PgStore {
                     return Ok(Err(error));
                 }
             };
-            let (changes, next_log) = match write_tx.before_commit(&appender, self.log_appending) {
+            // Hashed in the transaction: another server may append next, from this tree.
+            let mut next = appender.clone();
+            let written = write_tx.before_commit(appender.size(), self.log_appending).and_then(
+                |(changes, entries)| {
+                    if let Some(entries) = &entries {
+                        let nodes = crate::ledger::hash_entries(&mut next, entries)?;
+                        crate::ledger::insert_nodes(db, &nodes)?;
+                    }
+                    Ok((changes, entries.map(|_| next)))
+                },
+            );
+            let (changes, next_log) = match written {
                 Ok(done) => done,
                 Err(error) => {
                     *log = Some(appender);

@@ -15,6 +15,8 @@ use stela_model::Micros;
 use crate::StoreError;
 use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES};
 use crate::db::Conn;
+use crate::hasher::LogHasher;
+use crate::ledger::NewEntries;
 use crate::migrations::migrate;
 use crate::write::{Change, Pending};
 
@@ -36,12 +38,13 @@ pub struct SqliteStore {
     query_timeout: Duration,
 }
 
-/// The write connection and the log's right edge, guarded together: the appender advances
-/// exactly when a transaction with log entries commits.
+/// The write connection and the log's size, guarded together: the size advances exactly when
+/// a transaction with log entries commits; the tree follows on the hasher thread.
 #[derive(Debug)]
 struct Writer {
     conn: Connection,
-    log: stela_log::Appender,
+    log_size: u64,
+    hasher: LogHasher,
 }
 
 /// A write transaction; every change of one request happens inside one.
@@ -60,20 +63,21 @@ pub struct ReadTx<'a> {
 
 impl WriteTx<'_> {
     /// The work every backend does before its commit: deferred extents, then the log entries
-    /// of the transaction's changes. Returns the changes and the appender to keep once the
-    /// transaction has committed (`None` when the log is not appended to).
+    /// of the transaction's changes, from index `log_size`. Returns the changes and the new
+    /// entries (`None` when the log is not appended to), to hash into the tree.
     pub(crate) fn before_commit(
         &mut self,
-        log: &stela_log::Appender,
+        log_size: u64,
         log_appending: bool,
-    ) -> Result<(Vec<Change>, Option<stela_log::Appender>), StoreError> {
+    ) -> Result<(Vec<Change>, Option<NewEntries>), StoreError> {
         if self.pending.poisoned {
             return Err(StoreError::Corrupt("the write could not be undone in part".into()));
         }
         self.flush()?;
         let changes = self.pending.take_changes();
-        let next_log = if log_appending { Some(self.append_to_log(log, &changes)?) } else { None };
-        Ok((changes, next_log))
+        let entries =
+            if log_appending { Some(self.write_log_entries(log_size, &changes)?) } else { None };
+        Ok((changes, entries))
     }
 }
 
@@ -108,12 +112,22 @@ impl SqliteStore {
         configure(&writer)?;
         migrate(&mut writer)?;
         let log = crate::ledger::load_appender(Conn::Sqlite(&writer))?;
+        // Stored nodes a crash took before they were written (see hasher.rs).
+        let missing = crate::ledger::missing_nodes(Conn::Sqlite(&writer), log.size())?;
+        if !missing.is_empty() {
+            let tx = writer.transaction()?;
+            crate::ledger::insert_nodes(Conn::Sqlite(&tx), &missing)?;
+            tx.commit()?;
+        }
         writer.pragma_update(None, "wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT_PAGES)?;
         let checkpointer = Checkpointer::start(path)?;
+        let log_size = log.size();
+        let hasher = LogHasher::start(log)
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the log hasher: {e}")))?;
         Ok(SqliteStore {
             checkpointer,
             path: path.to_owned(),
-            writer: Mutex::new(Writer { conn: writer, log }),
+            writer: Mutex::new(Writer { conn: writer, log_size, hasher }),
             readers: Mutex::new(Vec::new()),
             query_timeout: Duration::from_secs(30),
             log_appending: true,
@@ -140,29 +154,68 @@ impl SqliteStore {
         f: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E>,
     ) -> Result<(R, Vec<Change>), E> {
         let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Writer { conn, log } = &mut *writer;
+        let Writer { conn, log_size, hasher } = &mut *writer;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let (result, changes, next_log) = {
+        let (result, changes, entries) = {
             let mut write_tx = WriteTx { conn: Conn::Sqlite(&tx), pending: Pending::default() };
             write_tx.set_now(now);
             let result = f(&mut write_tx)?;
-            let (changes, next_log) = write_tx.before_commit(log, self.log_appending)?;
-            (result, changes, next_log)
+            let (changes, entries) = write_tx.before_commit(*log_size, self.log_appending)?;
+            (result, changes, entries)
         };
-        tx.commit().map_err(StoreError::from)?;
-        if let Some(next_log) = next_log {
-            *log = next_log;
+        // The tree's nodes hashed since the last commit go in with this one.
+        let nodes = hasher.take();
+        let committed = crate::ledger::insert_nodes(Conn::Sqlite(&tx), &nodes)
+            .and_then(|()| tx.commit().map_err(StoreError::from));
+        if let Err(error) = committed {
+            hasher.give_back(nodes);
+            return Err(error.into());
+        }
+        if let Some(entries) = entries {
+            *log_size += entries.texts.len() as u64;
+            hasher.hash(entries);
         }
         self.checkpointer.committed();
         Ok((result, changes))
     }
 
+    /// Waits until the log's tree holds every committed entry and writes its stored nodes
+    /// (normally they go in with the next commit or checkpoint; see `hasher.rs`).
+    pub fn sync_log(&self) -> Result<(), StoreError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Writer { conn, hasher, .. } = &mut *writer;
+        hasher.wait();
+        let nodes = hasher.take();
+        let stored = (|| {
+            let tx = conn.transaction()?;
+            crate::ledger::insert_nodes(Conn::Sqlite(&tx), &nodes)?;
+            Ok(tx.commit()?)
+        })();
+        if stored.is_err() {
+            hasher.give_back(nodes);
+        }
+        stored
+    }
+
     /// Stores a signed checkpoint of the log (not itself a logged change).
     pub fn store_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
-        let writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        crate::ledger::store_checkpoint(Conn::Sqlite(&writer.conn), size, note)
+        let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Writer { conn, hasher, .. } = &mut *writer;
+        // The tree's nodes hashed since the last commit go in with the checkpoint (when no
+        // writes follow, they would otherwise wait).
+        let nodes = hasher.take();
+        let stored = (|| {
+            let tx = conn.transaction()?;
+            crate::ledger::insert_nodes(Conn::Sqlite(&tx), &nodes)?;
+            crate::ledger::store_checkpoint(Conn::Sqlite(&tx), size, note)?;
+            Ok(tx.commit()?)
+        })();
+        if stored.is_err() {
+            hasher.give_back(nodes);
+        }
+        stored
     }
 
     /// Runs `f` on a consistent snapshot.

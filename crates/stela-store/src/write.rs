@@ -875,15 +875,15 @@ impl WriteTx<'_> {
         Ok(cascade)
     }
 
-    /// Appends the log entries of `changes`; returns the appender to keep after the commit.
-    pub(crate) fn append_to_log(
+    /// Writes the log entries of `changes`, from index `first` (the log's size).
+    pub(crate) fn write_log_entries(
         &mut self,
-        log: &stela_log::Appender,
+        first: u64,
         changes: &[Change],
-    ) -> Result<stela_log::Appender, StoreError> {
+    ) -> Result<crate::ledger::NewEntries, StoreError> {
         let entries = std::mem::take(&mut self.pending.entries);
         let committed_at = &self.pending.committed_at;
-        crate::ledger::append_changes(self.conn, log, changes, committed_at, entries, |ty, id| {
+        crate::ledger::write_entries(self.conn, first, changes, committed_at, entries, |ty, id| {
             self.entity(ty, id)
         })
     }
