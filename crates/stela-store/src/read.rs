@@ -246,18 +246,34 @@ impl ReadTx<'_> {
                 params.push(Sql::Integer(i64::try_from(top.saturating_add(1)).unwrap_or(i64::MAX)));
                 let limit_index = params.len();
                 params.push(Sql::Integer(i64::try_from(skip).unwrap_or(i64::MAX)));
-                let outer_order =
-                    lower_orderby(dialect, target, &item.options.orderby, &mut params)?;
                 let filter = filter_sql.as_deref().map(|f| format!(" AND {f}")).unwrap_or_default();
-                let sql = format!(
-                    "SELECT p.value AS parent_id, {} FROM {id_table} p JOIN {} t ON t.id IN \
-                     (SELECT t.id FROM {source} WHERE {parent_key} = p.value{filter} \
-                      ORDER BY {inner_order} LIMIT ?{limit_index} OFFSET ?{}) \
-                     ORDER BY p.value, {outer_order}",
-                    select_columns(target),
-                    target.table(),
-                    limit_index + 1
-                );
+                let sql = match dialect {
+                    Dialect::Sqlite => {
+                        let outer_order =
+                            lower_orderby(dialect, target, &item.options.orderby, &mut params)?;
+                        format!(
+                            "SELECT p.value AS parent_id, {} FROM {id_table} p JOIN {} t ON t.id IN \
+                             (SELECT t.id FROM {source} WHERE {parent_key} = p.value{filter} \
+                              ORDER BY {inner_order} LIMIT ?{limit_index} OFFSET ?{}) \
+                             ORDER BY p.value, {outer_order}",
+                            select_columns(target),
+                            target.table(),
+                            limit_index + 1
+                        )
+                    }
+                    // PostgreSQL plans `t.id IN (correlated subquery)` as a scan of the whole
+                    // table; a lateral join reads each parent's page from the index. The rank
+                    // column (after the entity's columns) keeps each page's order.
+                    Dialect::Postgres => format!(
+                        "SELECT p.value AS parent_id, t.* FROM {id_table} p CROSS JOIN LATERAL \
+                         (SELECT {}, row_number() OVER (ORDER BY {inner_order}) AS stela_rank \
+                          FROM {source} WHERE {parent_key} = p.value{filter} \
+                          ORDER BY {inner_order} LIMIT ?{limit_index} OFFSET ?{}) t \
+                         ORDER BY p.value, t.stela_rank",
+                        select_columns(target),
+                        limit_index + 1
+                    ),
+                };
                 let mut seen: HashMap<i64, u64> = HashMap::new();
                 self.conn.query_each(&sql, &params_of(&params), |row| {
                     let parent: i64 = row.get(0)?;
