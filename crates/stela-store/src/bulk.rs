@@ -190,7 +190,6 @@ impl WriteTx<'_> {
         // undone here. PostgreSQL aborts the whole transaction on a failing statement, so there
         // the run goes in a savepoint.
         let savepoint = self.conn.dialect() == Dialect::Postgres;
-        let ids = if savepoint { self.conn.saved_ids().ok().flatten() } else { None };
         let inserted = (|| {
             if savepoint {
                 self.conn.execute_batch("SAVEPOINT bulk_run")?;
@@ -211,7 +210,11 @@ impl WriteTx<'_> {
                 "ROLLBACK TO bulk_run; RELEASE bulk_run"
             };
             let ended = self.conn.execute_batch(end).and_then(|()| {
-                if inserted.is_err() { self.conn.restore_ids(ids.as_deref()) } else { Ok(()) }
+                if inserted.is_err() {
+                    self.conn.restore_ids(self.pending.next_ids.as_deref(), &self.pending.changes)
+                } else {
+                    Ok(())
+                }
             });
             if let Err(error) = ended {
                 let message = format!("ending a bulk insert failed: {error}");

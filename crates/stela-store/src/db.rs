@@ -51,18 +51,9 @@ impl Dialect {
     }
 }
 
-/// The tables whose ids come from a sequence on PostgreSQL (in a fixed order).
-const ID_TABLES: [&str; 9] = [
-    "things",
-    "locations",
-    "historical_locations",
-    "sensors",
-    "observed_properties",
-    "datastreams",
-    "features",
-    "multi_datastreams",
-    "observations",
-];
+/// The entity types whose ids come from a sequence on PostgreSQL (every type), in a fixed
+/// order.
+const ID_TYPES: [stela_model::EntityType; 9] = stela_model::EntityType::ALL;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01T00:00:00Z).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -233,28 +224,46 @@ impl<'a> Conn<'a> {
             .ok_or_else(|| StoreError::Corrupt(format!("no row from: {}", first_line(sql))))
     }
 
-    /// PostgreSQL's id sequences as they stand (`None` on SQLite). Sequences are not
-    /// transactional: what a rolled-back insert drew stays drawn, where SQLite's AUTOINCREMENT
-    /// counter rolls back with the transaction. Restoring them after a rollback
-    /// ([`Conn::restore_ids`]) gives both backends the same ids for the same requests.
-    pub(crate) fn saved_ids(&self) -> Result<Option<Vec<(i64, bool)>>, StoreError> {
+    /// The next id of each of PostgreSQL's id sequences (`None` on SQLite), in the order of
+    /// [`ID_TYPES`]. Sequences are not transactional: what a rolled-back insert drew stays
+    /// drawn, where SQLite's AUTOINCREMENT counter rolls back with the transaction. Putting them
+    /// back after a rollback ([`Conn::restore_ids`]) gives both backends the same ids for the
+    /// same requests. Read once per transaction.
+    pub(crate) fn next_ids(&self) -> Result<Option<Vec<i64>>, StoreError> {
         let Conn::Postgres(_) = self else { return Ok(None) };
-        let sql = ID_TABLES
+        let sql = ID_TYPES
             .iter()
-            .map(|table| format!("SELECT last_value, is_called FROM {table}_id_seq"))
+            .map(|ty| {
+                format!(
+                    "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {}_id_seq",
+                    ty.table()
+                )
+            })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
-        let state = self.query_map(&sql, &[], |row| Ok((row.get(0)?, row.get::<i64>(1)? != 0)))?;
-        Ok(Some(state))
+        Ok(Some(self.query_map(&sql, &[], |row| row.get(0))?))
     }
 
-    /// Puts the id sequences back as [`Conn::saved_ids`] found them; call it after rolling
-    /// back (to a savepoint), while this transaction still holds the writer lock.
-    pub(crate) fn restore_ids(&self, saved: Option<&[(i64, bool)]>) -> Result<(), StoreError> {
-        let Some(saved) = saved else { return Ok(()) };
-        for (table, (value, called)) in ID_TABLES.iter().zip(saved) {
-            let sql = format!("SELECT setval('{table}_id_seq', ?1, ?2)");
-            self.query_each(&sql, rusqlite::params![value, called], |_| Ok(()))?;
+    /// Puts the id sequences back after a rollback (to a savepoint) as SQLite's counter would
+    /// be: past the ids of the transaction's start (`next_ids`) and past every id the
+    /// transaction still created (`created`). Call it while the transaction holds the writer
+    /// lock.
+    pub(crate) fn restore_ids(
+        &self,
+        next_ids: Option<&[i64]>,
+        created: &[crate::Change],
+    ) -> Result<(), StoreError> {
+        let Some(next_ids) = next_ids else { return Ok(()) };
+        for (ty, start) in ID_TYPES.iter().zip(next_ids) {
+            let after_created = created
+                .iter()
+                .filter(|change| change.ty == *ty && change.kind == crate::ChangeKind::Created)
+                .map(|change| change.id + 1)
+                .max()
+                .unwrap_or(0);
+            let sql = format!("SELECT setval('{}_id_seq', ?1, false)", ty.table());
+            let next = (*start).max(after_created);
+            self.query_each(&sql, rusqlite::params![next], |_| Ok(()))?;
         }
         Ok(())
     }

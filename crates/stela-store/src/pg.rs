@@ -161,12 +161,12 @@ impl PgStore {
         f: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E>,
     ) -> Result<(R, Vec<Change>), E> {
         // The savepoint lets a failed transaction put the id sequences back before it ends
-        // (see `Conn::saved_ids`), still holding the writer lock.
+        // (see `Conn::next_ids`), still holding the writer lock.
         conn.batch(&format!(
             "BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK}); SAVEPOINT stela_start"
         ))?;
         let db = Conn::Postgres(conn);
-        let ids = match db.saved_ids() {
+        let ids = match db.next_ids() {
             Ok(ids) => ids,
             Err(error) => {
                 let _ = conn.batch("ROLLBACK");
@@ -181,6 +181,7 @@ impl PgStore {
                 _ => crate::ledger::load_appender(db)?,
             };
             let mut write_tx = WriteTx { conn: db, pending: Pending::default() };
+            write_tx.pending.next_ids.clone_from(&ids);
             write_tx.set_now(now);
             let result = match f(&mut write_tx) {
                 Ok(result) => result,
@@ -220,7 +221,7 @@ impl PgStore {
             if !conn.is_closed() {
                 let restored = conn
                     .batch("ROLLBACK TO SAVEPOINT stela_start")
-                    .and_then(|()| db.restore_ids(ids.as_deref()));
+                    .and_then(|()| db.restore_ids(ids.as_deref(), &[]));
                 if let Err(error) = restored {
                     tracing::warn!(%error, "could not put the id sequences back after a rollback");
                 }

@@ -85,6 +85,9 @@ pub(crate) struct Pending {
     pub(crate) entries: Vec<(usize, String)>,
     /// Entities known to exist in this transaction (links checked once per transaction).
     pub(crate) known: std::collections::HashSet<(EntityType, i64)>,
+    /// PostgreSQL: the next id of each sequence when the transaction began (see
+    /// `Conn::next_ids`).
+    pub(crate) next_ids: Option<Vec<i64>>,
     /// Features generated from the Location of a Datastream's or MultiDatastream's Thing.
     generated: std::collections::HashMap<(EntityType, i64), i64>,
 }
@@ -113,7 +116,6 @@ impl WriteTx<'_> {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<R, E>,
     ) -> Result<R, E> {
-        let ids = self.conn.saved_ids()?;
         self.conn.execute_batch("SAVEPOINT isolated")?;
         let changes = self.pending.changes.len();
         let extents = self.pending.extents.clone();
@@ -125,10 +127,10 @@ impl WriteTx<'_> {
             }
             Err(error) => {
                 self.conn.execute_batch("ROLLBACK TO isolated; RELEASE isolated")?;
-                self.conn.restore_ids(ids.as_deref())?;
                 for undone in self.pending.changes.drain(changes..) {
                     self.pending.known.remove(&(undone.ty, undone.id));
                 }
+                self.conn.restore_ids(self.pending.next_ids.as_deref(), &self.pending.changes)?;
                 self.pending.entries.retain(|(index, _)| *index < changes);
                 self.pending.generated.clear();
                 self.pending.extents = extents;

@@ -245,3 +245,52 @@ fn filters_and_orders_answer_as_on_sqlite() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Ids after rollbacks are the same on both backends: PostgreSQL's sequences are put back as
+/// SQLite's AUTOINCREMENT counter is, and an id is never handed out twice.
+#[test]
+fn ids_after_rollbacks_are_as_on_sqlite() {
+    let Some(db) = database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(dir.path().join("stela.db").to_str().unwrap()).unwrap();
+    let postgres = Store::open(db.url()).unwrap();
+    let thing = decode_entity(
+        EntityType::Thing,
+        &json!({"name": "t", "description": "d"}),
+        DecodeMode::Create,
+    )
+    .unwrap();
+    let run = |store: &Store| -> Vec<i64> {
+        let mut ids = Vec::new();
+        // A transaction that fails as a whole draws no id.
+        let failed = store.write(NOW, |tx| {
+            tx.create(&thing, None)?;
+            Err::<(), _>(StoreError::Invalid("rolled back".into()))
+        });
+        assert!(failed.is_err());
+        let (created, _) = store
+            .write(NOW, |tx| {
+                let mut ids = Vec::new();
+                // Created, then deleted in the same transaction: its id stays used.
+                ids.push(tx.isolated(|tx| tx.create(&thing, None))?);
+                tx.isolated(|tx| tx.delete(EntityType::Thing, ids[0]))?;
+                // A job that fails after drawing an id.
+                let refused = tx.isolated(|tx| {
+                    tx.create(&thing, None)?;
+                    Err::<i64, _>(StoreError::Invalid("refused".into()))
+                });
+                assert!(refused.is_err());
+                ids.push(tx.isolated(|tx| tx.create(&thing, None))?);
+                Ok::<_, StoreError>(ids)
+            })
+            .unwrap();
+        ids.extend(created);
+        let (next, _) =
+            store.write(NOW, |tx| tx.create(&thing, None)).map_err(|e: StoreError| e).unwrap();
+        ids.push(next);
+        ids
+    };
+    let on_sqlite = run(&sqlite);
+    assert_eq!(on_sqlite, [1, 2, 3]);
+    assert_eq!(run(&postgres), on_sqlite);
+}
