@@ -167,9 +167,14 @@ CREATE TABLE observations (
     valid_time_start timestamptz,
     valid_time_end timestamptz,
     parameters jsonb,
-    datastream_id bigint REFERENCES datastreams(id) ON DELETE CASCADE,
-    feature_id bigint NOT NULL REFERENCES features(id) ON DELETE CASCADE,
-    multi_datastream_id bigint REFERENCES multi_datastreams(id) ON DELETE CASCADE,
+    -- No FOREIGN KEY constraints here, unlike every other table: PostgreSQL checks a foreign
+    -- key by locking the referenced row (FOR KEY SHARE), once per inserted Observation, which
+    -- took 70 % of the time of a bulk insert (100,000 rows: 2.65 s with the constraints,
+    -- 0.81 s without). The store checks every link before it writes (one writer at a time,
+    -- under an advisory lock), and the cascades of the standard are the triggers below.
+    datastream_id bigint,
+    feature_id bigint NOT NULL,
+    multi_datastream_id bigint,
     -- An Observation belongs to a Datastream or to a MultiDatastream, never both.
     CHECK ((datastream_id IS NULL) <> (multi_datastream_id IS NULL))
 );
@@ -180,6 +185,22 @@ CREATE INDEX observations_by_multi_datastream_time
 CREATE INDEX observations_by_multi_datastream
     ON observations(multi_datastream_id, id) WHERE multi_datastream_id IS NOT NULL;
 CREATE INDEX observations_by_feature ON observations(feature_id);
+-- ON DELETE CASCADE of the Observations' links (see above).
+CREATE FUNCTION stela_delete_observations() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('DELETE FROM observations o USING deleted d WHERE o.%I = d.id', TG_ARGV[0]);
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER datastreams_delete_observations AFTER DELETE ON datastreams
+    REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION stela_delete_observations('datastream_id');
+CREATE TRIGGER multi_datastreams_delete_observations AFTER DELETE ON multi_datastreams
+    REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION stela_delete_observations('multi_datastream_id');
+CREATE TRIGGER features_delete_observations AFTER DELETE ON features
+    REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION stela_delete_observations('feature_id');
 
 -- The verifiable log, as SQLite's schema version 3 has it (see migrations.rs): entries in
 -- bundles (one row per commit and 256-entry tile, joined by newlines), the create entries of
