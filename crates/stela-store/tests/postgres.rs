@@ -294,3 +294,28 @@ fn ids_after_rollbacks_are_as_on_sqlite() {
     assert_eq!(on_sqlite, [1, 2, 3]);
     assert_eq!(run(&postgres), on_sqlite);
 }
+
+/// The schema is created once, opening again changes nothing, and a database with a newer
+/// schema than this code knows is refused.
+#[test]
+fn migrations_run_once_and_a_newer_schema_is_refused() {
+    let Some(db) = database() else { return };
+    drop(Store::open(db.url()).unwrap());
+    drop(Store::open(db.url()).unwrap());
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    let versions: Vec<i64> = client
+        .query("SELECT version FROM stela_schema", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+    client.batch_execute("UPDATE stela_schema SET version = 99").unwrap();
+    drop(client);
+    match Store::open(db.url()) {
+        Err(StoreError::Schema(message)) => {
+            assert!(message.contains("schema version 99, newer than this Stela knows"), "{message}")
+        }
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+}
