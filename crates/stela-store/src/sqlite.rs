@@ -16,7 +16,7 @@ use crate::StoreError;
 use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES};
 use crate::db::Conn;
 use crate::migrations::migrate;
-use crate::write::{Change, Pending};
+use crate::write::{Change, Known, Pending};
 
 /// Readers kept open between requests.
 const MAX_IDLE_READERS: usize = 8;
@@ -42,6 +42,9 @@ pub struct SqliteStore {
 struct Writer {
     conn: Connection,
     log: stela_log::Appender,
+    /// What the last committed transaction knew of the database, for the next one (this
+    /// connection is the only writer of the file); emptied when a transaction fails.
+    known: Known,
 }
 
 /// A write transaction; every change of one request happens inside one.
@@ -113,7 +116,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             checkpointer,
             path: path.to_owned(),
-            writer: Mutex::new(Writer { conn: writer, log }),
+            writer: Mutex::new(Writer { conn: writer, log, known: Known::default() }),
             readers: Mutex::new(Vec::new()),
             query_timeout: Duration::from_secs(30),
             log_appending: true,
@@ -140,21 +143,26 @@ impl SqliteStore {
         f: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E>,
     ) -> Result<(R, Vec<Change>), E> {
         let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Writer { conn, log } = &mut *writer;
+        let Writer { conn, log, known } = &mut *writer;
+        // Taken, and put back only after the commit: a transaction that fails may have
+        // learnt facts its rollback undoes.
+        let carried = std::mem::take(known);
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let (result, changes, next_log) = {
-            let mut write_tx = WriteTx { conn: Conn::Sqlite(&tx), pending: Pending::default() };
+        let (result, changes, next_log, next_known) = {
+            let pending = Pending::knowing(carried);
+            let mut write_tx = WriteTx { conn: Conn::Sqlite(&tx), pending };
             write_tx.set_now(now);
             let result = f(&mut write_tx)?;
             let (changes, next_log) = write_tx.before_commit(log, self.log_appending)?;
-            (result, changes, next_log)
+            (result, changes, next_log, write_tx.pending.known.carry())
         };
         tx.commit().map_err(StoreError::from)?;
         if let Some(next_log) = next_log {
             *log = next_log;
         }
+        *known = next_known;
         self.checkpointer.committed();
         Ok((result, changes))
     }
