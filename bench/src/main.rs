@@ -24,6 +24,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod client;
 mod log_overhead;
 mod mqtt;
+mod mqtt_writer;
 mod report;
 mod runner;
 mod scenarios;
@@ -104,6 +105,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.only == ["mqtt_writer"] {
+        // The in-process writer cost of MQTT-shaped batches alone: no server.
+        for batch in [256, 1024, 4096] {
+            let measured = mqtt_writer::measure(batch, args.observations.unwrap_or(60_000))?;
+            println!("{}", serde_json::to_string(&measured)?);
+        }
+        return Ok(());
+    }
     if args.only == ["log_overhead"] {
         // The in-process comparison alone: no server, no dataset.
         let overhead = log_overhead::measure(args.observations.unwrap_or(50_000))?;

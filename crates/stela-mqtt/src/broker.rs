@@ -26,7 +26,9 @@ pub struct BrokerOptions {
     /// Largest packet accepted from a client; larger ones close the connection.
     pub max_packet_bytes: usize,
     /// Notifications queued per client; beyond it the slow-subscriber rule applies. Room for
-    /// a few of the notifier's batches (`notifier::MAX_EVENTS`), which arrive at once.
+    /// a few of the writer's MQTT batches (`ingest::MAX_BATCH`, up to 4,096 creates committed
+    /// at once, their notifications arriving together), so that a client that reads is not
+    /// taken for a slow one by a burst.
     pub client_queue: usize,
     /// QoS 1 notifications sent to a client and not yet acknowledged.
     pub max_inflight: usize,
@@ -46,7 +48,7 @@ impl BrokerOptions {
         BrokerOptions {
             http_base_url: http_base_url.into(),
             max_packet_bytes: 1024 * 1024,
-            client_queue: 4096,
+            client_queue: 16_384,
             max_inflight: 64,
             max_pending_creates: 64,
             max_connections: 10_000,

@@ -3,10 +3,12 @@
 //! transaction.
 //!
 //! ```text
-//!  sessions, bridge ─► Ingest::submit: parse topic and JSON (refusals answered at once)
+//!  sessions, bridge ─► Ingest::submit: parse topic and JSON, decode the Observation
+//!                        (refusals answered at once; on the session's task, so that
+//!                        sessions decode in parallel and the batcher only gathers)
 //!                        └─► bounded queue (QUEUE_CAPACITY; full = the caller waits, so a
 //!                              flood becomes TCP backpressure, not memory)
-//!  batcher task ─► take what is waiting (≤ MAX_BATCH) ─► Service::atomic(create_decoded)
+//!  batcher task ─► take what is waiting (≤ MAX_BATCH) ─► Service::create_decoded
 //!                  (≤ BATCHES_IN_FLIGHT at once, handed to the writer in arrival order)
 //!                  └─► after the commit: count, answer each message (its Pending resolves)
 //! ```
@@ -24,7 +26,7 @@ use std::task::Poll;
 
 use serde_json::Value as Json;
 use stela_model::ResourcePath;
-use stela_service::{ErrorCode, Service, ServiceError};
+use stela_service::{DecodedCreate, ErrorCode, Service, ServiceError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -104,11 +106,10 @@ impl Pending {
     }
 }
 
-/// A parsed message on its way to the batcher.
+/// A decoded message on its way to the batcher.
 #[derive(Debug)]
 struct CreateRequest {
-    path: ResourcePath,
-    body: Json,
+    create: DecodedCreate,
     answer: oneshot::Sender<Outcome>,
 }
 
@@ -148,8 +149,14 @@ impl Ingest {
             Ok(parsed) => parsed,
             Err(rejection) => return Pending::Done(Err(self.reject(rejection))),
         };
+        // Decoded here, on the session's task: the batcher and the writer thread only write.
+        let Some(create) = stela_service::decode_creates([(path, &body)]).pop() else {
+            return Pending::Done(Err(self.reject(Rejection::Internal(ServiceError::Internal(
+                "decoding an mqtt message gave no create".into(),
+            )))));
+        };
         let (answer, outcome) = oneshot::channel();
-        match self.queue.send(CreateRequest { path, body, answer }).await {
+        match self.queue.send(CreateRequest { create, answer }).await {
             Ok(()) => Pending::Queued(outcome),
             Err(_) => Pending::Done(Err(self.reject(Rejection::Internal(ServiceError::Internal(
                 "the mqtt create batcher is not running".into(),
@@ -206,15 +213,13 @@ fn commit_batch(
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
         let mut answers = Vec::with_capacity(requests.len());
-        let mut bodies = Vec::with_capacity(requests.len());
+        let mut creates = Vec::with_capacity(requests.len());
         for request in requests {
             answers.push(request.answer);
-            bodies.push((request.path, request.body));
+            creates.push(request.create);
         }
-        let count = bodies.len();
-        // Decoded here: the writer thread only writes.
-        let decoded = stela_service::decode_creates(bodies.iter().map(|(p, b)| (p.clone(), b)));
-        let committed = service.atomic(move |writer| Ok(writer.create_decoded(decoded))).await;
+        let count = creates.len();
+        let committed = service.create_decoded(creates).await;
         drop(slot);
         let results: Vec<Result<i64, ServiceError>> = match committed {
             Ok(results) if results.len() == count => results,

@@ -493,7 +493,7 @@ async fn create_observations(
     let decoded = stela_service::decode_creates(
         rows.iter().flatten().map(|observation| (path.clone(), observation)),
     );
-    let created = state.service.atomic(move |writer| Ok(writer.create_decoded(decoded))).await?;
+    let created = state.service.create_decoded(decoded).await?;
     let mut created = created.into_iter();
     let results: Vec<Json> = rows
         .iter()

@@ -113,7 +113,7 @@ fn path_key(path: &ResourcePath) -> Option<PathKey> {
 /// The relation and entity a POST to `path` links the new entity to (`Datastreams(5)/
 /// Observations` → the new Observation's Datastream is 5); `None` for a top-level collection.
 pub(crate) fn implicit_link(
-    writer: &Writer<'_, '_>,
+    writer: &mut Writer<'_, '_>,
     path: &ResourcePath,
 ) -> Result<Option<(&'static Relation, i64)>, ServiceError> {
     let target = *path.target();

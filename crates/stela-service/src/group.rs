@@ -5,6 +5,7 @@
 //!                           (up to MAX_GROUP) ─► one transaction (a job alone: no savepoint):
 //!                              job 1 in a savepoint ─► ok
 //!                              job 2 in a savepoint ─► fails: only its writes are undone
+//!                              bulk job (never fails as a whole) ─► no savepoint
 //!                              …
 //!                           ─► commit (one WAL append, one log append, one extents flush)
 //!                           ─► change events ─► each job's caller gets its own result
@@ -26,14 +27,46 @@ use crate::{Inner, ServiceError, now_micros};
 /// The most jobs one transaction takes.
 const MAX_GROUP: usize = 512;
 
+/// A job's result with its type erased.
+type Output = Box<dyn Any + Send>;
+
+/// What a job that can fail as a whole runs.
+type AtomicFn = Box<dyn FnOnce(&mut Writer<'_, '_>) -> Result<Output, ServiceError> + Send>;
+
 /// A write job with its result type erased, so that jobs of any kind share a queue.
-pub(crate) type Job =
-    Box<dyn FnOnce(&mut Writer<'_, '_>) -> Result<Box<dyn Any + Send>, ServiceError> + Send>;
+pub(crate) enum Job {
+    /// Succeeds or fails as a whole: in a group, it runs in a savepoint of its own.
+    Atomic(AtomicFn),
+    /// Never fails as a whole (a bulk create, whose items are each undone on their own): it
+    /// needs no savepoint, in which SQLite would copy every page the job changes.
+    Infallible(Box<dyn FnOnce(&mut Writer<'_, '_>) -> Output + Send>),
+}
+
+impl Job {
+    /// Runs the job in a group: in a savepoint when it can fail as a whole.
+    fn run_in_group(
+        self,
+        writer: &mut Writer<'_, '_>,
+    ) -> Result<Box<dyn Any + Send>, ServiceError> {
+        match self {
+            Job::Atomic(job) => writer.isolated(job),
+            Job::Infallible(job) => Ok(job(writer)),
+        }
+    }
+
+    /// Runs the job alone in its transaction (whose rollback undoes it when it fails).
+    fn run_alone(self, writer: &mut Writer<'_, '_>) -> Result<Output, ServiceError> {
+        match self {
+            Job::Atomic(job) => job(writer),
+            Job::Infallible(job) => Ok(job(writer)),
+        }
+    }
+}
 
 /// A job and where its result goes.
 pub(crate) struct Request {
     pub(crate) job: Job,
-    pub(crate) reply: oneshot::Sender<Result<Box<dyn Any + Send>, ServiceError>>,
+    pub(crate) reply: oneshot::Sender<Result<Output, ServiceError>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -71,8 +104,8 @@ fn commit_group(inner: &Arc<Inner>, mut group: Vec<Request>) {
     }
     let outcome = inner.store.write(now_micros(), |tx| {
         let mut writer = Writer { tx };
-        let results: Vec<Result<Box<dyn Any + Send>, ServiceError>> =
-            jobs.into_iter().map(|job| writer.isolated(job)).collect();
+        let results: Vec<Result<Output, ServiceError>> =
+            jobs.into_iter().map(|job| job.run_in_group(&mut writer)).collect();
         Ok::<_, ServiceError>(results)
     });
     match outcome {
@@ -96,7 +129,7 @@ fn commit_group(inner: &Arc<Inner>, mut group: Vec<Request>) {
 /// transaction undoes it (and SQLite copies no page into a sub-journal for it, which for a
 /// bulk job of thousands of rows is a large part of the cost).
 fn commit_alone(inner: &Arc<Inner>, request: Request) {
-    let outcome = inner.store.write(now_micros(), |tx| (request.job)(&mut Writer { tx }));
+    let outcome = inner.store.write(now_micros(), |tx| request.job.run_alone(&mut Writer { tx }));
     let answer = outcome.map(|(result, changes)| {
         inner.publish(&changes);
         result

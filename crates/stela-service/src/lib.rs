@@ -326,8 +326,28 @@ impl Service {
         &self,
         f: impl FnOnce(&mut Writer<'_, '_>) -> Result<R, ServiceError> + Send + 'static,
     ) -> Result<R, ServiceError> {
-        let job: group::Job =
-            Box::new(move |writer| f(writer).map(|r| Box::new(r) as Box<dyn std::any::Any + Send>));
+        let job = group::Job::Atomic(Box::new(move |writer| {
+            f(writer).map(|r| Box::new(r) as Box<dyn std::any::Any + Send>)
+        }));
+        self.submit(job).await
+    }
+
+    /// Creates many entities in one transaction, each as [`Writer::create_decoded`] creates
+    /// it and each succeeding or failing on its own; the results are in input order. Unlike
+    /// `atomic(|w| Ok(w.create_decoded(items)))` the job cannot fail as a whole, so that
+    /// sharing a transaction with other writes costs it no savepoint.
+    pub async fn create_decoded(
+        &self,
+        items: Vec<DecodedCreate>,
+    ) -> Result<Vec<Result<i64, ServiceError>>, ServiceError> {
+        let job = group::Job::Infallible(Box::new(move |writer| {
+            Box::new(writer.create_decoded(items)) as Box<dyn std::any::Any + Send>
+        }));
+        self.submit(job).await
+    }
+
+    /// Queues a job for the writer thread and waits for its result.
+    async fn submit<R: Send + 'static>(&self, job: group::Job) -> Result<R, ServiceError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sender = self.inner.writes.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let sender =

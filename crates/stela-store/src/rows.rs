@@ -9,7 +9,7 @@ use crate::StoreError;
 use crate::db::{Conn, params_of};
 
 /// The most rows one statement inserts.
-const MAX_CHUNK: usize = 256;
+pub(crate) const MAX_CHUNK: usize = 256;
 
 /// Inserts `values.len() / width` rows into `table (columns)`, in order. Pushes to `done` the
 /// rowid of the last row of each statement with the number of rows it inserted, as it goes
@@ -22,13 +22,32 @@ pub(crate) fn insert_rows(
     columns: &str,
     width: usize,
     values: &[Sql],
+    done: Option<&mut Vec<(i64, usize)>>,
+) -> Result<(), StoreError> {
+    insert_rows_chunked(conn, table, columns, width, values, done, MAX_CHUNK)
+}
+
+/// [`insert_rows`] with at most `max_chunk` rows per statement (a power of two).
+///
+/// On SQLite a statement of several rows keeps a statement journal: a copy of every page it
+/// changes, so that a foreign-key violation can undo it alone. Rows that go to many places of
+/// an index (Observations of many Datastreams) change a page each, and one row per statement
+/// (which needs no journal) is then cheaper.
+pub(crate) fn insert_rows_chunked(
+    conn: Conn<'_>,
+    table: &str,
+    columns: &str,
+    width: usize,
+    values: &[Sql],
     mut done: Option<&mut Vec<(i64, usize)>>,
+    max_chunk: usize,
 ) -> Result<(), StoreError> {
     debug_assert!(width > 0 && values.len().is_multiple_of(width));
+    debug_assert!(max_chunk.is_power_of_two() && max_chunk <= MAX_CHUNK);
     let mut rest = values;
     while !rest.is_empty() {
         let rows = rest.len() / width;
-        let chunk = if rows >= MAX_CHUNK { MAX_CHUNK } else { 1 << rows.ilog2() };
+        let chunk = if rows >= max_chunk { max_chunk } else { 1 << rows.ilog2() };
         let (now, later) = rest.split_at(chunk * width);
         let sql = insert_sql(table, columns, width, chunk);
         let last = match conn {

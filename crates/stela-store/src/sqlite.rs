@@ -18,7 +18,7 @@ use crate::db::Conn;
 use crate::hasher::LogHasher;
 use crate::ledger::NewEntries;
 use crate::migrations::migrate;
-use crate::write::{Change, Pending};
+use crate::write::{Change, Known, Pending};
 
 /// Readers kept open between requests.
 const MAX_IDLE_READERS: usize = 8;
@@ -45,6 +45,9 @@ struct Writer {
     conn: Connection,
     log_size: u64,
     hasher: LogHasher,
+    /// What the last committed transaction knew of the database, for the next one (this
+    /// connection is the only writer of the file); emptied when a transaction fails.
+    known: Known,
 }
 
 /// A write transaction; every change of one request happens inside one.
@@ -127,7 +130,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             checkpointer,
             path: path.to_owned(),
-            writer: Mutex::new(Writer { conn: writer, log_size, hasher }),
+            writer: Mutex::new(Writer { conn: writer, log_size, hasher, known: Known::default() }),
             readers: Mutex::new(Vec::new()),
             query_timeout: Duration::from_secs(30),
             log_appending: true,
@@ -154,16 +157,20 @@ impl SqliteStore {
         f: impl FnOnce(&mut WriteTx<'_>) -> Result<R, E>,
     ) -> Result<(R, Vec<Change>), E> {
         let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Writer { conn, log_size, hasher } = &mut *writer;
+        let Writer { conn, log_size, hasher, known } = &mut *writer;
+        // Taken, and put back only after the commit: a transaction that fails may have
+        // learnt facts its rollback undoes.
+        let carried = std::mem::take(known);
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let (result, changes, entries) = {
-            let mut write_tx = WriteTx { conn: Conn::Sqlite(&tx), pending: Pending::default() };
+        let (result, changes, entries, next_known) = {
+            let pending = Pending::knowing(carried);
+            let mut write_tx = WriteTx { conn: Conn::Sqlite(&tx), pending };
             write_tx.set_now(now);
             let result = f(&mut write_tx)?;
             let (changes, entries) = write_tx.before_commit(*log_size, self.log_appending)?;
-            (result, changes, entries)
+            (result, changes, entries, write_tx.pending.known.carry())
         };
         // The tree's nodes hashed since the last commit go in with this one.
         let nodes = hasher.take();
@@ -177,6 +184,7 @@ impl SqliteStore {
             *log_size += entries.texts.len() as u64;
             hasher.hash(entries);
         }
+        *known = next_known;
         self.checkpointer.committed();
         Ok((result, changes))
     }

@@ -14,7 +14,7 @@
 //! Deletes cascade through the foreign keys of the schema (the table of the standard);
 //! deleting a Location also deletes its HistoricalLocations.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use geo::{ConvexHull, Coord, MultiPoint, Point};
 use rusqlite::params;
@@ -83,13 +83,60 @@ pub(crate) struct Pending {
     /// change in `changes` (increasing), so that the log neither reads the entities back nor
     /// serialises twice.
     pub(crate) entries: Vec<(usize, String)>,
-    /// Entities known to exist in this transaction (links checked once per transaction).
-    pub(crate) known: std::collections::HashSet<(EntityType, i64)>,
+    /// What this transaction knows of the database without asking it; on SQLite carried
+    /// over from the transactions before (see [`Known`]).
+    pub(crate) known: Known,
     /// PostgreSQL: the next id of each sequence when the transaction began (see
     /// `Conn::next_ids`).
     pub(crate) next_ids: Option<Vec<i64>>,
-    /// Features generated from the Location of a Datastream's or MultiDatastream's Thing.
-    generated: std::collections::HashMap<(EntityType, i64), i64>,
+}
+
+/// Facts about the database that writes look up again and again (an MQTT batch checks and
+/// looks up the same 300 Datastreams as the batch before): kept for a transaction and, on
+/// SQLite, from one committed transaction to the next (`SqliteStore` keeps them beside the
+/// write connection, the only writer of its file, as it keeps the log's right edge). On
+/// PostgreSQL each transaction starts without them: other servers may write in between.
+///
+/// **Invariant:** every write that can make a fact false forgets it in the same transaction:
+/// deletes forget every fact, updates, relinks and moves of a Thing forget the generated
+/// Features and the covered positions, an undone savepoint forgets what it created, and a
+/// transaction that does not commit is not carried over at all.
+#[derive(Debug, Default)]
+pub(crate) struct Known {
+    /// Entities known to exist (links checked once).
+    pub(crate) exists: HashSet<(EntityType, i64)>,
+    /// The Feature generated from the Location of a Datastream's or MultiDatastream's Thing.
+    generated: HashMap<(EntityType, i64), i64>,
+    /// Per Datastream or MultiDatastream, Features whose positions lie inside its stored
+    /// observedArea: new Observations of them do not change the area.
+    covered: HashMap<(EntityType, i64), HashSet<i64>>,
+}
+
+/// The most facts of each kind carried to the next transaction: a bound on memory (a
+/// Datastream, a Feature or a check costs a few dozen bytes).
+const MAX_CARRIED: usize = 65_536;
+
+impl Known {
+    /// Forgets what depends on Locations, Things, Features and extents (after an update, a
+    /// delete, a move).
+    fn forget_derived(&mut self) {
+        self.generated.clear();
+        self.covered.clear();
+    }
+
+    /// What the next transaction may reuse once this one has committed: Observations are
+    /// never looked up again (they are not linked to), the rest is bounded.
+    pub(crate) fn carry(&mut self) -> Known {
+        let mut carried = std::mem::take(self);
+        carried.exists.retain(|(ty, _)| *ty != EntityType::Observation);
+        if carried.exists.len() > MAX_CARRIED {
+            carried.exists.clear();
+        }
+        if carried.generated.len() > MAX_CARRIED || carried.covered.len() > MAX_CARRIED {
+            carried.forget_derived();
+        }
+        carried
+    }
 }
 
 fn widen(range: &mut Option<(Micros, Micros)>, start: Micros, end: Micros) {
@@ -128,11 +175,11 @@ impl WriteTx<'_> {
             Err(error) => {
                 self.conn.execute_batch("ROLLBACK TO isolated; RELEASE isolated")?;
                 for undone in self.pending.changes.drain(changes..) {
-                    self.pending.known.remove(&(undone.ty, undone.id));
+                    self.pending.known.exists.remove(&(undone.ty, undone.id));
                 }
                 self.conn.restore_ids(self.pending.next_ids.as_deref(), &self.pending.changes)?;
                 self.pending.entries.retain(|(index, _)| *index < changes);
-                self.pending.generated.clear();
+                self.pending.known.forget_derived();
                 self.pending.extents = extents;
                 self.pending.recompute = recompute;
                 Err(error)
@@ -149,7 +196,18 @@ impl WriteTx<'_> {
     }
 
     /// Checks path steps against the data (see [`crate::ReadTx::resolve`]).
-    pub fn resolve(&self, steps: &[stela_model::Step]) -> Result<crate::Resolved, StoreError> {
+    pub fn resolve(&mut self, steps: &[stela_model::Step]) -> Result<crate::Resolved, StoreError> {
+        // `Datastreams(5)`, the parent of every MQTT create: checked once, then known.
+        if let [step] = steps
+            && let Some(id) = step.id
+        {
+            if self.pending.known.exists.contains(&(step.ty, id)) {
+                return Ok(crate::Resolved::Entity { ty: step.ty, id });
+            }
+            let resolved = crate::read::resolve(self.conn, steps)?;
+            self.pending.known.exists.insert((step.ty, id));
+            return Ok(resolved);
+        }
         crate::read::resolve(self.conn, steps)
     }
 
@@ -244,7 +302,7 @@ impl WriteTx<'_> {
         let id = self.conn.insert_id(&sql, &params_of(&values))?;
         let change_index = self.pending.changes.len();
         self.pending.changes.push(Change { kind: ChangeKind::Created, ty, id });
-        self.pending.known.insert((ty, id));
+        self.pending.known.exists.insert((ty, id));
         let links = ty.relations().iter().filter_map(|relation| match relation.link {
             Link::Forward { column } => {
                 forward.get(column).map(|(_, target)| (relation.name, *target))
@@ -439,11 +497,11 @@ impl WriteTx<'_> {
     }
 
     pub(crate) fn require(&mut self, ty: EntityType, id: i64) -> Result<(), StoreError> {
-        if self.pending.known.contains(&(ty, id)) {
+        if self.pending.known.exists.contains(&(ty, id)) {
             return Ok(());
         }
         if entity_exists(self.conn, ty, id)? {
-            self.pending.known.insert((ty, id));
+            self.pending.known.exists.insert((ty, id));
             Ok(())
         } else {
             Err(invalid(format!("no {ty} with id {id} to link to")))
@@ -458,6 +516,8 @@ impl WriteTx<'_> {
         child: i64,
         parent: i64,
     ) -> Result<(), StoreError> {
+        // A Datastream moved to another Thing has another generated Feature.
+        self.pending.known.forget_derived();
         let target = relation.target;
         let old_parents = if target == EntityType::Observation {
             self.observation_parents(child)?
@@ -501,7 +561,7 @@ impl WriteTx<'_> {
 
     /// Makes `locations` the current Locations of `thing` and records a HistoricalLocation.
     fn move_thing(&mut self, thing: i64, locations: &[i64]) -> Result<(), StoreError> {
-        self.pending.generated.clear();
+        self.pending.known.forget_derived();
         self.conn.execute("DELETE FROM things_locations WHERE thing_id = ?1", params![thing])?;
         for location in locations {
             self.conn.execute("INSERT INTO things_locations (thing_id, location_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![thing, *location])?;
@@ -553,6 +613,7 @@ impl WriteTx<'_> {
         if locations.is_empty() {
             return Ok(());
         }
+        self.pending.known.forget_derived();
         self.conn.execute("DELETE FROM things_locations WHERE thing_id = ?1", params![thing])?;
         for location in locations {
             self.conn.execute("INSERT INTO things_locations (thing_id, location_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![thing, location])?;
@@ -571,11 +632,11 @@ impl WriteTx<'_> {
         &mut self,
         parent: (EntityType, i64),
     ) -> Result<i64, StoreError> {
-        if let Some(feature) = self.pending.generated.get(&parent) {
+        if let Some(feature) = self.pending.known.generated.get(&parent) {
             return Ok(*feature);
         }
         let feature = self.find_or_generate_feature(parent)?;
-        self.pending.generated.insert(parent, feature);
+        self.pending.known.generated.insert(parent, feature);
         Ok(feature)
     }
 
@@ -650,6 +711,9 @@ impl WriteTx<'_> {
         input: &EntityInput,
         replace: bool,
     ) -> Result<(), StoreError> {
+        // A Datastream's Thing, a Location's position, a Feature's geometry: what the
+        // generated Features and the covered positions depend on may change.
+        self.pending.known.forget_derived();
         if !entity_exists(self.conn, ty, id)? {
             return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
         }
@@ -739,7 +803,6 @@ impl WriteTx<'_> {
             }
             EntityType::MultiDatastream => self.check_multi_datastream(id)?,
             EntityType::Location if input.value("location").is_some() => {
-                self.pending.generated.clear();
                 // Features generated from the old position are no longer reused.
                 self.conn.execute("UPDATE features SET generated_from_location = NULL WHERE generated_from_location = ?1", params![id])?;
             }
@@ -767,8 +830,7 @@ impl WriteTx<'_> {
 
     /// Deletes an entity and, through the schema's cascades, what depends on it.
     pub fn delete(&mut self, ty: EntityType, id: i64) -> Result<(), StoreError> {
-        self.pending.known.clear();
-        self.pending.generated.clear();
+        self.pending.known = Known::default();
         if !entity_exists(self.conn, ty, id)? {
             return Err(StoreError::NotFound(format!("no {ty} with id {id}")));
         }
@@ -915,6 +977,11 @@ impl WriteTx<'_> {
                 params![datastream.1, ps, pe, rs, re],
                 |r| r.get(0),
             )?;
+            let covered = self.pending.known.covered.get(&datastream);
+            if covered.is_some_and(|covered| extent.features.iter().all(|f| covered.contains(f))) {
+                // Positions checked against this very area before: it stays as it is.
+                continue;
+            }
             let mut points: Vec<Coord<f64>> = Vec::new();
             let mut area = None;
             if let Some(Some(text)) = current
@@ -937,10 +1004,15 @@ impl WriteTx<'_> {
             };
             if grows {
                 self.store_observed_area(datastream, &points)?;
+                // A new area: what lay inside the old one is checked again next time.
+                self.pending.known.covered.remove(&datastream);
+            } else {
+                self.pending.known.covered.entry(datastream).or_default().extend(extent.features);
             }
         }
         let recompute = std::mem::take(&mut self.pending.recompute);
         for datastream in recompute {
+            self.pending.known.covered.remove(&datastream);
             let table = datastream.0.table();
             let column = parent_column(datastream.0);
             self.conn.execute(
@@ -1071,6 +1143,11 @@ fn observed_area(points: &[Coord<f64>]) -> Option<Json> {
 }
 
 impl Pending {
+    /// The state of a transaction that starts with what an earlier one knew.
+    pub(crate) fn knowing(known: Known) -> Pending {
+        Pending { known, ..Pending::default() }
+    }
+
     pub(crate) fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)
     }

@@ -83,11 +83,11 @@ pub(super) async fn run(
         captured.iter().flatten().map(|(path, body)| (path.clone(), body)).collect();
     let types: Vec<EntityType> = items.iter().map(|(path, _)| path.target().ty).collect();
     let decoded = decode_creates(items);
-    let created: Vec<Result<i64, ServiceError>> =
-        match state.service.atomic(move |writer| Ok(writer.create_decoded(decoded))).await {
-            Ok(created) => created,
-            Err(error) => types.iter().map(|_| Err(error.clone())).collect(),
-        };
+    let created: Vec<Result<i64, ServiceError>> = match state.service.create_decoded(decoded).await
+    {
+        Ok(created) => created,
+        Err(error) => types.iter().map(|_| Err(error.clone())).collect(),
+    };
     let entities = read_back(state, &types, &created).await;
     let mut results = types.iter().zip(created).map(|(ty, id)| {
         let id = id?;

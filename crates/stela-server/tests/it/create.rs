@@ -297,3 +297,155 @@ async fn datastream_extents_follow_observations() {
     let ds = server.get_ok(&format!("Datastreams({})", g.datastream)).await;
     assert_eq!(ds["phenomenonTime"], json!("2020-01-02T00:00:00Z/2020-01-02T00:00:00Z"));
 }
+
+/// The position of the FeatureOfInterest a new Observation of `g`'s Datastream gets, created
+/// through the bulk path (`CreateObservations`, as MQTT batches are) or by a single POST.
+async fn generated_position(server: &TestServer, datastream: i64, bulk: bool) -> serde_json::Value {
+    let obs = if bulk {
+        let reply = server
+            .post(
+                "CreateObservations",
+                json!([{"Datastream": {"@iot.id": datastream}, "components": ["result"],
+                        "dataArray": [[1]]}]),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        let link = reply.json[0].as_str().expect("a link to the Observation");
+        let id = link.rsplit_once('(').and_then(|(_, id)| id.strip_suffix(')')).expect("id");
+        id.parse::<i64>().expect("a number")
+    } else {
+        server
+            .create(&format!("Datastreams({datastream})/Observations"), json!({"result": 1}))
+            .await
+    };
+    server.get_ok(&format!("Observations({obs})/FeatureOfInterest")).await["feature"]["coordinates"]
+        .clone()
+}
+
+/// The generated Feature of a Datastream is remembered from one write to the next (the
+/// writer's cache); every change of what it depends on must make the next Observation look
+/// again.
+#[tokio::test]
+async fn generated_feature_follows_every_move_across_transactions() {
+    let server = TestServer::start().await;
+    let g = seed_graph(&server, "moves").await;
+    let other = seed_graph(&server, "other").await;
+    let ds = g.datastream;
+    for bulk in [false, true] {
+        assert_eq!(generated_position(&server, ds, bulk).await, json!([8.0, 50.0]));
+    }
+    // The other Thing moves; this Datastream goes over to it.
+    let far = server.create("Locations", location("far", 3.0, 4.0)).await;
+    let reply = server
+        .patch(&format!("Things({})", other.thing), json!({"Locations": [{"@iot.id": far}]}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reply = server
+        .patch(&format!("Datastreams({ds})"), json!({"Thing": {"@iot.id": other.thing}}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(generated_position(&server, ds, true).await, json!([3.0, 4.0]));
+    // Back to the first Thing by a relink: a new Thing taking the Datastream over.
+    let mut body = thing("taker");
+    body["Locations"] = json!([location("taker place", 5.0, 6.0)]);
+    body["Datastreams"] = json!([{"@iot.id": ds}]);
+    let taker = server.create("Things", body).await;
+    assert_eq!(generated_position(&server, ds, true).await, json!([5.0, 6.0]));
+    // A Location posted under the Thing.
+    server.create(&format!("Things({taker})/Locations"), location("posted", 7.0, 8.0)).await;
+    assert_eq!(generated_position(&server, ds, false).await, json!([7.0, 8.0]));
+    // A HistoricalLocation by hand, the Thing's latest.
+    server
+        .create(
+            "HistoricalLocations",
+            json!({"time": "2100-01-01T00:00:00Z", "Thing": {"@iot.id": taker},
+                   "Locations": [{"@iot.id": far}]}),
+        )
+        .await;
+    assert_eq!(generated_position(&server, ds, true).await, json!([3.0, 4.0]));
+    // The Location moves.
+    let reply = server
+        .patch(
+            &format!("Locations({far})"),
+            json!({"location": {"type": "Point", "coordinates": [9.0, 9.5]}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(generated_position(&server, ds, true).await, json!([9.0, 9.5]));
+    // The generated Feature is deleted (with its Observations).
+    let feature = server
+        .get_ok(&format!(
+            "Datastreams({ds})/Observations?$top=1&$orderby=id desc&$expand=FeatureOfInterest"
+        ))
+        .await["value"][0]["FeatureOfInterest"]["@iot.id"]
+        .as_i64()
+        .expect("id");
+    assert_eq!(
+        server.delete(&format!("FeaturesOfInterest({feature})")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(generated_position(&server, ds, true).await, json!([9.0, 9.5]));
+    // The Location is deleted: nothing to generate a Feature from any more.
+    assert_eq!(server.delete(&format!("Locations({far})")).await.status, StatusCode::OK);
+    let reply = server.post(&format!("Datastreams({ds})/Observations"), json!({"result": 1})).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(reply.json["message"].as_str().unwrap().contains("no Location"), "{}", reply.text);
+}
+
+async fn observed_area(server: &TestServer, datastream: i64) -> serde_json::Value {
+    server.get_ok(&format!("Datastreams({datastream})")).await["observedArea"].clone()
+}
+
+/// The observed area is widened from positions the writer remembers as inside it; a Feature
+/// that moves, or one outside the area, must still change it in later transactions.
+#[tokio::test]
+async fn observed_area_follows_features_across_transactions() {
+    let server = TestServer::start().await;
+    let g = seed_graph(&server, "area").await;
+    let ds = g.datastream;
+    for bulk in [false, true, true] {
+        generated_position(&server, ds, bulk).await;
+    }
+    assert_eq!(
+        observed_area(&server, ds).await,
+        json!({"type": "Point", "coordinates": [8.0, 50.0]})
+    );
+    let feature = |x: f64, y: f64| {
+        json!({"name": "f", "description": "d", "encodingType": "application/geo+json",
+               "feature": {"type": "Point", "coordinates": [x, y]}})
+    };
+    let outside = server.create("FeaturesOfInterest", feature(10.0, 50.0)).await;
+    let observe = |feature: i64| {
+        json!([{"Datastream": {"@iot.id": ds}, "components": ["result", "FeatureOfInterest/id"],
+                "dataArray": [[1, feature]]}])
+    };
+    let reply = server.post("CreateObservations", observe(outside)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(
+        observed_area(&server, ds).await,
+        json!({"type": "Polygon", "coordinates": [[[8.0, 50.0], [10.0, 50.0], [8.0, 50.0]]]})
+    );
+    // The Feature moves away: the area is recomputed, and new Observations of it (now
+    // remembered as inside) keep it.
+    let reply = server
+        .patch(
+            &format!("FeaturesOfInterest({outside})"),
+            json!({"feature": {"type": "Point", "coordinates": [8.0, 52.0]}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let moved = observed_area(&server, ds).await;
+    assert_eq!(
+        moved,
+        json!({"type": "Polygon", "coordinates": [[[8.0, 50.0], [8.0, 52.0], [8.0, 50.0]]]})
+    );
+    let reply = server.post("CreateObservations", observe(outside)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(observed_area(&server, ds).await, moved);
+    // A third position outside: the area grows again.
+    let third = server.create("FeaturesOfInterest", feature(9.0, 51.0)).await;
+    let reply = server.post("CreateObservations", observe(third)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(observed_area(&server, ds).await["type"], json!("Polygon"));
+    assert_ne!(observed_area(&server, ds).await, moved);
+}
