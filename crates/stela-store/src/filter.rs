@@ -620,7 +620,7 @@ fn comparison_of_intervals(
             let value = right.sql;
             Ok(match op {
                 BinaryOp::Eq => format!("({start} = {value} AND {end} = {value})"),
-                BinaryOp::Ne => format!("NOT ({start} = {value} AND {end} = {value})"),
+                BinaryOp::Ne => format!("(NOT ({start} = {value} AND {end} = {value}))"),
                 BinaryOp::Gt => format!("{start} > {value}"),
                 BinaryOp::Ge => format!("{start} >= {value}"),
                 // The redundant bound on the start (start ≤ end) lets the index on the start
@@ -635,10 +635,10 @@ fn comparison_of_intervals(
             let (s2, e2) = (right.sql, right.end.unwrap_or_default());
             Ok(match op {
                 BinaryOp::Eq => format!("({s1} = {s2} AND {e1} = {e2})"),
-                BinaryOp::Ne => format!("NOT ({s1} = {s2} AND {e1} = {e2})"),
-                BinaryOp::Gt => format!("{s1} >= {e2} AND {s1} > {s2}"),
+                BinaryOp::Ne => format!("(NOT ({s1} = {s2} AND {e1} = {e2}))"),
+                BinaryOp::Gt => format!("({s1} >= {e2} AND {s1} > {s2})"),
                 BinaryOp::Ge => format!("{s1} >= {s2}"),
-                BinaryOp::Lt => format!("{e1} <= {s2} AND {e1} < {e2}"),
+                BinaryOp::Lt => format!("({e1} <= {s2} AND {e1} < {e2})"),
                 BinaryOp::Le => format!("{e1} <= {e2}"),
                 _ => return Err(cx.error("not a comparison")),
             })

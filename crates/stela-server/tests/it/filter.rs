@@ -157,6 +157,15 @@ async fn times_and_intervals() {
         &[1],
     )
     .await;
+    // An interval comparison used as a value keeps its own precedence (no interval is after
+    // itself, Observation 9's included).
+    check(
+        &server,
+        "Observations",
+        "(phenomenonTime gt phenomenonTime) eq false",
+        &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    )
+    .await;
     check(&server, "Observations", "before(phenomenonTime, 2015-03-02T00:00:00Z)", &[1]).await;
     check(&server, "Observations", "during(phenomenonTime, 2015-03-31T00:00:00Z)", &[]).await;
     check(&server, "Observations", "overlaps(phenomenonTime, 2015-03-02T00:00:00Z)", &[9]).await;
