@@ -82,12 +82,8 @@ pub fn copy_sqlite_to_postgres(
     to: &str,
     progress: &mut (dyn FnMut(CopyProgress<'_>) + Send),
 ) -> Result<CopyReport, StoreError> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| copy_here(from, to, progress))
-            .join()
-            .unwrap_or_else(|_| Err(StoreError::Corrupt("the copy panicked".into())))
-    })
+    crate::db::off_async_runtime(|| copy_here(from, to, progress))
+        .unwrap_or_else(|| Err(StoreError::Corrupt("the copy panicked".into())))
 }
 
 /// A table of the SQLite store, as it will be copied.

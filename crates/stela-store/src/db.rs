@@ -379,16 +379,21 @@ impl PgConn {
 }
 
 impl Drop for PgConn {
-    /// The client says goodbye to the server on a runtime of its own, which cannot start on a
-    /// thread that runs one (a server's last reference to the store may be dropped by an async
-    /// task): it is dropped on a plain thread.
+    /// The client says goodbye to the server on its own runtime (see [`off_async_runtime`]).
     fn drop(&mut self) {
         if let Some(client) = self.client.get_mut().take() {
-            std::thread::scope(|scope| {
-                scope.spawn(move || drop(client));
-            });
+            off_async_runtime(move || drop(client));
         }
     }
+}
+
+/// Runs `f` on a thread of its own and waits for it; `None` when it panicked. The synchronous
+/// PostgreSQL client drives its connection on a runtime of its own, which cannot start on a
+/// thread that already runs one (a server opens and drops its store from async code, tests are
+/// async): everything that connects, or drops a connection, where that may happen goes
+/// through here.
+pub(crate) fn off_async_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
+    std::thread::scope(|scope| scope.spawn(f).join().ok())
 }
 
 /// `?N` and `?` placeholders (SQLite's) as PostgreSQL's `$N`; quoted text is left alone.

@@ -1226,12 +1226,11 @@ mod tests {
         commits
     }
 
-    #[test]
-    fn bundles_hold_a_commits_entries_within_one_tile() {
+    /// A log with [`history`] written to it, commit by commit; its entries in order.
+    fn log_of_history() -> (Connection, Vec<String>) {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::migrations::migrate(&mut conn).unwrap();
         let mut appender = Appender::new();
-        let mut memory = MemoryTree::new();
         let mut all = Vec::new();
         for changes in history() {
             let changes: Vec<_> = changes
@@ -1239,10 +1238,17 @@ mod tests {
                 .map(|(kind, ty, id)| (kind, ty, id, entry_of(kind, ty, id)))
                 .collect();
             appender = commit(&mut conn, &appender, &changes);
-            for (.., text) in changes {
-                memory.append_entry(text.as_bytes()).unwrap();
-                all.push(text);
-            }
+            all.extend(changes.into_iter().map(|(.., text)| text));
+        }
+        (conn, all)
+    }
+
+    #[test]
+    fn bundles_hold_a_commits_entries_within_one_tile() {
+        let (conn, all) = log_of_history();
+        let mut memory = MemoryTree::new();
+        for text in &all {
+            memory.append_entry(text.as_bytes()).unwrap();
         }
         let n = all.len() as u64;
         let bundles: Vec<(u64, usize)> = conn
@@ -1290,18 +1296,7 @@ mod tests {
 
     #[test]
     fn an_entitys_whole_history_is_found_also_after_its_delete() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::migrations::migrate(&mut conn).unwrap();
-        let mut appender = Appender::new();
-        let mut all = Vec::new();
-        for changes in history() {
-            let changes: Vec<_> = changes
-                .into_iter()
-                .map(|(kind, ty, id)| (kind, ty, id, entry_of(kind, ty, id)))
-                .collect();
-            appender = commit(&mut conn, &appender, &changes);
-            all.extend(changes.into_iter().map(|(.., text)| text));
-        }
+        let (conn, all) = log_of_history();
         for (ty, ids) in [(EntityType::Thing, 1..8), (EntityType::Observation, 1..1510)] {
             for id in ids {
                 assert_eq!(

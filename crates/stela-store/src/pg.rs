@@ -77,14 +77,8 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`), creating and
     /// migrating the schema as needed.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
-        // The synchronous client drives its connection on a runtime of its own, which cannot
-        // start on a thread that already runs one (a server opens its store from async code).
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| PgStore::open_here(url))
-                .join()
-                .unwrap_or_else(|_| Err(StoreError::Corrupt("opening the store panicked".into())))
-        })
+        crate::db::off_async_runtime(|| PgStore::open_here(url))
+            .unwrap_or_else(|| Err(StoreError::Corrupt("opening the store panicked".into())))
     }
 
     fn open_here(url: &str) -> Result<PgStore, StoreError> {

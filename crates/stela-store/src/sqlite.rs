@@ -195,16 +195,7 @@ impl SqliteStore {
         let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Writer { conn, hasher, .. } = &mut *writer;
         hasher.wait();
-        let nodes = hasher.take();
-        let stored = (|| {
-            let tx = conn.transaction()?;
-            crate::ledger::insert_nodes(Conn::Sqlite(&tx), &nodes)?;
-            Ok(tx.commit()?)
-        })();
-        if stored.is_err() {
-            hasher.give_back(nodes);
-        }
-        stored
+        write_hashed_nodes(conn, hasher, |_| Ok(()))
     }
 
     /// Stores a signed checkpoint of the log (not itself a logged change).
@@ -213,17 +204,7 @@ impl SqliteStore {
         let Writer { conn, hasher, .. } = &mut *writer;
         // The tree's nodes hashed since the last commit go in with the checkpoint (when no
         // writes follow, they would otherwise wait).
-        let nodes = hasher.take();
-        let stored = (|| {
-            let tx = conn.transaction()?;
-            crate::ledger::insert_nodes(Conn::Sqlite(&tx), &nodes)?;
-            crate::ledger::store_checkpoint(Conn::Sqlite(&tx), size, note)?;
-            Ok(tx.commit()?)
-        })();
-        if stored.is_err() {
-            hasher.give_back(nodes);
-        }
-        stored
+        write_hashed_nodes(conn, hasher, |tx| crate::ledger::store_checkpoint(tx, size, note))
     }
 
     /// Runs `f` on a consistent snapshot.
@@ -266,6 +247,26 @@ impl SqliteStore {
         }
         result
     }
+}
+
+/// Writes the tree nodes the hasher produced, and what `also` writes, in one transaction of
+/// their own; the nodes go back to the hasher when it does not commit.
+fn write_hashed_nodes(
+    conn: &mut Connection,
+    hasher: &LogHasher,
+    also: impl FnOnce(Conn<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let nodes = hasher.take();
+    let stored = (|| {
+        let tx = conn.transaction()?;
+        crate::ledger::insert_nodes(Conn::Sqlite(&tx), &nodes)?;
+        also(Conn::Sqlite(&tx))?;
+        Ok(tx.commit()?)
+    })();
+    if stored.is_err() {
+        hasher.give_back(nodes);
+    }
+    stored
 }
 
 fn configure_reader(conn: &Connection) -> Result<(), StoreError> {

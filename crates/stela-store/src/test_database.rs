@@ -27,13 +27,8 @@ impl TestDatabase {
 
     /// Creates an empty database on the server `admin_url` names.
     pub fn create(admin_url: &str) -> Result<TestDatabase, String> {
-        // On a thread of its own: the client cannot block inside an async test's runtime.
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| TestDatabase::create_here(admin_url))
-                .join()
-                .unwrap_or_else(|_| Err("creating the test database panicked".to_owned()))
-        })
+        crate::db::off_async_runtime(|| TestDatabase::create_here(admin_url))
+            .unwrap_or_else(|| Err("creating the test database panicked".to_owned()))
     }
 
     fn create_here(admin_url: &str) -> Result<TestDatabase, String> {
@@ -87,13 +82,11 @@ fn url_with_database(admin_url: &str, name: &str) -> String {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (admin, name) = (&self.admin, &self.name);
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                if let Ok(mut client) = postgres::Client::connect(admin, NoTls) {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = client.batch_execute(&sql);
-                }
-            });
+        crate::db::off_async_runtime(|| {
+            if let Ok(mut client) = postgres::Client::connect(admin, NoTls) {
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                let _ = client.batch_execute(&sql);
+            }
         });
     }
 }

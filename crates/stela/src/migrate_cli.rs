@@ -69,19 +69,8 @@ fn describe_postgres(url: &str) -> anyhow::Result<String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         bail!("--to must be a PostgreSQL URL (postgres://USER@HOST:PORT/DB)");
     }
-    let config: postgres::Config = url.parse().context("--to is not a valid PostgreSQL URL")?;
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .map(|host| match host {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().map(|user| format!("{user}@")).unwrap_or_default();
-    let database = config.get_dbname().unwrap_or_default();
-    Ok(format!("postgres://{user}{}:{port}/{database}", hosts.join(",")))
+    let _: postgres::Config = url.parse().context("--to is not a valid PostgreSQL URL")?;
+    Ok(crate::config::redact_url(url))
 }
 
 /// One progress bar per table, on standard error, each left in place when its table is done.
