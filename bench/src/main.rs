@@ -115,7 +115,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.only == ["log_overhead"] {
         // The in-process comparison alone: no server, no dataset.
-        let overhead = log_overhead::measure(args.observations.unwrap_or(50_000))?;
+        let overhead = log_overhead::measure(args.observations.unwrap_or(200_000))?;
         println!("{}", serde_json::to_string_pretty(&overhead)?);
         return Ok(());
     }
@@ -282,7 +282,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The log's cost, in-process on a store of its own (not with --url: another machine).
     let log_overhead = if args.url.is_none() {
         eprintln!("measuring: log append overhead on ingest (in-process store)");
-        match log_overhead::measure(if args.quick { 2_000 } else { 50_000 }) {
+        match log_overhead::measure(if args.quick { 2_000 } else { 200_000 }) {
             Ok(overhead) => Some(overhead),
             Err(error) => {
                 eprintln!("warning: the log overhead could not be measured: {error:#}");
@@ -318,9 +318,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", report.table());
     if let Some(overhead) = &report.log_overhead {
         println!(
-            "log append overhead on ingest (store, {} Observations, {} per transaction): {:.0}/s with the log, {:.0}/s without, {:.1} % (target ≤ 10 %: {})",
+            "log append overhead on ingest (store, {} Observations, {} per transaction, median of {} runs each): {:.0}/s with the log, {:.0}/s without, {:.1} % (target ≤ 10 %: {})",
             overhead.observations,
             overhead.per_transaction,
+            overhead.rounds,
             overhead.with_log_per_second,
             overhead.without_log_per_second,
             overhead.overhead_percent,

@@ -151,9 +151,9 @@ pub fn canonical_entry(
     actor: &str,
 ) -> Result<String, EntryError> {
     validate_parts(entity_id, body, committed_at)?;
-    Ok(write_entry(op, entity_type, entity_id, committed_at, actor, |out| {
-        crate::jcs::write_canonical(body, out)
-    }))
+    let envelope = EntryEnvelope::unchecked(committed_at, actor);
+    Ok(envelope
+        .write(op, entity_type, entity_id, 256, |out| crate::jcs::write_canonical(body, out)))
 }
 
 /// [`canonical_entry`] for the body of an entity, `{"@iot.id": body_id, …members}`, given as
@@ -171,16 +171,98 @@ pub fn canonical_entity_entry(
     committed_at: &str,
     actor: &str,
 ) -> Result<String, EntryError> {
-    validate_parts(entity_id, &Value::from(body_id), committed_at)?;
-    Ok(write_entry(op, entity_type, entity_id, committed_at, actor, |out| {
-        out.push_str("{\"@iot.id\":");
-        out.push_str(&body_id.to_string());
-        if !members.is_empty() {
-            out.push(',');
-            out.push_str(members);
+    EntryEnvelope::new(committed_at, actor)?.entity_entry(
+        op,
+        entity_type,
+        entity_id,
+        body_id,
+        members,
+    )
+}
+
+/// What the entries of one transaction share, its commit time and actor, checked and rendered
+/// once: [`EntryEnvelope::entity_entry`] is [`canonical_entity_entry`] without checking and
+/// escaping them again for every change (the write path renders an entry per change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryEnvelope {
+    /// `{"actor":"…","body":`
+    head: String,
+    /// `,"committed_at":"…","entity_id":`
+    middle: String,
+}
+
+impl EntryEnvelope {
+    /// Checks `committed_at` (RFC 3339) and renders the shared parts.
+    pub fn new(committed_at: &str, actor: &str) -> Result<EntryEnvelope, EntryError> {
+        if !is_rfc3339(committed_at) {
+            return Err(EntryError::InvalidTimestamp(committed_at.to_owned()));
         }
+        Ok(EntryEnvelope::unchecked(committed_at, actor))
+    }
+
+    fn unchecked(committed_at: &str, actor: &str) -> EntryEnvelope {
+        let mut head = String::from("{\"actor\":");
+        crate::jcs::write_string(actor, &mut head);
+        head.push_str(",\"body\":");
+        let mut middle = String::from(",\"committed_at\":");
+        crate::jcs::write_string(committed_at, &mut middle);
+        middle.push_str(",\"entity_id\":");
+        EntryEnvelope { head, middle }
+    }
+
+    /// [`canonical_entity_entry`] with this envelope's commit time and actor.
+    pub fn entity_entry(
+        &self,
+        op: Operation,
+        entity_type: &str,
+        entity_id: i64,
+        body_id: i64,
+        members: &str,
+    ) -> Result<String, EntryError> {
+        if entity_id.unsigned_abs() > MAX_SAFE_INTEGER || body_id.unsigned_abs() > MAX_SAFE_INTEGER
+        {
+            // The rare ids that need the whole check (and its error's path).
+            validate_parts(entity_id, &Value::from(body_id), "1970-01-01T00:00:00Z")?;
+        }
+        Ok(self.write(op, entity_type, entity_id, members.len() + 24, |out| {
+            out.push_str("{\"@iot.id\":");
+            crate::jcs::write_integer(body_id, out);
+            if !members.is_empty() {
+                out.push(',');
+                out.push_str(members);
+            }
+            out.push('}');
+        }))
+    }
+
+    /// The entry whose body `body` writes, the members in their canonical order (all ASCII
+    /// keys, sorted); `body_length` is a guess of the body's length.
+    fn write(
+        &self,
+        op: Operation,
+        entity_type: &str,
+        entity_id: i64,
+        body_length: usize,
+        body: impl FnOnce(&mut String),
+    ) -> String {
+        let mut out = String::with_capacity(
+            self.head.len() + body_length + self.middle.len() + entity_type.len() + 64,
+        );
+        out.push_str(&self.head);
+        body(&mut out);
+        out.push_str(&self.middle);
+        crate::jcs::write_integer(entity_id, &mut out);
+        out.push_str(",\"entity_type\":");
+        crate::jcs::write_string(entity_type, &mut out);
+        out.push_str(",\"op\":");
+        out.push_str(match op {
+            Operation::Create => "\"create\"",
+            Operation::Update => "\"update\"",
+            Operation::Delete => "\"delete\"",
+        });
         out.push('}');
-    }))
+        out
+    }
 }
 
 /// Checks one member of a body as [`LogEntry::validate`] checks the whole body.
@@ -192,36 +274,6 @@ pub fn check_body_member(name: &str, value: &Value) -> Result<(), EntryError> {
         path.push_str(&name.replace('~', "~0").replace('/', "~1"));
         check_numbers(value, &mut path, 1)
     }
-}
-
-/// The members in their canonical order (all ASCII keys, sorted).
-fn write_entry(
-    op: Operation,
-    entity_type: &str,
-    entity_id: i64,
-    committed_at: &str,
-    actor: &str,
-    body: impl FnOnce(&mut String),
-) -> String {
-    let mut out = String::with_capacity(320);
-    out.push_str("{\"actor\":");
-    crate::jcs::write_string(actor, &mut out);
-    out.push_str(",\"body\":");
-    body(&mut out);
-    out.push_str(",\"committed_at\":");
-    crate::jcs::write_string(committed_at, &mut out);
-    out.push_str(",\"entity_id\":");
-    out.push_str(&entity_id.to_string());
-    out.push_str(",\"entity_type\":");
-    crate::jcs::write_string(entity_type, &mut out);
-    out.push_str(",\"op\":");
-    out.push_str(match op {
-        Operation::Create => "\"create\"",
-        Operation::Update => "\"update\"",
-        Operation::Delete => "\"delete\"",
-    });
-    out.push('}');
-    out
 }
 
 fn validate_parts(entity_id: i64, body: &Value, committed_at: &str) -> Result<(), EntryError> {
@@ -387,6 +439,35 @@ mod tests {
                 ""
             )
             .unwrap()
+        );
+        // One envelope for a transaction's entries: the same text as entry by entry, also
+        // with an actor to escape and ids at and beyond the safe range.
+        let actor = "did:example:\"q\"\n";
+        let envelope = EntryEnvelope::new(at, actor).unwrap();
+        for id in [0, 1, -3, 9_007_199_254_740_991, -9_007_199_254_740_991] {
+            let body = serde_json::json!({"@iot.id": id});
+            assert_eq!(
+                envelope.entity_entry(Operation::Delete, "Sensor", id, id, "").unwrap(),
+                canonical_entry(Operation::Delete, "Sensor", id, &body, at, actor).unwrap()
+            );
+        }
+        for id in [9_007_199_254_740_993, i64::MIN, i64::MAX] {
+            assert_eq!(
+                envelope.entity_entry(Operation::Create, "Thing", id, id, "").unwrap_err(),
+                canonical_entry(
+                    Operation::Create,
+                    "Thing",
+                    id,
+                    &serde_json::json!({"@iot.id": id}),
+                    at,
+                    actor
+                )
+                .unwrap_err()
+            );
+        }
+        assert_eq!(
+            EntryEnvelope::new("yesterday", "").unwrap_err(),
+            EntryError::InvalidTimestamp("yesterday".into())
         );
         let error = check_body_member("result", &serde_json::json!([1, 9_007_199_254_740_993_u64]))
             .unwrap_err();

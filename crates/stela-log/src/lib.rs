@@ -93,7 +93,8 @@ pub mod verify;
 pub use appender::{AppendError, Appended, Appender};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use entry::{
-    EntryError, LogEntry, Operation, canonical_entity_entry, canonical_entry, check_body_member,
+    EntryEnvelope, EntryError, LogEntry, Operation, canonical_entity_entry, canonical_entry,
+    check_body_member,
 };
 pub use error::ErrorCode;
 pub use hash::{EMPTY_ROOT, HASH_SIZE, Hash, leaf_hash, node_hash};

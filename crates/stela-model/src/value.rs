@@ -93,6 +93,62 @@ pub fn format_instant(micros: Micros) -> String {
 /// Appends [`format_instant`]'s text to `out` (digit by digit: every time of every entity
 /// rendered or logged goes through here).
 pub fn write_instant(micros: Micros, out: &mut String) {
+    /// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z.
+    const FOUR_DIGIT_YEARS: std::ops::Range<Micros> =
+        -62_167_219_200_000_000..253_402_300_800_000_000;
+    if FOUR_DIGIT_YEARS.contains(&micros) {
+        write_four_digit_year_instant(micros, out);
+    } else {
+        write_instant_by_calendar(micros, out);
+    }
+}
+
+/// [`write_instant`] for years 0 to 9999 (every time but the rare extreme ones): the civil date
+/// computed from the day number (H. Hinnant's `civil_from_days`), the text built on the stack.
+fn write_four_digit_year_instant(micros: Micros, out: &mut String) {
+    let (seconds, fraction) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let of_era = z.rem_euclid(146_097);
+    let year_of_era = (of_era - of_era / 1_460 + of_era / 36_524 - of_era / 146_096) / 365;
+    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * of_year + 2) / 153;
+    let day = of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, value: i64, width: usize| {
+        let mut rest = value;
+        for position in (at..at + width).rev() {
+            text[position] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, of_day / 3_600, 2);
+    put(14, of_day / 60 % 60, 2);
+    put(17, of_day % 60, 2);
+    let length = if fraction == 0 {
+        19
+    } else if fraction % 1_000 == 0 {
+        put(20, fraction / 1_000, 3);
+        23
+    } else {
+        put(20, fraction, 6);
+        26
+    };
+    text[length] = b'Z';
+    // Digits and separators only: always UTF-8.
+    if let Ok(text) = std::str::from_utf8(&text[..=length]) {
+        out.push_str(text);
+    }
+}
+
+/// [`write_instant`] through the `time` crate's calendar, for any year it knows.
+fn write_instant_by_calendar(micros: Micros, out: &mut String) {
     let Ok(dt) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000) else {
         out.push_str("invalid");
         return;
@@ -192,10 +248,25 @@ mod tests {
             micros = micros.saturating_add(step);
             step = (step.saturating_mul(3) + 7) % 900_000_000_000_000;
         }
-        for exact in [0, 1, 999, 1_000, 999_999, 1_000_000, -1, -1_000_000, 253_402_300_799_999_999]
-        {
+        for exact in [
+            0,
+            1,
+            999,
+            1_000,
+            999_999,
+            1_000_000,
+            -1,
+            -1_000_000,
+            253_402_300_799_999_999,
+            -62_167_219_200_000_000,
+            -62_167_219_200_000_001,
+            951_782_400_000_000,   // 2000-02-29
+            4_107_456_000_000_000, // 2100-02-28
+        ] {
             assert_eq!(format_instant(exact), reference_format(exact), "{exact}");
         }
+        // Beyond the calendar's years.
+        assert_eq!(format_instant(253_402_300_800_000_000), "invalid");
     }
 
     #[test]

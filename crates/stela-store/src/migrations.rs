@@ -6,10 +6,27 @@
 use rusqlite::Connection;
 
 use crate::StoreError;
+use crate::db::Conn;
+
+/// One version's change: SQL, and for a version that moves data SQL cannot compute, a step in
+/// code and SQL run after it, all in the one transaction.
+/// (PostgreSQL's schema, `pg_schema.rs`, is versioned the same way.)
+pub(crate) struct Migration {
+    pub(crate) sql: &'static str,
+    pub(crate) code: Option<fn(Conn<'_>) -> Result<(), StoreError>>,
+    pub(crate) after: &'static str,
+}
+
+impl Migration {
+    pub(crate) const fn sql(sql: &'static str) -> Migration {
+        Migration { sql, code: None, after: "" }
+    }
+}
 
 /// The schema, one entry per version. Never edit a released entry: append a new one.
-const MIGRATIONS: &[&str] = &[
-    r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration::sql(
+        r#"
 CREATE TABLE things (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -144,7 +161,9 @@ CREATE INDEX observations_by_multi_datastream
     ON observations(multi_datastream_id) WHERE multi_datastream_id IS NOT NULL;
 CREATE INDEX observations_by_feature ON observations(feature_id);
 "#,
-    r#"
+    ),
+    Migration::sql(
+        r#"
 -- The verifiable log: one entry per committed change (RFC 8785 canonical JSON), the hashes of
 -- the perfect subtrees of its Merkle tree (RFC 6962), and the signed checkpoints.
 CREATE TABLE log_entries (
@@ -178,7 +197,9 @@ CREATE TRIGGER log_checkpoints_append_only_update BEFORE UPDATE ON log_checkpoin
 CREATE TRIGGER log_checkpoints_append_only_delete BEFORE DELETE ON log_checkpoints
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
 "#,
-    r#"
+    ),
+    Migration::sql(
+        r#"
 -- The log's entries in bundles (issue #7): a row per entry and an index row per entry were
 -- most of what the log cost on ingest. Now a commit writes one row per 256-entry tile it
 -- touches, and the entity -> entries lookup keeps no row per entry:
@@ -259,6 +280,30 @@ CREATE TRIGGER log_history_append_only_update BEFORE UPDATE ON log_history
 CREATE TRIGGER log_history_append_only_delete BEFORE DELETE ON log_history
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
 "#,
+    ),
+    Migration {
+        sql: r#"
+-- The log's bundles compressed (issue #7): their text was two thirds of the database and
+-- most of the bytes each commit writes. A bundle is now its entries joined by newlines,
+-- compressed with LZ4 (block format, the uncompressed length first as 4 bytes little-endian,
+-- see ledger.rs `pack_bundle`), and says how many entries it holds.
+ALTER TABLE log_bundles RENAME TO log_bundles_text;
+CREATE TABLE log_bundles (
+    first INTEGER PRIMARY KEY,
+    count INTEGER NOT NULL CHECK (count > 0),
+    entries_lz4 BLOB NOT NULL
+);
+"#,
+        // Each version 3 bundle compressed into the new table, checked to read back the same.
+        code: Some(crate::ledger::compress_v3_bundles),
+        after: r#"
+DROP TABLE log_bundles_text;
+CREATE TRIGGER log_bundles_append_only_update BEFORE UPDATE ON log_bundles
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+CREATE TRIGGER log_bundles_append_only_delete BEFORE DELETE ON log_bundles
+    BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+"#,
+    },
 ];
 
 /// Brings the schema of `conn` up to the newest version.
@@ -275,9 +320,13 @@ pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), St
             "the database has schema version {current}, newer than this Stela knows ({known}); upgrade Stela"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().take(version).skip(current as usize) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().take(version).skip(current as usize) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        tx.execute_batch(migration.sql)?;
+        if let Some(code) = migration.code {
+            code(Conn::Sqlite(&tx))?;
+        }
+        tx.execute_batch(migration.after)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
         tracing::info!(version = index + 1, "applied schema migration");

@@ -175,6 +175,7 @@ impl PgStore {
                 _ => crate::ledger::load_appender(db)?,
             };
             let mut write_tx = WriteTx { conn: db, pending: Pending::default() };
+            write_tx.pending.unlogged = !self.log_appending;
             write_tx.pending.next_ids.clone_from(&ids);
             write_tx.set_now(now);
             let result = match f(&mut write_tx) {

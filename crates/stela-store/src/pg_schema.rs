@@ -18,11 +18,14 @@
 
 use crate::StoreError;
 use crate::db::PgConn;
+use crate::migrations::Migration;
 
 /// Serialises migrations of one database across processes.
 const MIGRATION_LOCK: i64 = 0x5354_454c_4101;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration::sql(
+        r#"
 CREATE EXTENSION IF NOT EXISTS postgis;
 
 -- The geometry of a stored GeoJSON value (a geometry or a Feature), NULL when it is not one.
@@ -249,7 +252,27 @@ CREATE TRIGGER log_nodes_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_
     FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
 CREATE TRIGGER log_checkpoints_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
-"#];
+"#,
+    ),
+    Migration {
+        // The log's bundles compressed, as SQLite's schema version 4 has them (see migrations.rs).
+        sql: r#"
+ALTER TABLE log_bundles RENAME TO log_bundles_text;
+ALTER INDEX log_bundles_pkey RENAME TO log_bundles_text_pkey;
+CREATE TABLE log_bundles (
+    first bigint PRIMARY KEY,
+    count bigint NOT NULL CHECK (count > 0),
+    entries_lz4 bytea NOT NULL
+);
+"#,
+        code: Some(crate::ledger::compress_v3_bundles),
+        after: r#"
+DROP TABLE log_bundles_text;
+CREATE TRIGGER log_bundles_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_bundles
+    FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
+"#,
+    },
+];
 
 /// Brings the schema up to the newest version.
 pub(crate) fn migrate(conn: &PgConn) -> Result<(), StoreError> {
@@ -284,8 +307,14 @@ fn migrate_locked(conn: &PgConn) -> Result<(), StoreError> {
             "the database has schema version {current}, newer than this Stela knows ({known}); upgrade Stela"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
-        db.execute_batch(sql)?;
+    for (index, migration) in
+        MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0))
+    {
+        db.execute_batch(migration.sql)?;
+        if let Some(code) = migration.code {
+            code(db)?;
+        }
+        db.execute_batch(migration.after)?;
         let version = index as i64 + 1;
         db.execute("UPDATE stela_schema SET version = ?1", rusqlite::params![version])?;
         tracing::info!(version, "applied PostgreSQL schema migration");

@@ -137,7 +137,8 @@ impl SqliteStore {
         })
     }
 
-    /// Turns the log append off or on. Only for measuring what the log costs (the benchmark):
+    /// Turns the log off or on (entries neither rendered nor appended). Only for measuring what
+    /// the log costs (the benchmark):
     /// a store written without it has changes the log does not account for, which
     /// `stela audit` reports. Nothing in the server or its configuration turns it off.
     pub fn set_log_appending(&mut self, on: bool) {
@@ -165,7 +166,8 @@ impl SqliteStore {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
         let (result, changes, entries, next_known) = {
-            let pending = Pending::knowing(carried);
+            let mut pending = Pending::knowing(carried);
+            pending.unlogged = !self.log_appending;
             let mut write_tx = WriteTx { conn: Conn::Sqlite(&tx), pending };
             write_tx.set_now(now);
             let result = f(&mut write_tx)?;

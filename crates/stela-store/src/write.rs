@@ -79,6 +79,9 @@ pub(crate) struct Pending {
     pub(crate) poisoned: bool,
     /// `now` as the log records it.
     pub(crate) committed_at: String,
+    /// The parts the transaction's log entries share, rendered once (`None` before `now` is
+    /// set, or when it is no RFC 3339 time: each entry then reports why).
+    pub(crate) envelope: Option<stela_log::EntryEnvelope>,
     /// The log entries (canonical text) of the changes that wrote them, with the index of the
     /// change in `changes` (increasing), so that the log neither reads the entities back nor
     /// serialises twice.
@@ -89,6 +92,9 @@ pub(crate) struct Pending {
     /// PostgreSQL: the next id of each sequence when the transaction began (see
     /// `Conn::next_ids`).
     pub(crate) next_ids: Option<Vec<i64>>,
+    /// No log entries are rendered or appended: only for measuring what the log costs (see
+    /// `SqliteStore::set_log_appending`).
+    pub(crate) unlogged: bool,
 }
 
 /// Facts about the database that writes look up again and again (an MQTT batch checks and
@@ -155,6 +161,7 @@ impl WriteTx<'_> {
     pub fn set_now(&mut self, now: Micros) {
         self.pending.now = now;
         self.pending.committed_at = stela_model::format_instant(now);
+        self.pending.envelope = stela_log::EntryEnvelope::new(&self.pending.committed_at, "").ok();
     }
 
     /// Runs `f` as one unit inside the transaction: when it fails, what it wrote is undone and
@@ -309,15 +316,12 @@ impl WriteTx<'_> {
             }
             _ => None,
         });
-        let body = crate::ledger::BodyMembers::new(ty, logged.iter().map(|(p, v)| (*p, v)), links)?;
-        let entry = crate::ledger::entry_text(
-            Operation::Create,
-            ty,
-            id,
-            &body,
-            &self.pending.committed_at,
-        )?;
-        self.pending.entries.push((change_index, entry));
+        if !self.pending.unlogged {
+            let logged = logged.iter().map(|(p, v)| (*p, v));
+            let body = crate::ledger::BodyMembers::new(ty, logged, links)?;
+            let entry = crate::ledger::entry_text(Operation::Create, ty, id, &body, &self.pending)?;
+            self.pending.entries.push((change_index, entry));
+        }
 
         // 3. To-many relations: children pointing at this entity, and join rows.
         if let Some((relation, other)) = implicit {
@@ -814,16 +818,12 @@ impl WriteTx<'_> {
         }
         // The body after the update, checked now so that a value the log cannot hold fails
         // this request alone.
-        let entity = self.entity(ty, id)?;
-        let body = crate::ledger::entity_body(self.conn, &entity)?;
-        let entry = crate::ledger::entry_text(
-            Operation::Update,
-            ty,
-            id,
-            &body,
-            &self.pending.committed_at,
-        )?;
-        self.pending.entries.push((self.pending.changes.len(), entry));
+        if !self.pending.unlogged {
+            let entity = self.entity(ty, id)?;
+            let body = crate::ledger::entity_body(self.conn, &entity)?;
+            let entry = crate::ledger::entry_text(Operation::Update, ty, id, &body, &self.pending)?;
+            self.pending.entries.push((self.pending.changes.len(), entry));
+        }
         self.pending.changes.push(Change { kind: ChangeKind::Updated, ty, id });
         Ok(())
     }
@@ -946,8 +946,7 @@ impl WriteTx<'_> {
         changes: &[Change],
     ) -> Result<crate::ledger::NewEntries, StoreError> {
         let entries = std::mem::take(&mut self.pending.entries);
-        let committed_at = &self.pending.committed_at;
-        crate::ledger::write_entries(self.conn, first, changes, committed_at, entries, |ty, id| {
+        crate::ledger::write_entries(self.conn, first, changes, &self.pending, entries, |ty, id| {
             self.entity(ty, id)
         })
     }

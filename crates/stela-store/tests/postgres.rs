@@ -287,6 +287,7 @@ fn ids_after_rollbacks_are_as_on_sqlite() {
         ids.extend(created);
         let (next, _) =
             store.write(NOW, |tx| tx.create(&thing, None)).map_err(|e: StoreError| e).unwrap();
+        let base = store.read(|rx| rx.log_size()).unwrap();
         ids.push(next);
         ids
     };
@@ -309,7 +310,7 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [2]);
     client.batch_execute("UPDATE stela_schema SET version = 99").unwrap();
     drop(client);
     match Store::open(db.url()) {
@@ -318,4 +319,93 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
         }
         other => panic!("expected a schema error, got {other:?}"),
     }
+}
+
+/// A database of schema version 1 (the log's bundles as text) migrates to version 2 (bundles
+/// compressed) with the same entries, root and inclusion proofs.
+#[test]
+fn text_bundles_of_version_1_are_compressed_with_the_same_entries_and_root() {
+    let Some(db) = database() else { return };
+    let store = Store::open(db.url()).unwrap();
+    let thing = json!({"name": "t", "description": "d",
+        "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
+            "location": {"type": "Point", "coordinates": [1, 2]}}],
+        "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
+            "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
+            "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
+    let thing = decode_entity(EntityType::Thing, &thing, DecodeMode::Create).unwrap();
+    store.write(NOW, |tx| tx.create(&thing, None)).map_err(|e: StoreError| e).unwrap();
+    let base = store.read(|rx| rx.log_size()).unwrap();
+    let datastream = EntityType::Datastream.relation("Observations").unwrap().inverse_relation();
+    for commit in 0..3_i64 {
+        let items: Vec<_> = (0..200)
+            .map(|k| {
+                let body =
+                    json!({"result": commit * 1_000 + k, "phenomenonTime": "2024-01-01T00:00:00Z"});
+                (
+                    decode_entity(EntityType::Observation, &body, DecodeMode::Create).unwrap(),
+                    Some((datastream, 1)),
+                )
+            })
+            .collect();
+        store
+            .write(NOW + commit, |tx| {
+                tx.create_batch(&items).into_iter().collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap();
+    }
+    let (size, entries, root) = store
+        .read(|rx| {
+            let size = rx.log_size()?;
+            Ok((size, rx.log_entries(0, size)?, rx.log_root(size)?))
+        })
+        .unwrap();
+    assert!(size > base + 600, "{size}");
+    drop(store);
+    // The log as version 1 stored it: one text row per commit and tile, entries joined by
+    // newlines (here one row per tile: the same entries either way).
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "DROP TABLE log_bundles;
+             CREATE TABLE log_bundles (first bigint PRIMARY KEY, entries text NOT NULL);
+             CREATE TRIGGER log_bundles_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_bundles
+                 FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
+             UPDATE stela_schema SET version = 1;",
+        )
+        .unwrap();
+    for (tile, chunk) in entries.chunks(256).enumerate() {
+        let first = (tile * 256) as i64;
+        client
+            .execute(
+                "INSERT INTO log_bundles (first, entries) VALUES ($1, $2)",
+                &[&first, &chunk.join("\n")],
+            )
+            .unwrap();
+    }
+    drop(client);
+    let store = Store::open(db.url()).unwrap();
+    let (size_after, entries_after, root_after, some) = store
+        .read(|rx| {
+            let size = rx.log_size()?;
+            Ok((size, rx.log_entries(0, size)?, rx.log_root(size)?, rx.log_entries(300, 2)?))
+        })
+        .unwrap();
+    assert_eq!((size_after, root_after), (size, root));
+    assert_eq!(entries_after, entries);
+    assert_eq!(some, entries[300..302]);
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    let version: i64 = client.query_one("SELECT version FROM stela_schema", &[]).unwrap().get(0);
+    assert_eq!(version, 2);
+    let tables: i64 = client
+        .query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'log_bundles_text'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "the text bundles are gone");
+    let refused = client.batch_execute("DELETE FROM log_bundles").unwrap_err();
+    assert!(
+        refused.to_string().contains("append-only")
+            || format!("{refused:?}").contains("append-only"),
+        "{refused:?}"
+    );
 }

@@ -135,7 +135,7 @@ async fn receipts_and_the_log_verify_with_the_cli_and_tampering_is_found() {
     let db = rusqlite::Connection::open(dir.path().join("stela.db")).unwrap();
     let other: i64 = db.query_row("SELECT MAX(id) FROM things", [], |r| r.get(0)).unwrap();
     db.execute("DELETE FROM things WHERE id = ?1", [other]).unwrap();
-    let refused = db.execute("UPDATE log_bundles SET entries = 'x' WHERE first = 0", []);
+    let refused = db.execute("UPDATE log_bundles SET entries_lz4 = x'00' WHERE first = 0", []);
     assert!(refused.unwrap_err().to_string().contains("append-only"));
     for table in ["log_bundles", "log_creates"] {
         assert!(db.execute(&format!("DELETE FROM {table}"), []).is_err(), "{table}");
