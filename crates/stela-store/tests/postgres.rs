@@ -287,7 +287,6 @@ fn ids_after_rollbacks_are_as_on_sqlite() {
         ids.extend(created);
         let (next, _) =
             store.write(NOW, |tx| tx.create(&thing, None)).map_err(|e: StoreError| e).unwrap();
-        let base = store.read(|rx| rx.log_size()).unwrap();
         ids.push(next);
         ids
     };
