@@ -14,19 +14,14 @@ use stela_store::{SqliteStore, StoreError};
 pub struct LogOverhead {
     pub observations: u64,
     pub per_transaction: u64,
-    /// Runs of each kind; every figure below is the median of its runs.
-    pub rounds: usize,
     pub with_log_per_second: f64,
     pub without_log_per_second: f64,
     /// How much lower the throughput is with the log, in percent of the rate without it.
     pub overhead_percent: f64,
-    /// CPU time per Observation (µs) of the thread that writes, with and without the log, and
-    /// of all the process's threads (the writer and the store's WAL checkpointer). Unlike the
-    /// rates, these hardly move when other processes share the cores (Linux only).
+    /// CPU time per Observation (µs) of the thread that writes, with and without the log
+    /// (Linux only): unlike the rates, it hardly moves when other processes share the cores.
     pub with_log_writer_cpu_us: Option<f64>,
     pub without_log_writer_cpu_us: Option<f64>,
-    pub with_log_process_cpu_us: Option<f64>,
-    pub without_log_process_cpu_us: Option<f64>,
     /// The overhead computed from the writer thread's CPU time: how much lower its throughput
     /// is with the log when it has a core to itself.
     pub writer_cpu_overhead_percent: Option<f64>,
@@ -36,52 +31,57 @@ pub struct LogOverhead {
 
 const PER_TRANSACTION: u64 = 1_000;
 
-/// What one run measured.
-struct Run {
-    per_second: f64,
-    writer_cpu_us: Option<f64>,
-    process_cpu_us: Option<f64>,
-}
+/// Observations written to each store before the measurement (allocator, page cache and CPU
+/// frequency warmed up; not counted).
+const WARM_UP: u64 = 20_000;
 
 /// The time (ns) a thread has run on a CPU, from `/proc/.../schedstat` (Linux).
 fn cpu_ns(schedstat: &std::path::Path) -> Option<u64> {
     std::fs::read_to_string(schedstat).ok()?.split_whitespace().next()?.parse().ok()
 }
 
-/// The CPU time of every thread of this process.
-fn process_cpu_ns() -> Option<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        total += cpu_ns(&task.ok()?.path().join("schedstat"))?;
-    }
-    Some(total)
+/// The CPU time of this thread (the writer: `SqliteStore::write` runs its closure and the
+/// commit on the calling thread).
+fn thread_cpu_ns() -> Option<u64> {
+    cpu_ns(std::path::Path::new("/proc/thread-self/schedstat"))
 }
 
-fn rate(observations: u64, logged: bool) -> anyhow::Result<Run> {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&dir.path().join("stela.db"))?;
-    store.set_log_appending(logged);
-    let thing = json!({"name": "t", "description": "d",
-        "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
-                       "location": {"type": "Point", "coordinates": [8.5, 50.5]}}],
-        "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
-            "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
-            "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
-    let input = decode_entity(EntityType::Thing, &thing, DecodeMode::Create)?;
-    store.write(0, |tx| tx.create(&input, None).map_err(anyhow::Error::from))?;
-    let datastream = EntityType::Datastream
-        .relation("Observations")
-        .map(|r| r.inverse_relation())
-        .ok_or_else(|| anyhow::anyhow!("the model has no Datastream.Observations"))?;
-    let thread_schedstat = std::path::Path::new("/proc/thread-self/schedstat");
-    let (writer_before, process_before) = (cpu_ns(thread_schedstat), process_cpu_ns());
-    let started = Instant::now();
-    let mut written = 0;
-    while written < observations {
-        let batch = PER_TRANSACTION.min(observations - written);
-        store.write(1_700_000_000_000_000, |tx| {
-            let mut items = Vec::with_capacity(batch as usize);
-            for k in written..written + batch {
+/// One store, with the log on or off, and what writing to it took.
+struct Side {
+    store: SqliteStore,
+    seconds: f64,
+    writer_ns: Option<u64>,
+    // Dropped after the store.
+    _dir: tempfile::TempDir,
+}
+
+impl Side {
+    fn open(logged: bool) -> anyhow::Result<Side> {
+        let dir = tempfile::tempdir()?;
+        let mut store = SqliteStore::open(&dir.path().join("stela.db"))?;
+        store.set_log_appending(logged);
+        let thing = json!({"name": "t", "description": "d",
+            "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
+                           "location": {"type": "Point", "coordinates": [8.5, 50.5]}}],
+            "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
+                "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
+                "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
+        let input = decode_entity(EntityType::Thing, &thing, DecodeMode::Create)?;
+        store.write(0, |tx| tx.create(&input, None).map_err(anyhow::Error::from))?;
+        Ok(Side { store, seconds: 0.0, writer_ns: Some(0), _dir: dir })
+    }
+
+    /// Writes Observations `first .. first + count` in one transaction, as `CreateObservations`
+    /// writes a request (decoded, then created in bulk), and counts its time.
+    fn write(&mut self, first: u64, count: u64) -> anyhow::Result<()> {
+        let datastream = EntityType::Datastream
+            .relation("Observations")
+            .map(|r| r.inverse_relation())
+            .ok_or_else(|| anyhow::anyhow!("the model has no Datastream.Observations"))?;
+        let (cpu_before, started) = (thread_cpu_ns(), Instant::now());
+        self.store.write(1_700_000_000_000_000, |tx| {
+            let mut items = Vec::with_capacity(count as usize);
+            for k in first..first + count {
                 let body = json!({"result": (k % 1000) as f64 / 10.0,
                                   "phenomenonTime": seed_time(k)});
                 let input = decode_entity(EntityType::Observation, &body, DecodeMode::Create)
@@ -93,62 +93,69 @@ fn rate(observations: u64, logged: bool) -> anyhow::Result<Run> {
             }
             Ok::<_, StoreError>(())
         })?;
-        written += batch;
+        self.seconds += started.elapsed().as_secs_f64();
+        self.writer_ns = match (self.writer_ns, cpu_before, thread_cpu_ns()) {
+            (Some(total), Some(before), Some(after)) => Some(total + after.saturating_sub(before)),
+            _ => None,
+        };
+        Ok(())
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    // Read while the store (and its checkpointer thread) is still open.
-    let per_observation = |before: Option<u64>, after: Option<u64>| {
-        Some(after?.checked_sub(before?)? as f64 / 1_000.0 / observations as f64)
-    };
-    Ok(Run {
-        per_second: observations as f64 / elapsed,
-        writer_cpu_us: per_observation(writer_before, cpu_ns(thread_schedstat)),
-        process_cpu_us: per_observation(process_before, process_cpu_ns()),
-    })
+
+    fn reset(&mut self) {
+        self.seconds = 0.0;
+        self.writer_ns = Some(0);
+    }
 }
 
 fn seed_time(k: u64) -> String {
     format!("2024-01-01T{:02}:{:02}:{:02}Z", (k / 3600) % 24, (k / 60) % 60, k % 60)
 }
 
-/// Runs with and without the log alternate this many times; each figure is the median.
-const ROUNDS: usize = 3;
-
-/// Writes `observations` Observations with and without the log, [`ROUNDS`] times each in
-/// turn after a run that warms the process up (allocator, page cache, CPU frequency: the first
-/// run of a process was up to a third slower, whichever came first), and compares the medians.
+/// Writes the same `observations` Observations to a store with the log and to one without,
+/// a transaction of 1,000 to each in turn (the first of each pair alternating), after a warm-up
+/// of [`WARM_UP`] each, and compares the time each store's writes took. Interleaved, both
+/// see the same machine: on a shared VM its speed drifts by a third over minutes, which made
+/// runs measured one after the other disagree by ±15 points.
 pub fn measure(observations: u64) -> anyhow::Result<LogOverhead> {
-    rate(observations.min(20_000), true)?;
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        without.push(rate(observations, false)?);
-        with.push(rate(observations, true)?);
+    let mut with = Side::open(true)?;
+    let mut without = Side::open(false)?;
+    let mut written = 0;
+    for counted in [false, true] {
+        let total = if counted { observations } else { WARM_UP.min(observations) };
+        let end = written + total;
+        while written < end {
+            let batch = PER_TRANSACTION.min(end - written);
+            if (written / PER_TRANSACTION).is_multiple_of(2) {
+                with.write(written, batch)?;
+                without.write(written, batch)?;
+            } else {
+                without.write(written, batch)?;
+                with.write(written, batch)?;
+            }
+            written += batch;
+        }
+        if !counted {
+            with.reset();
+            without.reset();
+        }
     }
-    let median = |runs: &[Run], figure: fn(&Run) -> Option<f64>| {
-        let mut values: Vec<f64> = runs.iter().filter_map(figure).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
-    };
-    let per_second = |runs: &[Run]| median(runs, |run| Some(run.per_second)).unwrap_or(0.0);
+    let per_second = |side: &Side| observations as f64 / side.seconds;
+    let writer_us =
+        |side: &Side| side.writer_ns.map(|ns| ns as f64 / 1_000.0 / observations as f64);
     let (with_rate, without_rate) = (per_second(&with), per_second(&without));
     let overhead = (1.0 - with_rate / without_rate) * 100.0;
-    let writer = |runs: &[Run]| median(runs, |run| run.writer_cpu_us);
-    let process = |runs: &[Run]| median(runs, |run| run.process_cpu_us);
-    let writer_cpu_overhead = match (writer(&with), writer(&without)) {
+    let writer_cpu_overhead = match (writer_us(&with), writer_us(&without)) {
         (Some(with), Some(without)) if with > 0.0 => Some((1.0 - without / with) * 100.0),
         _ => None,
     };
     Ok(LogOverhead {
         observations,
         per_transaction: PER_TRANSACTION,
-        rounds: ROUNDS,
         with_log_per_second: with_rate,
         without_log_per_second: without_rate,
         overhead_percent: overhead,
-        with_log_writer_cpu_us: writer(&with),
-        without_log_writer_cpu_us: writer(&without),
-        with_log_process_cpu_us: process(&with),
-        without_log_process_cpu_us: process(&without),
+        with_log_writer_cpu_us: writer_us(&with),
+        without_log_writer_cpu_us: writer_us(&without),
         writer_cpu_overhead_percent: writer_cpu_overhead,
         met: overhead <= 10.0,
     })

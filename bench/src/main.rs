@@ -318,10 +318,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", report.table());
     if let Some(overhead) = &report.log_overhead {
         println!(
-            "log append overhead on ingest (store, {} Observations, {} per transaction, median of {} runs each): {:.0}/s with the log, {:.0}/s without, {:.1} % (target ≤ 10 %: {})",
+            "log append overhead on ingest (store, {} Observations, {} per transaction, stores with and without the log written in turn): {:.0}/s with the log, {:.0}/s without, {:.1} % (target ≤ 10 %: {})",
             overhead.observations,
             overhead.per_transaction,
-            overhead.rounds,
             overhead.with_log_per_second,
             overhead.without_log_per_second,
             overhead.overhead_percent,

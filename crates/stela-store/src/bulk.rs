@@ -48,25 +48,147 @@ struct LogInput {
     links: Vec<(&'static str, i64)>,
 }
 
-/// Runs of at least this many rows have their log entries' bodies rendered on a thread of their
-/// own while the writer inserts the rows (rendering is a fifth of the writer's time on a bulk
+/// Runs of at least this many rows have their log entries rendered on a thread of their own
+/// while the writer inserts the rows (rendering was a fifth of the writer's time on a bulk
 /// insert; a thread costs about as much as rendering twenty).
 const PARALLEL_RENDERING: usize = 64;
 
-/// The bodies of the log entries of `inputs`, in order.
-fn render_bodies(
+/// What is rendered of an Observation's log entry before its row is written: the whole entry
+/// when the id its row will get was known (see [`render_entries`]), its body otherwise.
+enum RenderedEntry {
+    Entry(String),
+    Body(crate::ledger::BodyMembers),
+}
+
+/// [`RenderedEntry`], or why the values cannot be logged; `None` when the log is off.
+type Rendered = Option<Result<RenderedEntry, StoreError>>;
+
+/// Where a run's entries will be in the log, when known before its rows are written: the ids
+/// the rows get, the envelope of their entries, the offset of the first row's change in the
+/// transaction and, on SQLite, its log index.
+#[derive(Debug, Clone)]
+struct Foreseen {
+    first_id: i64,
+    envelope: stela_log::EntryEnvelope,
+    first_change: usize,
+    first_index: Option<u64>,
+}
+
+/// The log entries of `inputs` (`None` where the log is off), in order: each body, and when
+/// the run's place is `foreseen`, the whole entry; with its log index also the entries joined
+/// and compressed into bundles (one per tile they reach), which the writer then need not build.
+fn render_entries(
     inputs: &[Option<LogInput>],
-) -> Vec<Option<Result<crate::ledger::BodyMembers, StoreError>>> {
-    inputs
+    foreseen: Option<&Foreseen>,
+) -> (Vec<Rendered>, Vec<crate::ledger::PackedSegment>) {
+    let ty = EntityType::Observation;
+    // The members of each body in turn: rendered straight into the entry, no string per body.
+    let mut members = String::with_capacity(256);
+    let rendered: Vec<Rendered> = inputs
         .iter()
-        .map(|input| {
-            input.as_ref().map(|input| {
-                let logged = input.logged.iter().map(|(p, v)| (*p, v));
-                let links = input.links.iter().copied();
-                crate::ledger::BodyMembers::new(EntityType::Observation, logged, links)
-            })
+        .enumerate()
+        .map(|(k, input)| {
+            let input = input.as_ref()?;
+            let logged = input.logged.iter().map(|(p, v)| (*p, v));
+            let links = input.links.iter().copied();
+            let Some(foreseen) = foreseen else {
+                return Some(
+                    crate::ledger::BodyMembers::new(ty, logged, links).map(RenderedEntry::Body),
+                );
+            };
+            members.clear();
+            let rendered =
+                crate::ledger::BodyMembers::render(ty, logged, links, &mut members).map(|()| {
+                    let id = foreseen.first_id + k as i64;
+                    match foreseen.envelope.entity_entry(
+                        Operation::Create,
+                        ty.name(),
+                        id,
+                        id,
+                        &members,
+                    ) {
+                        Ok(entry) => RenderedEntry::Entry(entry),
+                        // The writer renders it again, and reports why it cannot be logged.
+                        Err(_) => {
+                            RenderedEntry::Body(crate::ledger::BodyMembers::from(members.clone()))
+                        }
+                    }
+                });
+            Some(rendered)
         })
-        .collect()
+        .collect();
+    let entries: Option<Vec<&str>> = rendered
+        .iter()
+        .map(|rendered| match rendered {
+            Some(Ok(RenderedEntry::Entry(entry))) => Some(entry.as_str()),
+            _ => None,
+        })
+        .collect();
+    let segments = match (foreseen, entries) {
+        (Some(Foreseen { first_change, first_index: Some(first_index), .. }), Some(entries)) => {
+            crate::ledger::PackedSegment::of(*first_change, *first_index, &entries)
+        }
+        _ => Vec::new(),
+    };
+    (rendered, segments)
+}
+
+/// The thread that renders the log entries of bulk inserts beside the writer (one for the
+/// process, started on first use: a thread per insert cost more than it saved, in thread starts,
+/// stack unmappings and their TLB shootdowns on the writer's core).
+mod renderer {
+    use std::sync::OnceLock;
+    use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
+
+    use super::{Foreseen, LogInput, Rendered, render_entries};
+    use crate::ledger::PackedSegment;
+
+    type Done = (Vec<Option<LogInput>>, (Vec<Rendered>, Vec<PackedSegment>));
+
+    struct Job {
+        inputs: Vec<Option<LogInput>>,
+        foreseen: Option<Foreseen>,
+        reply: SyncSender<Done>,
+    }
+
+    /// A job handed to the thread.
+    pub(super) struct Started(Receiver<Done>);
+
+    impl Started {
+        /// Waits for the job: the inputs back and what was rendered; `None` if the thread died.
+        pub(super) fn finish(self) -> Option<Done> {
+            self.0.recv().ok()
+        }
+    }
+
+    static THREAD: OnceLock<Option<std::sync::Mutex<Sender<Job>>>> = OnceLock::new();
+
+    /// Hands `inputs` to the thread; gives them back when there is no thread.
+    pub(super) fn start(
+        inputs: Vec<Option<LogInput>>,
+        foreseen: Option<Foreseen>,
+    ) -> Result<Started, Vec<Option<LogInput>>> {
+        let thread = THREAD.get_or_init(|| {
+            let (sender, jobs) = std::sync::mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("stela-log-render".into())
+                .spawn(move || {
+                    for job in jobs {
+                        let rendered = render_entries(&job.inputs, job.foreseen.as_ref());
+                        let _ = job.reply.send((job.inputs, rendered));
+                    }
+                })
+                .ok()
+                .map(|_| std::sync::Mutex::new(sender))
+        });
+        let Some(sender) = thread else { return Err(inputs) };
+        let (reply, done) = sync_channel(1);
+        let sender = sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match sender.send(Job { inputs, foreseen, reply }) {
+            Ok(()) => Ok(Started(done)),
+            Err(failed) => Err(failed.0.inputs),
+        }
+    }
 }
 
 fn invalid(message: impl Into<String>) -> StoreError {
@@ -224,32 +346,55 @@ impl WriteTx<'_> {
         let savepoint = self.conn.dialect() == Dialect::Postgres;
         let max_chunk = if !savepoint && scattered(&run) { 1 } else { crate::rows::MAX_CHUNK };
         let inputs: Vec<Option<LogInput>> = run.iter_mut().map(|p| p.log.take()).collect();
-        let (inserted, bodies) = std::thread::scope(|scope| {
-            // Rendered on the writer after the insert when no thread can be started.
-            let renderer = (inputs.len() >= PARALLEL_RENDERING)
-                .then(|| {
-                    std::thread::Builder::new()
-                        .name("stela-log-render".into())
-                        .spawn_scoped(scope, || render_bodies(&inputs))
-                        .ok()
-                })
-                .flatten();
-            let inserted = (|| {
-                if savepoint {
-                    self.conn.execute_batch("SAVEPOINT bulk_run")?;
-                }
-                crate::rows::insert_rows_chunked(
-                    self.conn,
-                    "observations",
-                    &columns,
-                    width,
-                    &values,
-                    Some(&mut done),
-                    max_chunk,
-                )
-            })();
-            (inserted, renderer.and_then(|thread| thread.join().ok()))
-        });
+        let parallel = inputs.len() >= PARALLEL_RENDERING && inputs.iter().any(Option::is_some);
+        // The ids the rows will get, when the database can say (SQLite's AUTOINCREMENT counter;
+        // checked against the ids given below): the thread then renders whole entries.
+        let first_id = if parallel {
+            self.conn.next_autoincrement_id("observations").ok().flatten()
+        } else {
+            None
+        };
+        let first_change = self.pending.changes.len();
+        let foreseen = match (first_id, &self.pending.envelope) {
+            (Some(first_id), Some(envelope)) => Some(Foreseen {
+                first_id,
+                envelope: envelope.clone(),
+                first_change,
+                first_index: self.pending.log_first.map(|first| first + first_change as u64),
+            }),
+            _ => None,
+        };
+        // Rendered by the render thread while the rows go in; on the writer after the insert
+        // when the run is short or the thread is not there.
+        let (mut inputs, mut job) = (Some(inputs), None);
+        if parallel && let Some(given) = inputs.take() {
+            match renderer::start(given, foreseen.clone()) {
+                Ok(started) => job = Some(started),
+                Err(given) => inputs = Some(given),
+            }
+        }
+        let inserted = (|| {
+            if savepoint {
+                self.conn.execute_batch("SAVEPOINT bulk_run")?;
+            }
+            crate::rows::insert_rows_chunked(
+                self.conn,
+                "observations",
+                &columns,
+                width,
+                &values,
+                Some(&mut done),
+                max_chunk,
+            )
+        })();
+        let (inputs, rendered) = match (inputs, job) {
+            (Some(inputs), _) => (Some(inputs), None),
+            (None, Some(job)) => match job.finish() {
+                Some((inputs, rendered)) => (Some(inputs), Some(rendered)),
+                None => (None, None),
+            },
+            (None, None) => (None, None),
+        };
         if savepoint {
             let end = if inserted.is_ok() {
                 "RELEASE bulk_run"
@@ -295,13 +440,34 @@ impl WriteTx<'_> {
             }
             return Err(run);
         }
-        // Rendered here when the run was short (or the thread could not finish).
-        let bodies = bodies.unwrap_or_else(|| render_bodies(&inputs));
+        let first = done.first().map(|(last, count)| last + 1 - *count as i64);
+        // Whole entries only with the ids the rows got: one run of ids from the one foreseen.
+        let as_foreseen = first.is_some()
+            && first == first_id
+            && done.windows(2).all(|pair| pair[1].0 - pair[1].1 as i64 == pair[0].0);
+        // Rendered here when the run was short, or the rows got other ids than foreseen (then
+        // the bodies alone). Lost only if the render thread failed: each row then fails alone.
+        let (rendered, segments) = match (rendered, &inputs) {
+            (Some(rendered), _) if as_foreseen || foreseen.is_none() => rendered,
+            (_, Some(inputs)) => render_entries(inputs, None),
+            (_, None) => {
+                let lost = || Some(Err(StoreError::Corrupt("the log render thread failed".into())));
+                (std::iter::repeat_with(lost).take(run.len()).collect(), Vec::new())
+            }
+        };
         let ids = done.into_iter().flat_map(|(last, count)| (last + 1 - count as i64)..=last);
-        for ((plan, body), id) in run.into_iter().zip(bodies).zip(ids) {
+        let mut all_created = true;
+        for ((plan, rendered), id) in run.into_iter().zip(rendered).zip(ids) {
             let position = plan.position;
             let (input, _) = &items[position];
-            results[position] = Some(self.created_observation(plan, body, input, id));
+            let created = self.created_observation(plan, rendered, input, id);
+            all_created &= created.is_ok();
+            results[position] = Some(created);
+        }
+        // The packed bundles hold exactly the run's entries only when each row got its entry
+        // (`write_entries` checks their place and lengths again).
+        if as_foreseen && all_created {
+            self.pending.packed.extend(segments);
         }
         Ok(())
     }
@@ -310,14 +476,17 @@ impl WriteTx<'_> {
     fn created_observation(
         &mut self,
         plan: Planned,
-        body: Option<Result<crate::ledger::BodyMembers, StoreError>>,
+        rendered: Rendered,
         input: &EntityInput,
         id: i64,
     ) -> Result<i64, StoreError> {
         let ty = EntityType::Observation;
-        if let Some(body) = body {
-            let entry = body.and_then(|body| {
-                crate::ledger::entry_text(Operation::Create, ty, id, &body, &self.pending)
+        if let Some(rendered) = rendered {
+            let entry = rendered.and_then(|rendered| match rendered {
+                RenderedEntry::Entry(entry) => Ok(entry),
+                RenderedEntry::Body(body) => {
+                    crate::ledger::entry_text(Operation::Create, ty, id, &body, &self.pending)
+                }
             });
             match entry {
                 Ok(entry) => self.pending.entries.push((self.pending.changes.len(), entry)),

@@ -244,6 +244,19 @@ impl<'a> Conn<'a> {
         Ok(Some(self.query_map(&sql, &[], |row| row.get(0))?))
     }
 
+    /// The id the next row inserted into `table` (an `AUTOINCREMENT` table) gets, when the
+    /// database can say: on SQLite its counter plus one (the only writer of its file holds the
+    /// write lock); on PostgreSQL `None`.
+    pub(crate) fn next_autoincrement_id(&self, table: &str) -> Result<Option<i64>, StoreError> {
+        let Conn::Sqlite(_) = self else { return Ok(None) };
+        let seq: Option<i64> = self.query_opt(
+            "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+            rusqlite::params![table],
+            |r| r.get(0),
+        )?;
+        Ok(Some(seq.unwrap_or(0) + 1))
+    }
+
     /// Puts the id sequences back after a rollback (to a savepoint) as SQLite's counter would
     /// be: past the ids of the transaction's start (`next_ids`) and past every id the
     /// transaction still created (`created`). Call it while the transaction holds the writer

@@ -205,6 +205,18 @@ impl BodyMembers {
         values: impl IntoIterator<Item = (&'a stela_model::Property, &'a Value)>,
         links: impl IntoIterator<Item = (&'static str, i64)>,
     ) -> Result<BodyMembers, StoreError> {
+        let mut out = String::with_capacity(192);
+        BodyMembers::render(ty, values, links, &mut out)?;
+        Ok(BodyMembers(out))
+    }
+
+    /// [`BodyMembers::new`]'s text, appended to `out`.
+    pub(crate) fn render<'a>(
+        ty: EntityType,
+        values: impl IntoIterator<Item = (&'a stela_model::Property, &'a Value)>,
+        links: impl IntoIterator<Item = (&'static str, i64)>,
+        out: &mut String,
+    ) -> Result<(), StoreError> {
         enum Member<'a> {
             Value(&'a Value),
             Link(i64),
@@ -217,41 +229,40 @@ impl BodyMembers {
         members.extend(links.into_iter().map(|(name, id)| (name, Member::Link(id))));
         // Names are ASCII: byte order is the UTF-16 order of RFC 8785.
         members.sort_unstable_by_key(|(name, _)| *name);
-        let mut out = String::with_capacity(192);
         for (index, (name, member)) in members.into_iter().enumerate() {
             if index > 0 {
                 out.push(',');
             }
-            jcs::write_string(name, &mut out);
+            jcs::write_string(name, out);
             out.push(':');
             match member {
                 Member::Link(id) => {
                     out.push_str("{\"@iot.id\":");
-                    jcs::write_integer(id, &mut out);
+                    jcs::write_integer(id, out);
                     out.push('}');
                 }
                 Member::Value(Value::Null) => out.push_str("null"),
-                Member::Value(Value::Text(text)) => jcs::write_string(text, &mut out),
+                Member::Value(Value::Text(text)) => jcs::write_string(text, out),
                 Member::Value(Value::Json(json)) => {
                     stela_log::check_body_member(name, json).map_err(|e| unloggable(ty, e))?;
-                    jcs::write_canonical(json, &mut out);
+                    jcs::write_canonical(json, out);
                 }
                 // Digits, '-', ':', '.', '+', 'T', 'Z' and '/': nothing to escape.
                 Member::Value(Value::Time(time)) => {
                     out.push('"');
                     match time {
-                        TimeValue::Instant(t) => write_instant(*t, &mut out),
+                        TimeValue::Instant(t) => write_instant(*t, out),
                         TimeValue::Interval(start, end) => {
-                            write_instant(*start, &mut out);
+                            write_instant(*start, out);
                             out.push('/');
-                            write_instant(*end, &mut out);
+                            write_instant(*end, out);
                         }
                     }
                     out.push('"');
                 }
             }
         }
-        Ok(BodyMembers(out))
+        Ok(())
     }
 
     /// The whole body of entity `id`, in canonical form.
@@ -278,6 +289,13 @@ pub(crate) fn check_loggable<'a>(
         }
     }
     Ok(())
+}
+
+impl From<String> for BodyMembers {
+    /// Members rendered by [`BodyMembers::render`].
+    fn from(members: String) -> BodyMembers {
+        BodyMembers(members)
+    }
 }
 
 /// The logged body of an entity read from the store (see [`BodyMembers`]).
@@ -411,6 +429,80 @@ pub(crate) fn missing_nodes(conn: Conn<'_>, size: u64) -> Result<Vec<(NodeId, Ha
     Ok(missing)
 }
 
+/// Consecutive entries of a transaction inside one tile, joined and compressed as a bundle
+/// before the commit (on the thread that renders a bulk insert's entries, see `bulk.rs`):
+/// [`write_entries`] stores it as it is when the changes `first_change ..` still get the log
+/// indexes `first_index ..` and their entries are as long as `text_length` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PackedSegment {
+    pub(crate) first_change: usize,
+    pub(crate) first_index: u64,
+    pub(crate) count: usize,
+    pub(crate) text_length: usize,
+    pub(crate) packed: Vec<u8>,
+}
+
+impl PackedSegment {
+    /// The segments of `entries`, the entries of consecutive changes from `first_change` that
+    /// get the log indexes from `first_index`: one per tile they reach.
+    pub(crate) fn of(
+        first_change: usize,
+        first_index: u64,
+        entries: &[&str],
+    ) -> Vec<PackedSegment> {
+        let mut segments = Vec::new();
+        let mut start = 0;
+        while start < entries.len() {
+            let index = first_index + start as u64;
+            let room = (TILE_WIDTH - index % TILE_WIDTH) as usize;
+            let end = entries.len().min(start + room);
+            let text = entries[start..end].join("\n");
+            segments.push(PackedSegment {
+                first_change: first_change + start,
+                first_index: index,
+                count: end - start,
+                text_length: text.len(),
+                packed: pack_bundle(&text),
+            });
+            start = end;
+        }
+        segments
+    }
+}
+
+/// The segments of `pending` that still hold exactly the given `entries` at the indexes
+/// they were packed for (the log starts this transaction at `first`); a segment that does not
+/// is left out, its entries then bundled one by one.
+fn packed_segments<'a>(
+    first: u64,
+    pending: &'a Pending,
+    entries: &[(usize, String)],
+) -> Vec<&'a PackedSegment> {
+    let mut after = 0;
+    pending
+        .packed
+        .iter()
+        .filter(|segment| {
+            let holds = segment.first_change >= after
+                && segment.first_index == first + segment.first_change as u64
+                && entries
+                    .binary_search_by_key(&segment.first_change, |(offset, _)| *offset)
+                    .ok()
+                    .and_then(|at| entries.get(at..at + segment.count))
+                    .is_some_and(|run| {
+                        let length: usize = run.iter().map(|(_, text)| text.len()).sum();
+                        run.last().map(|(offset, _)| *offset)
+                            == Some(segment.first_change + segment.count - 1)
+                            && length + segment.count - 1 == segment.text_length
+                    });
+            if holds {
+                after = segment.first_change + segment.count;
+            }
+            holds
+        })
+        .collect()
+}
+
 /// Writes the entries of `changes` (bundles, the entity index); the log's tree is not touched.
 pub(crate) fn write_entries(
     conn: Conn<'_>,
@@ -425,11 +517,18 @@ pub(crate) fn write_entries(
         return Ok(NewEntries { first, texts });
     }
     // In the order of the changes, as they were written.
-    let mut entries = entries.into_iter().peekable();
     let mut bundles = BundleWriter::new(conn, first);
     let mut creates = CreateRuns::default();
     let mut history: Vec<Sql> = Vec::new();
+    let mut segments = packed_segments(first, pending, &entries).into_iter().peekable();
+    // Changes before this offset are in a packed segment already stored.
+    let mut packed_until = 0;
+    let mut entries = entries.into_iter().peekable();
     for (offset, change) in changes.iter().enumerate() {
+        if let Some(segment) = segments.next_if(|segment| segment.first_change == offset) {
+            bundles.store_packed(segment)?;
+            packed_until = offset + segment.count;
+        }
         let given = entries.next_if(|(index, _)| *index == offset).map(|(_, text)| text);
         let text = match (change.kind, given) {
             // Entries written by the change itself.
@@ -448,7 +547,9 @@ pub(crate) fn write_entries(
             }
         };
         let index = first + offset as u64;
-        bundles.push(index, &text)?;
+        if offset >= packed_until {
+            bundles.push(index, &text)?;
+        }
         if change.kind == ChangeKind::Created {
             creates.push(change.ty, change.id, index);
         } else {
@@ -585,6 +686,8 @@ impl<'a> BundleWriter<'a> {
         }
         if self.filled && index.is_multiple_of(TILE_WIDTH) {
             self.flush()?;
+        }
+        if !self.filled {
             self.first = index;
         }
         if self.filled {
@@ -608,6 +711,16 @@ impl<'a> BundleWriter<'a> {
             self.filled = false;
             self.count = 0;
         }
+        Ok(())
+    }
+
+    /// Stores a segment packed beforehand as a bundle of its own, after the entries before it.
+    fn store_packed(&mut self, segment: &PackedSegment) -> Result<(), StoreError> {
+        self.flush()?;
+        self.conn.execute(
+            "INSERT INTO log_bundles (first, count, entries_lz4) VALUES (?1, ?2, ?3)",
+            params![sql_index(segment.first_index), segment.count as i64, segment.packed],
+        )?;
         Ok(())
     }
 

@@ -168,6 +168,7 @@ impl SqliteStore {
         let (result, changes, entries, next_known) = {
             let mut pending = Pending::knowing(carried);
             pending.unlogged = !self.log_appending;
+            pending.log_first = Some(*log_size);
             let mut write_tx = WriteTx { conn: Conn::Sqlite(&tx), pending };
             write_tx.set_now(now);
             let result = f(&mut write_tx)?;

@@ -86,6 +86,12 @@ pub(crate) struct Pending {
     /// change in `changes` (increasing), so that the log neither reads the entities back nor
     /// serialises twice.
     pub(crate) entries: Vec<(usize, String)>,
+    /// Runs of those entries already joined and compressed as bundles (see
+    /// [`crate::ledger::PackedSegment`]), in change order.
+    pub(crate) packed: Vec<crate::ledger::PackedSegment>,
+    /// The log index the transaction's first change gets, when known while it runs (SQLite:
+    /// the write connection is the log's only appender).
+    pub(crate) log_first: Option<u64>,
     /// What this transaction knows of the database without asking it; on SQLite carried
     /// over from the transactions before (see [`Known`]).
     pub(crate) known: Known,
@@ -186,6 +192,9 @@ impl WriteTx<'_> {
                 }
                 self.conn.restore_ids(self.pending.next_ids.as_deref(), &self.pending.changes)?;
                 self.pending.entries.retain(|(index, _)| *index < changes);
+                self.pending
+                    .packed
+                    .retain(|segment| segment.first_change + segment.count <= changes);
                 self.pending.known.forget_derived();
                 self.pending.extents = extents;
                 self.pending.recompute = recompute;

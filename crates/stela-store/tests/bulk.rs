@@ -237,3 +237,56 @@ fn a_run_the_database_refuses_is_undone_and_retried_row_by_row() {
     let ids: Vec<i64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
     assert_eq!(ids, integers(&dir, "SELECT id FROM observations ORDER BY id"));
 }
+
+/// A batch large enough to have its log entries rendered and packed beside the insert logs
+/// what one-by-one creation logs: the same entries, the same tree, every other table the
+/// same; only the bundles are cut differently (the run's own start on a bundle of its own).
+#[test]
+fn a_large_batch_logs_what_one_by_one_logs() {
+    let items = observations(0..700);
+    let (bulk_dir, bulk) = seeded();
+    let (single_dir, single) = seeded();
+    bulk.write(NOW + 1, |tx| Ok::<_, StoreError>(tx.create_batch(&items))).unwrap();
+    single
+        .write(NOW + 1, |tx| {
+            Ok::<_, StoreError>(
+                items
+                    .iter()
+                    .map(|(input, implicit)| tx.isolated(|tx| tx.create(input, *implicit)))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .unwrap();
+    let log = |store: &SqliteStore| {
+        store
+            .read(|rx| {
+                let size = rx.log_size()?;
+                Ok((rx.log_entries(0, size)?, rx.log_root(size)?))
+            })
+            .unwrap()
+    };
+    let (entries, root) = log(&bulk);
+    assert_eq!((entries.len(), root), (log(&single).0.len(), log(&single).1));
+    assert_eq!(entries, log(&single).0);
+    let but_the_bundles = |dir: &tempfile::TempDir| -> Vec<String> {
+        dump(dir)
+            .into_iter()
+            .filter(|row| !row.starts_with("log_bundles") && !row.starts_with("log_nodes"))
+            .collect()
+    };
+    assert_eq!(but_the_bundles(&bulk_dir), but_the_bundles(&single_dir));
+    // The run's entries start a bundle of their own (packed beside the insert); one by one,
+    // the commit's entries share the tile's bundle.
+    let run_start =
+        "SELECT first_idx FROM log_creates WHERE entity_type = 'Observation' ORDER BY first_id";
+    let first_entry = integers(&bulk_dir, run_start)[0];
+    assert_ne!(first_entry % 256, 0, "the run does not start a tile");
+    let starts = "SELECT first FROM log_bundles ORDER BY first";
+    assert!(integers(&bulk_dir, starts).contains(&first_entry));
+    assert!(!integers(&single_dir, starts).contains(&first_entry));
+    // No bundle reaches into the next tile.
+    let counts = integers(&bulk_dir, "SELECT first + count - 1 FROM log_bundles ORDER BY first");
+    for (start, last) in integers(&bulk_dir, starts).into_iter().zip(counts) {
+        assert_eq!(start / 256, last / 256, "bundle at {start}");
+    }
+}
