@@ -36,16 +36,27 @@ struct Planned {
     position: usize,
     columns: Vec<&'static str>,
     values: Vec<Sql>,
-    /// What its log entry's body is rendered from (`None` when the log is off).
-    log: Option<LogInput>,
+    /// Where its log entry's values are in the batch's [`LogInputs`] (`None` when the log is
+    /// off).
+    log: Option<LogSpan>,
     parent: (EntityType, i64),
     feature: i64,
 }
 
-/// The values and links an Observation's log entry shows, checked to be loggable.
-struct LogInput {
+/// The values and links the log entries of a batch's Observations show, checked to be
+/// loggable, in one buffer for the batch: a buffer per Observation, each alive until its run
+/// was inserted, cost the writer's allocator more than the rendering they let it hand off.
+#[derive(Debug, Default)]
+struct LogInputs {
     logged: Vec<(&'static stela_model::Property, stela_model::Value)>,
     links: Vec<(&'static str, i64)>,
+}
+
+/// Where one Observation's values and links are in [`LogInputs`].
+#[derive(Debug, Clone)]
+struct LogSpan {
+    logged: std::ops::Range<usize>,
+    links: std::ops::Range<usize>,
 }
 
 /// Runs of at least this many rows have their log entries rendered on a thread of their own
@@ -78,19 +89,27 @@ struct Foreseen {
 /// the run's place is `foreseen`, the whole entry; with its log index also the entries joined
 /// and compressed into bundles (one per tile they reach), which the writer then need not build.
 fn render_entries(
-    inputs: &[Option<LogInput>],
+    inputs: &LogInputs,
+    spans: &[Option<LogSpan>],
     foreseen: Option<&Foreseen>,
 ) -> (Vec<Rendered>, Vec<crate::ledger::PackedSegment>) {
     let ty = EntityType::Observation;
     // The members of each body in turn: rendered straight into the entry, no string per body.
     let mut members = String::with_capacity(256);
-    let rendered: Vec<Rendered> = inputs
+    let rendered: Vec<Rendered> = spans
         .iter()
         .enumerate()
-        .map(|(k, input)| {
-            let input = input.as_ref()?;
-            let logged = input.logged.iter().map(|(p, v)| (*p, v));
-            let links = input.links.iter().copied();
+        .map(|(k, span)| {
+            let span = span.as_ref()?;
+            let (Some(logged), Some(links)) =
+                (inputs.logged.get(span.logged.clone()), inputs.links.get(span.links.clone()))
+            else {
+                return Some(Err(StoreError::Corrupt(
+                    "the log's values of a row were lost".into(),
+                )));
+            };
+            let logged = logged.iter().map(|(p, v)| (*p, v));
+            let links = links.iter().copied();
             let Some(foreseen) = foreseen else {
                 return Some(
                     crate::ledger::BodyMembers::new(ty, logged, links).map(RenderedEntry::Body),
@@ -140,13 +159,14 @@ mod renderer {
     use std::sync::OnceLock;
     use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
 
-    use super::{Foreseen, LogInput, Rendered, render_entries};
+    use super::{Foreseen, LogInputs, LogSpan, Rendered, render_entries};
     use crate::ledger::PackedSegment;
 
-    type Done = (Vec<Option<LogInput>>, (Vec<Rendered>, Vec<PackedSegment>));
+    type Done = (LogInputs, (Vec<Rendered>, Vec<PackedSegment>));
 
     struct Job {
-        inputs: Vec<Option<LogInput>>,
+        inputs: LogInputs,
+        spans: Vec<Option<LogSpan>>,
         foreseen: Option<Foreseen>,
         reply: SyncSender<Done>,
     }
@@ -163,18 +183,21 @@ mod renderer {
 
     static THREAD: OnceLock<Option<std::sync::Mutex<Sender<Job>>>> = OnceLock::new();
 
-    /// Hands `inputs` to the thread; gives them back when there is no thread.
+    /// Hands `inputs` to the thread, to render the entries of `spans`; gives them back when
+    /// there is no thread.
     pub(super) fn start(
-        inputs: Vec<Option<LogInput>>,
+        inputs: LogInputs,
+        spans: Vec<Option<LogSpan>>,
         foreseen: Option<Foreseen>,
-    ) -> Result<Started, Vec<Option<LogInput>>> {
+    ) -> Result<Started, LogInputs> {
         let thread = THREAD.get_or_init(|| {
             let (sender, jobs) = std::sync::mpsc::channel::<Job>();
             std::thread::Builder::new()
                 .name("stela-log-render".into())
                 .spawn(move || {
                     for job in jobs {
-                        let rendered = render_entries(&job.inputs, job.foreseen.as_ref());
+                        let rendered =
+                            render_entries(&job.inputs, &job.spans, job.foreseen.as_ref());
                         let _ = job.reply.send((job.inputs, rendered));
                     }
                 })
@@ -184,7 +207,7 @@ mod renderer {
         let Some(sender) = thread else { return Err(inputs) };
         let (reply, done) = sync_channel(1);
         let sender = sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match sender.send(Job { inputs, foreseen, reply }) {
+        match sender.send(Job { inputs, spans, foreseen, reply }) {
             Ok(()) => Ok(Started(done)),
             Err(failed) => Err(failed.0.inputs),
         }
@@ -204,18 +227,20 @@ impl WriteTx<'_> {
             std::iter::repeat_with(|| None).take(items.len()).collect();
         let mut widths: HashMap<i64, usize> = HashMap::new();
         let mut planned: Vec<Planned> = Vec::new();
+        let mut log = LogInputs::default();
         for (position, (input, implicit)) in items.iter().enumerate() {
-            match self.plan_observation(position, input, *implicit, &mut widths) {
+            match self.plan_observation(position, input, *implicit, &mut widths, &mut log) {
                 Ok(Some(plan)) => planned.push(plan),
                 Ok(None) => {
                     // Keep ids in input order: what is planned goes in first.
-                    self.insert_planned(std::mem::take(&mut planned), items, &mut results);
+                    let earlier = std::mem::take(&mut planned);
+                    self.insert_planned(earlier, items, &mut results, &mut log);
                     results[position] = Some(self.isolated(|tx| tx.create(input, *implicit)));
                 }
                 Err(error) => results[position] = Some(Err(error)),
             }
         }
-        self.insert_planned(planned, items, &mut results);
+        self.insert_planned(planned, items, &mut results, &mut log);
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("a batch item was lost".into()))))
@@ -230,6 +255,7 @@ impl WriteTx<'_> {
         input: &EntityInput,
         implicit: Option<(&'static Relation, i64)>,
         widths: &mut HashMap<i64, usize>,
+        log: &mut LogInputs,
     ) -> Result<Option<Planned>, StoreError> {
         let ty = input.ty;
         if ty != EntityType::Observation {
@@ -298,7 +324,10 @@ impl WriteTx<'_> {
         } else {
             // Refused now rather than after the insert, as the one-by-one path refuses it.
             crate::ledger::check_loggable(ty, logged.iter().map(|(p, v)| (*p, v)))?;
-            Some(LogInput { logged, links: links.collect() })
+            let (from, links_from) = (log.logged.len(), log.links.len());
+            log.logged.extend(logged);
+            log.links.extend(links);
+            Some(LogSpan { logged: from..log.logged.len(), links: links_from..log.links.len() })
         };
         Ok(Some(Planned { position, columns, values, log, parent, feature }))
     }
@@ -309,13 +338,14 @@ impl WriteTx<'_> {
         planned: Vec<Planned>,
         items: &[BatchItem],
         results: &mut [Option<Result<i64, StoreError>>],
+        log: &mut LogInputs,
     ) {
         let mut rest = planned;
         while !rest.is_empty() {
             let same = rest.iter().take_while(|p| p.columns == rest[0].columns).count();
             let later = rest.split_off(same);
             let run = std::mem::replace(&mut rest, later);
-            if let Err(run) = self.insert_run(run, items, results) {
+            if let Err(run) = self.insert_run(run, items, results, log) {
                 // The database refused the run (it should not, after the checks): each row
                 // on its own, so that only the failing ones fail.
                 for plan in run {
@@ -333,6 +363,7 @@ impl WriteTx<'_> {
         mut run: Vec<Planned>,
         items: &[BatchItem],
         results: &mut [Option<Result<i64, StoreError>>],
+        log: &mut LogInputs,
     ) -> Result<(), Vec<Planned>> {
         let width = run[0].values.len();
         let columns = run[0].columns.join(", ");
@@ -345,8 +376,8 @@ impl WriteTx<'_> {
         // the run goes in a savepoint.
         let savepoint = self.conn.dialect() == Dialect::Postgres;
         let max_chunk = if !savepoint && scattered(&run) { 1 } else { crate::rows::MAX_CHUNK };
-        let inputs: Vec<Option<LogInput>> = run.iter_mut().map(|p| p.log.take()).collect();
-        let parallel = inputs.len() >= PARALLEL_RENDERING && inputs.iter().any(Option::is_some);
+        let spans: Vec<Option<LogSpan>> = run.iter().map(|p| p.log.clone()).collect();
+        let parallel = spans.len() >= PARALLEL_RENDERING && spans.iter().any(Option::is_some);
         // The ids the rows will get, when the database can say (SQLite's AUTOINCREMENT counter;
         // checked against the ids given below): the thread then renders whole entries.
         let first_id = if parallel {
@@ -366,11 +397,11 @@ impl WriteTx<'_> {
         };
         // Rendered by the render thread while the rows go in; on the writer after the insert
         // when the run is short or the thread is not there.
-        let (mut inputs, mut job) = (Some(inputs), None);
-        if parallel && let Some(given) = inputs.take() {
-            match renderer::start(given, foreseen.clone()) {
+        let mut job = None;
+        if parallel {
+            match renderer::start(std::mem::take(log), spans.clone(), foreseen.clone()) {
                 Ok(started) => job = Some(started),
-                Err(given) => inputs = Some(given),
+                Err(given) => *log = given,
             }
         }
         let inserted = (|| {
@@ -387,14 +418,13 @@ impl WriteTx<'_> {
                 max_chunk,
             )
         })();
-        let (inputs, rendered) = match (inputs, job) {
-            (Some(inputs), _) => (Some(inputs), None),
-            (None, Some(job)) => match job.finish() {
-                Some((inputs, rendered)) => (Some(inputs), Some(rendered)),
-                None => (None, None),
-            },
-            (None, None) => (None, None),
-        };
+        // The buffer comes back with what was rendered; only a failed thread keeps it, and
+        // then the rows of this run (and later ones of the batch) fail alone.
+        let rendered = job.and_then(|job| {
+            let (inputs, rendered) = job.finish()?;
+            *log = inputs;
+            Some(rendered)
+        });
         if savepoint {
             let end = if inserted.is_ok() {
                 "RELEASE bulk_run"
@@ -446,14 +476,10 @@ impl WriteTx<'_> {
             && first == first_id
             && done.windows(2).all(|pair| pair[1].0 - pair[1].1 as i64 == pair[0].0);
         // Rendered here when the run was short, or the rows got other ids than foreseen (then
-        // the bodies alone). Lost only if the render thread failed: each row then fails alone.
-        let (rendered, segments) = match (rendered, &inputs) {
-            (Some(rendered), _) if as_foreseen || foreseen.is_none() => rendered,
-            (_, Some(inputs)) => render_entries(inputs, None),
-            (_, None) => {
-                let lost = || Some(Err(StoreError::Corrupt("the log render thread failed".into())));
-                (std::iter::repeat_with(lost).take(run.len()).collect(), Vec::new())
-            }
+        // the bodies alone). Were the values lost with a failed thread, each row fails alone.
+        let (rendered, segments) = match rendered {
+            Some(rendered) if as_foreseen || foreseen.is_none() => rendered,
+            _ => render_entries(log, &spans, None),
         };
         let ids = done.into_iter().flat_map(|(last, count)| (last + 1 - count as i64)..=last);
         let mut all_created = true;
