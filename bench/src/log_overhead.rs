@@ -9,6 +9,8 @@ use serde_json::json;
 use stela_model::{DecodeMode, EntityType, decode_entity};
 use stela_store::{SqliteStore, StoreError};
 
+use crate::cpu_time;
+
 /// The result of the comparison.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LogOverhead {
@@ -34,17 +36,6 @@ const PER_TRANSACTION: u64 = 1_000;
 /// Observations written to each store before the measurement (allocator, page cache and CPU
 /// frequency warmed up; not counted).
 const WARM_UP: u64 = 20_000;
-
-/// The time (ns) a thread has run on a CPU, from `/proc/.../schedstat` (Linux).
-fn cpu_ns(schedstat: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(schedstat).ok()?.split_whitespace().next()?.parse().ok()
-}
-
-/// The CPU time of this thread (the writer: `SqliteStore::write` runs its closure and the
-/// commit on the calling thread).
-fn thread_cpu_ns() -> Option<u64> {
-    cpu_ns(std::path::Path::new("/proc/thread-self/schedstat"))
-}
 
 /// One store, with the log on or off, and what writing to it took.
 struct Side {
@@ -78,7 +69,7 @@ impl Side {
             .relation("Observations")
             .map(|r| r.inverse_relation())
             .ok_or_else(|| anyhow::anyhow!("the model has no Datastream.Observations"))?;
-        let (cpu_before, started) = (thread_cpu_ns(), Instant::now());
+        let (cpu_before, started) = (cpu_time::thread_ns(), Instant::now());
         self.store.write(1_700_000_000_000_000, |tx| {
             let mut items = Vec::with_capacity(count as usize);
             for k in first..first + count {
@@ -94,7 +85,7 @@ impl Side {
             Ok::<_, StoreError>(())
         })?;
         self.seconds += started.elapsed().as_secs_f64();
-        self.writer_ns = match (self.writer_ns, cpu_before, thread_cpu_ns()) {
+        self.writer_ns = match (self.writer_ns, cpu_before, cpu_time::thread_ns()) {
             (Some(total), Some(before), Some(after)) => Some(total + after.saturating_sub(before)),
             _ => None,
         };

@@ -22,6 +22,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod client;
+mod cpu_time;
 mod log_overhead;
 mod mqtt;
 mod mqtt_writer;

@@ -15,6 +15,7 @@ use serde_json::json;
 use stela_model::{DecodeMode, EntityType, decode_entity};
 use stela_store::{SqliteStore, StoreError};
 
+use crate::cpu_time;
 use crate::seed::mix;
 
 /// The result for one batch size.
@@ -33,20 +34,6 @@ pub struct MqttWriter {
 const THINGS: u64 = 100;
 const DATASTREAMS_PER_THING: u64 = 3;
 const SEEDED: u64 = 100_000;
-
-/// The time (ns) a thread has run on a CPU, from `/proc/.../schedstat` (Linux).
-fn cpu_ns(schedstat: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(schedstat).ok()?.split_whitespace().next()?.parse().ok()
-}
-
-/// The CPU time of every thread of this process.
-fn process_cpu_ns() -> Option<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        total += cpu_ns(&task.ok()?.path().join("schedstat"))?;
-    }
-    Some(total)
-}
 
 /// Writes `observations` Observations in batches of `batch` after the seed.
 pub fn measure(batch: u64, observations: u64) -> anyhow::Result<MqttWriter> {
@@ -97,8 +84,7 @@ pub fn measure(batch: u64, observations: u64) -> anyhow::Result<MqttWriter> {
         write(k, 1_000, false)?;
         k += 1_000;
     }
-    let thread_schedstat = std::path::Path::new("/proc/thread-self/schedstat");
-    let (writer_before, process_before) = (cpu_ns(thread_schedstat), process_cpu_ns());
+    let (writer_before, process_before) = (cpu_time::thread_ns(), cpu_time::process_ns());
     let started = Instant::now();
     let end = k + observations;
     while k < end {
@@ -114,7 +100,7 @@ pub fn measure(batch: u64, observations: u64) -> anyhow::Result<MqttWriter> {
         batch,
         observations,
         per_second: observations as f64 / elapsed,
-        writer_cpu_us: per_observation(writer_before, cpu_ns(thread_schedstat)),
-        process_cpu_us: per_observation(process_before, process_cpu_ns()),
+        writer_cpu_us: per_observation(writer_before, cpu_time::thread_ns()),
+        process_cpu_us: per_observation(process_before, cpu_time::process_ns()),
     })
 }

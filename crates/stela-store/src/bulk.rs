@@ -376,8 +376,8 @@ impl WriteTx<'_> {
         // the run goes in a savepoint.
         let savepoint = self.conn.dialect() == Dialect::Postgres;
         let max_chunk = if !savepoint && scattered(&run) { 1 } else { crate::rows::MAX_CHUNK };
-        let spans: Vec<Option<LogSpan>> = run.iter().map(|p| p.log.clone()).collect();
-        let parallel = spans.len() >= PARALLEL_RENDERING && spans.iter().any(Option::is_some);
+        let spans = || run.iter().map(|p| p.log.clone()).collect::<Vec<Option<LogSpan>>>();
+        let parallel = run.len() >= PARALLEL_RENDERING && run.iter().any(|p| p.log.is_some());
         // The ids the rows will get, when the database can say (SQLite's AUTOINCREMENT counter;
         // checked against the ids given below): the thread then renders whole entries.
         let first_id = if parallel {
@@ -397,9 +397,10 @@ impl WriteTx<'_> {
         };
         // Rendered by the render thread while the rows go in; on the writer after the insert
         // when the run is short or the thread is not there.
+        let foresaw = foreseen.is_some();
         let mut job = None;
         if parallel {
-            match renderer::start(std::mem::take(log), spans.clone(), foreseen.clone()) {
+            match renderer::start(std::mem::take(log), spans(), foreseen) {
                 Ok(started) => job = Some(started),
                 Err(given) => *log = given,
             }
@@ -478,8 +479,8 @@ impl WriteTx<'_> {
         // Rendered here when the run was short, or the rows got other ids than foreseen (then
         // the bodies alone). Were the values lost with a failed thread, each row fails alone.
         let (rendered, segments) = match rendered {
-            Some(rendered) if as_foreseen || foreseen.is_none() => rendered,
-            _ => render_entries(log, &spans, None),
+            Some(rendered) if as_foreseen || !foresaw => rendered,
+            _ => render_entries(log, &spans(), None),
         };
         let ids = done.into_iter().flat_map(|(last, count)| (last + 1 - count as i64)..=last);
         let mut all_created = true;

@@ -620,11 +620,30 @@ pub(crate) fn unpack_bundle(first: u64, count: i64, packed: &[u8]) -> Result<Str
     let bytes = lz4_flex::block::decompress(block, length)
         .map_err(|e| corrupt(format!("cannot be decompressed: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|_| corrupt("is not UTF-8".into()))?;
-    let entries = text.bytes().filter(|b| *b == b'\n').count() + 1;
+    let entries = entries_in(&text);
     if i64::try_from(entries).ok() != Some(count) {
         return Err(corrupt(format!("holds {entries} entries, not {count}")));
     }
     Ok(text)
+}
+
+/// The entries of a bundle's text (joined by newlines).
+fn entries_in(text: &str) -> usize {
+    text.bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Stores a bundle packed by [`pack_bundle`]: `count` entries from log index `first`.
+fn insert_bundle(
+    conn: Conn<'_>,
+    first: u64,
+    count: usize,
+    packed: &[u8],
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO log_bundles (first, count, entries_lz4) VALUES (?1, ?2, ?3)",
+        params![sql_index(first), count as i64, packed],
+    )?;
+    Ok(())
 }
 
 /// A schema migration (SQLite version 4, PostgreSQL version 2): every bundle of the old table
@@ -644,17 +663,14 @@ pub(crate) fn compress_v3_bundles(conn: Conn<'_>) -> Result<(), StoreError> {
         };
         after = last;
         for (first, text) in rows {
-            let count = text.bytes().filter(|b| *b == b'\n').count() as i64 + 1;
+            let count = entries_in(&text);
             let packed = pack_bundle(&text);
-            if unpack_bundle(index_from_sql(first)?, count, &packed)? != text {
+            if unpack_bundle(index_from_sql(first)?, count as i64, &packed)? != text {
                 return Err(StoreError::Corrupt(format!(
                     "the log bundle at entry {first} does not read back as it was"
                 )));
             }
-            conn.execute(
-                "INSERT INTO log_bundles (first, count, entries_lz4) VALUES (?1, ?2, ?3)",
-                params![first, count, packed],
-            )?;
+            insert_bundle(conn, index_from_sql(first)?, count, &packed)?;
         }
     }
 }
@@ -669,7 +685,7 @@ struct BundleWriter<'a> {
     /// Whether it holds an entry yet (an entry could in principle be empty text).
     filled: bool,
     /// How many entries it holds.
-    count: i64,
+    count: usize,
 }
 
 impl<'a> BundleWriter<'a> {
@@ -703,10 +719,7 @@ impl<'a> BundleWriter<'a> {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         if self.filled {
-            self.conn.execute(
-                "INSERT INTO log_bundles (first, count, entries_lz4) VALUES (?1, ?2, ?3)",
-                params![sql_index(self.first), self.count, pack_bundle(&self.text)],
-            )?;
+            insert_bundle(self.conn, self.first, self.count, &pack_bundle(&self.text))?;
             self.text.clear();
             self.filled = false;
             self.count = 0;
@@ -717,11 +730,7 @@ impl<'a> BundleWriter<'a> {
     /// Stores a segment packed beforehand as a bundle of its own, after the entries before it.
     fn store_packed(&mut self, segment: &PackedSegment) -> Result<(), StoreError> {
         self.flush()?;
-        self.conn.execute(
-            "INSERT INTO log_bundles (first, count, entries_lz4) VALUES (?1, ?2, ?3)",
-            params![sql_index(segment.first_index), segment.count as i64, segment.packed],
-        )?;
-        Ok(())
+        insert_bundle(self.conn, segment.first_index, segment.count, &segment.packed)
     }
 
     fn finish(mut self) -> Result<(), StoreError> {

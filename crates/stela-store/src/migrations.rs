@@ -21,6 +21,15 @@ impl Migration {
     pub(crate) const fn sql(sql: &'static str) -> Migration {
         Migration { sql, code: None, after: "" }
     }
+
+    /// Runs the migration's SQL, code and SQL after it on `conn`, inside its transaction.
+    pub(crate) fn apply(&self, conn: Conn<'_>) -> Result<(), StoreError> {
+        conn.execute_batch(self.sql)?;
+        if let Some(code) = self.code {
+            code(conn)?;
+        }
+        conn.execute_batch(self.after)
+    }
 }
 
 /// The schema, one entry per version. Never edit a released entry: append a new one.
@@ -322,11 +331,7 @@ pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), St
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().take(version).skip(current as usize) {
         let tx = conn.transaction()?;
-        tx.execute_batch(migration.sql)?;
-        if let Some(code) = migration.code {
-            code(Conn::Sqlite(&tx))?;
-        }
-        tx.execute_batch(migration.after)?;
+        migration.apply(Conn::Sqlite(&tx))?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
         tracing::info!(version = index + 1, "applied schema migration");

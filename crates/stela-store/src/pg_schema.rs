@@ -310,11 +310,7 @@ fn migrate_locked(conn: &PgConn) -> Result<(), StoreError> {
     for (index, migration) in
         MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0))
     {
-        db.execute_batch(migration.sql)?;
-        if let Some(code) = migration.code {
-            code(db)?;
-        }
-        db.execute_batch(migration.after)?;
+        migration.apply(db)?;
         let version = index as i64 + 1;
         db.execute("UPDATE stela_schema SET version = ?1", rusqlite::params![version])?;
         tracing::info!(version, "applied PostgreSQL schema migration");

@@ -167,14 +167,9 @@ fn dump(dir: &tempfile::TempDir) -> Vec<String> {
     rows
 }
 
-#[test]
-fn a_batch_writes_what_one_by_one_writes() {
-    let items = items();
-    let (bulk_dir, bulk) = seeded();
-    let (single_dir, single) = seeded();
-    let (bulk_results, _) =
-        bulk.write(NOW + 1, |tx| Ok::<_, StoreError>(tx.create_batch(&items))).unwrap();
-    let (single_results, _) = single
+/// Creates `items` one by one, each in its own savepoint, in one transaction.
+fn one_by_one(store: &SqliteStore, items: &[BatchItem]) -> Vec<Result<i64, StoreError>> {
+    let (results, _) = store
         .write(NOW + 1, |tx| {
             Ok::<_, StoreError>(
                 items
@@ -184,6 +179,17 @@ fn a_batch_writes_what_one_by_one_writes() {
             )
         })
         .unwrap();
+    results
+}
+
+#[test]
+fn a_batch_writes_what_one_by_one_writes() {
+    let items = items();
+    let (bulk_dir, bulk) = seeded();
+    let (single_dir, single) = seeded();
+    let (bulk_results, _) =
+        bulk.write(NOW + 1, |tx| Ok::<_, StoreError>(tx.create_batch(&items))).unwrap();
+    let single_results = one_by_one(&single, &items);
     let show = |results: &[Result<i64, StoreError>]| -> Vec<String> {
         results.iter().map(|r| format!("{r:?}")).collect()
     };
@@ -247,16 +253,7 @@ fn a_large_batch_logs_what_one_by_one_logs() {
     let (bulk_dir, bulk) = seeded();
     let (single_dir, single) = seeded();
     bulk.write(NOW + 1, |tx| Ok::<_, StoreError>(tx.create_batch(&items))).unwrap();
-    single
-        .write(NOW + 1, |tx| {
-            Ok::<_, StoreError>(
-                items
-                    .iter()
-                    .map(|(input, implicit)| tx.isolated(|tx| tx.create(input, *implicit)))
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .unwrap();
+    one_by_one(&single, &items);
     let log = |store: &SqliteStore| {
         store
             .read(|rx| {
