@@ -50,6 +50,32 @@ struct Planned {
 struct LogInputs {
     logged: Vec<(&'static stela_model::Property, stela_model::Value)>,
     links: Vec<(&'static str, i64)>,
+    /// The batch's items: room for all of them is made when the first arrives (grown by
+    /// doubling, the buffers were copied again and again on the writer).
+    items: usize,
+}
+
+impl LogInputs {
+    fn for_items(items: usize) -> LogInputs {
+        LogInputs { items, ..LogInputs::default() }
+    }
+
+    /// Adds one Observation's values and links; where they are.
+    fn push(
+        &mut self,
+        logged: Vec<(&'static stela_model::Property, stela_model::Value)>,
+        links: impl Iterator<Item = (&'static str, i64)>,
+    ) -> LogSpan {
+        if self.logged.capacity() == 0 {
+            // An Observation links to its Datastream (or MultiDatastream) and Feature.
+            self.logged.reserve(logged.len() * self.items);
+            self.links.reserve(2 * self.items);
+        }
+        let (from, links_from) = (self.logged.len(), self.links.len());
+        self.logged.extend(logged);
+        self.links.extend(links);
+        LogSpan { logged: from..self.logged.len(), links: links_from..self.links.len() }
+    }
 }
 
 /// Where one Observation's values and links are in [`LogInputs`].
@@ -227,7 +253,7 @@ impl WriteTx<'_> {
             std::iter::repeat_with(|| None).take(items.len()).collect();
         let mut widths: HashMap<i64, usize> = HashMap::new();
         let mut planned: Vec<Planned> = Vec::new();
-        let mut log = LogInputs::default();
+        let mut log = LogInputs::for_items(items.len());
         for (position, (input, implicit)) in items.iter().enumerate() {
             match self.plan_observation(position, input, *implicit, &mut widths, &mut log) {
                 Ok(Some(plan)) => planned.push(plan),
@@ -324,10 +350,7 @@ impl WriteTx<'_> {
         } else {
             // Refused now rather than after the insert, as the one-by-one path refuses it.
             crate::ledger::check_loggable(ty, logged.iter().map(|(p, v)| (*p, v)))?;
-            let (from, links_from) = (log.logged.len(), log.links.len());
-            log.logged.extend(logged);
-            log.links.extend(links);
-            Some(LogSpan { logged: from..log.logged.len(), links: links_from..log.links.len() })
+            Some(log.push(logged, links))
         };
         Ok(Some(Planned { position, columns, values, log, parent, feature }))
     }
