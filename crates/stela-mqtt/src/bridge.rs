@@ -19,6 +19,7 @@
 //! (`connected`, `reconnecting` with the last error) is logged and shown by `/health`.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,9 @@ pub struct BridgeOptions {
     pub max_packet_bytes: usize,
     /// Username and password presented to the broker.
     pub credentials: Option<(String, String)>,
+    /// Directory of the ingest journal, as [`crate::BrokerOptions::journal_dir`]: create
+    /// messages are acknowledged to the broker once journaled.
+    pub journal_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for BridgeOptions {
@@ -86,6 +90,7 @@ impl BridgeOptions {
             reconnect_delay: Duration::from_secs(1),
             max_packet_bytes: 1024 * 1024,
             credentials: None,
+            journal_dir: None,
         }
     }
 }
@@ -136,7 +141,11 @@ impl Bridge {
         let (host, port) = parse_broker_url(&options.broker_url)?;
         let metrics = Arc::new(Metrics::new("external"));
         metrics.set_endpoint(options.broker_url.clone());
-        let ingest = Arc::new(Ingest::new(service.clone(), Arc::clone(&metrics)));
+        let ingest = Arc::new(Ingest::new(
+            service.clone(),
+            Arc::clone(&metrics),
+            options.journal_dir.clone(),
+        ));
         Ok(Bridge { service, options, host, port, metrics, ingest })
     }
 
@@ -183,7 +192,7 @@ impl Bridge {
             self.service.subscribe(),
         ));
         let topics = self.create_topics();
-        let batcher = self.ingest.start();
+        let batcher = self.ingest.start().await;
         let (acks, pending_acks) = mpsc::channel(MAX_PENDING_ACKS);
         let ack_task =
             tokio::spawn(ack_loop(pending_acks, client.clone(), Arc::clone(&self.metrics)));

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +46,10 @@ pub struct BrokerOptions {
     pub connect_timeout: Duration,
     /// How long one write to a client may block before the client is disconnected as slow.
     pub write_timeout: Duration,
+    /// Directory of the ingest journal: messages that create Observations are acknowledged
+    /// once written there and created in large transactions (see the `journal` module). `None`
+    /// acknowledges each after its commit.
+    pub journal_dir: Option<PathBuf>,
 }
 
 impl BrokerOptions {
@@ -58,6 +63,7 @@ impl BrokerOptions {
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            journal_dir: None,
         }
     }
 }
@@ -91,7 +97,8 @@ pub struct Broker {
 impl Broker {
     pub fn new(service: Service, options: BrokerOptions, auth: Arc<dyn Authenticator>) -> Broker {
         let metrics = Arc::new(Metrics::new("embedded"));
-        let ingest = Ingest::new(service.clone(), Arc::clone(&metrics));
+        let ingest =
+            Ingest::new(service.clone(), Arc::clone(&metrics), options.journal_dir.clone());
         Broker {
             shared: Arc::new(Shared {
                 service,
@@ -122,7 +129,7 @@ impl Broker {
         shared.metrics.set_endpoint(format!("mqtt://{local}"));
         shared.metrics.set_state(MqttState::Running);
         let notifier = tokio::spawn(notifier::run(Arc::clone(&shared), shared.service.subscribe()));
-        let batcher = shared.ingest.start();
+        let batcher = shared.ingest.start().await;
         let mut sessions = JoinSet::new();
         tokio::pin!(shutdown);
         loop {

@@ -6,30 +6,39 @@
 //!  sessions, bridge ─► Ingest::submit: parse topic and JSON, decode the Observation
 //!                        (refusals answered at once; on the session's task, so that
 //!                        sessions decode in parallel and the batcher only gathers)
-//!                        └─► bounded queue (QUEUE_CAPACITY; full = the caller waits, so a
-//!                              flood becomes TCP backpressure, not memory)
-//!  batcher task ─► take what is waiting (≤ MAX_BATCH) ─► Service::create_decoded
+//!                        ├─► journal (when configured): written, then answered ─┐
+//!                        └─► (no journal) ─────────────────────────────────────┴► bounded
+//!                              queue (QUEUE_CAPACITY; full = the caller waits, so a flood
+//!                              becomes TCP backpressure, not memory)
+//!  batcher task ─► take what is waiting (≤ MAX_BATCH) ─► Service::create_decoded[_marked]
 //!                  (≤ BATCHES_IN_FLIGHT at once, handed to the writer in arrival order)
-//!                  └─► after the commit: count, answer each message (its Pending resolves)
+//!                  └─► after the commit: count; answer each waiting message, log the
+//!                        refusals of journaled ones
 //! ```
 //!
-//! A message is answered only after the transaction holding it committed, so that a QoS 1
-//! PUBACK sent on that answer acknowledges a durable Observation. Each message still succeeds
-//! or fails on its own. A refused message is counted in `rejected` and its reason logged by
-//! the caller; it never ends the session or the broker.
+//! A message is answered once it is durable: written to the journal (see [`crate::journal`]:
+//! created exactly once, after a crash too), or without a journal once the transaction holding
+//! it committed; a QoS 1 PUBACK sent on that answer acknowledges a message that will not be
+//! lost. Each message still succeeds or fails on its own. A refused message is counted in
+//! `rejected` and its reason logged; it never ends the session or the broker. MQTT 3.1.1 has no
+//! negative acknowledgement, so a refusal found at the commit costs a journaled message nothing
+//! a client could see.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
+use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value as Json;
 use stela_model::ResourcePath;
 use stela_service::{DecodedCreate, ErrorCode, Service, ServiceError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::journal::{self, Append, Journal, Marks};
 use crate::metrics::{Metrics, bump};
 use crate::topic::{TopicError, parse_create_topic};
 
@@ -108,9 +117,43 @@ impl Pending {
 
 /// A decoded message on its way to the batcher.
 #[derive(Debug)]
-struct CreateRequest {
+pub(crate) struct CreateRequest {
     create: DecodedCreate,
-    answer: oneshot::Sender<Outcome>,
+    origin: Origin,
+}
+
+/// Who hears how a create went.
+#[derive(Debug)]
+enum Origin {
+    /// A session or the bridge, waiting to acknowledge the message.
+    Waiting(oneshot::Sender<Outcome>),
+    /// Already acknowledged from the journal: the outcome is counted and a refusal logged. The
+    /// message is kept to decode it again should its transaction fail.
+    Journaled { seq: u64, topic: String, payload: Bytes },
+}
+
+impl CreateRequest {
+    pub(crate) fn answered(create: DecodedCreate, answer: oneshot::Sender<Outcome>) -> Self {
+        CreateRequest { create, origin: Origin::Waiting(answer) }
+    }
+
+    pub(crate) fn journaled(
+        create: DecodedCreate,
+        seq: u64,
+        topic: String,
+        payload: Bytes,
+    ) -> Self {
+        CreateRequest { create, origin: Origin::Journaled { seq, topic, payload } }
+    }
+
+    /// The journal's sequence number of a journaled message.
+    #[cfg(test)]
+    pub(crate) fn seq(&self) -> Option<u64> {
+        match self.origin {
+            Origin::Journaled { seq, .. } => Some(seq),
+            Origin::Waiting(_) => None,
+        }
+    }
 }
 
 /// The create side shared by the embedded broker and the external bridge.
@@ -121,19 +164,64 @@ pub(crate) struct Ingest {
     queue: mpsc::Sender<CreateRequest>,
     /// The batcher's end of the queue, until [`Ingest::start`] hands it to the batcher task.
     receiver: Mutex<Option<mpsc::Receiver<CreateRequest>>>,
+    /// Where the ingest journal lives, if messages are journaled.
+    journal_dir: Option<PathBuf>,
+    /// The running journal, once [`Ingest::start`] opened it.
+    journal: OnceLock<Journal>,
 }
 
 impl Ingest {
-    pub fn new(service: Service, metrics: Arc<Metrics>) -> Ingest {
+    /// Creates go through the journal in `journal_dir` when given (see [`crate::journal`]),
+    /// else each message is acknowledged after its commit.
+    pub fn new(service: Service, metrics: Arc<Metrics>, journal_dir: Option<PathBuf>) -> Ingest {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        Ingest { service, metrics, queue, receiver: Mutex::new(Some(receiver)) }
+        Ingest {
+            service,
+            metrics,
+            queue,
+            receiver: Mutex::new(Some(receiver)),
+            journal_dir,
+            journal: OnceLock::new(),
+        }
     }
 
-    /// Starts the batcher task (once; later calls return `None`). Messages submitted before
-    /// wait in the queue.
-    pub fn start(&self) -> Option<JoinHandle<()>> {
+    /// Starts the batcher task and, when configured, the journal, whose messages acknowledged
+    /// before the last stop and never created are queued first (once; later calls return
+    /// `None`). Messages submitted before wait.
+    ///
+    /// A journal that cannot be opened is logged as an error; messages are then acknowledged
+    /// after their commit.
+    pub async fn start(&self) -> Option<JoinHandle<()>> {
         let receiver = self.receiver.lock().ok()?.take()?;
-        Some(tokio::spawn(run_batcher(self.service.clone(), Arc::clone(&self.metrics), receiver)))
+        let journal = match &self.journal_dir {
+            Some(dir) => match self.open_journal(dir).await {
+                Ok(journal) => Some(journal),
+                Err(error) => {
+                    tracing::error!(%error, journal = %dir.display(), "mqtt ingest journal cannot be opened; messages are acknowledged after their commit");
+                    None
+                }
+            },
+            None => None,
+        };
+        let marks = journal.map(|(journal, marks)| {
+            let _ = self.journal.set(journal);
+            marks
+        });
+        Some(tokio::spawn(run_batcher(
+            self.service.clone(),
+            Arc::clone(&self.metrics),
+            receiver,
+            marks,
+        )))
+    }
+
+    async fn open_journal(&self, dir: &Path) -> Result<(Journal, Marks), String> {
+        let prepared = journal::open(dir).map_err(|error| error.to_string())?;
+        let mark =
+            self.service.ingest_mark(prepared.source()).await.map_err(|error| error.to_string())?;
+        prepared
+            .start(mark, self.queue.clone(), Arc::clone(&self.metrics))
+            .map_err(|error| error.to_string())
     }
 
     pub fn reject(&self, rejection: Rejection) -> Rejection {
@@ -142,27 +230,45 @@ impl Ingest {
     }
 
     /// Parses the message `payload` published at `topic` and queues it for creation; waits
-    /// while the queue is full. The returned [`Pending`] resolves once the Observation is
-    /// committed or refused.
-    pub async fn submit(&self, topic: &str, payload: &[u8]) -> Pending {
-        let (path, body) = match parse_message(topic, payload) {
-            Ok(parsed) => parsed,
+    /// while the queue is full. The returned [`Pending`] resolves once the message is
+    /// journaled, or without a journal once the Observation is committed or refused.
+    pub async fn submit(&self, topic: &str, payload: &Bytes) -> Pending {
+        // Decoded here, on the session's task: the batcher and the writer thread only write.
+        let create = match decode_message(topic, payload) {
+            Ok(create) => create,
             Err(rejection) => return Pending::Done(Err(self.reject(rejection))),
         };
-        // Decoded here, on the session's task: the batcher and the writer thread only write.
-        let Some(create) = stela_service::decode_creates([(path, &body)]).pop() else {
-            return Pending::Done(Err(self.reject(Rejection::Internal(ServiceError::Internal(
-                "decoding an mqtt message gave no create".into(),
-            )))));
-        };
         let (answer, outcome) = oneshot::channel();
-        match self.queue.send(CreateRequest { create, answer }).await {
-            Ok(()) => Pending::Queued(outcome),
-            Err(_) => Pending::Done(Err(self.reject(Rejection::Internal(ServiceError::Internal(
+        let queued = match self.journal.get() {
+            Some(journal) => journal
+                .append(Append {
+                    topic: topic.to_owned(),
+                    payload: payload.clone(),
+                    create,
+                    answer,
+                })
+                .await
+                .is_ok(),
+            None => self.queue.send(CreateRequest::answered(create, answer)).await.is_ok(),
+        };
+        if queued {
+            Pending::Queued(outcome)
+        } else {
+            Pending::Done(Err(self.reject(Rejection::Internal(ServiceError::Internal(
                 "the mqtt create batcher is not running".into(),
-            ))))),
+            )))))
         }
     }
+}
+
+/// Parses and decodes the message `payload` published at `topic`.
+pub(crate) fn decode_message(topic: &str, payload: &[u8]) -> Result<DecodedCreate, Rejection> {
+    let (path, body) = parse_message(topic, payload)?;
+    stela_service::decode_creates([(path, &body)]).pop().ok_or_else(|| {
+        Rejection::Internal(ServiceError::Internal(
+            "decoding an mqtt message gave no create".into(),
+        ))
+    })
 }
 
 /// The create path and the Observation of a message.
@@ -179,24 +285,33 @@ fn parse_message(topic: &str, payload: &[u8]) -> Result<(ResourcePath, Json), Re
 }
 
 /// Takes what is waiting, up to [`MAX_BATCH`], and hands it to the writer as one job; runs
-/// until every [`Ingest`] handle is gone.
+/// until every sender of `queue` is gone.
 async fn run_batcher(
     service: Service,
     metrics: Arc<Metrics>,
     mut queue: mpsc::Receiver<CreateRequest>,
+    marks: Option<Marks>,
 ) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let refused_after_ack = Arc::new(AtomicU64::new(0));
     loop {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
         if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
         let requests = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        let mut commit = commit_batch(service.clone(), Arc::clone(&metrics), requests, slot);
+        let batcher = Batch {
+            service: service.clone(),
+            metrics: Arc::clone(&metrics),
+            marks: marks.clone(),
+            refused_after_ack: Arc::clone(&refused_after_ack),
+        };
+        let mut commit = Box::pin(batcher.commit(requests, slot));
         // The first poll hands the job to the writer's queue (`Service::atomic` sends it before
         // its first await): batches reach the writer, and so commit, in the order the messages
-        // came, though each is then awaited by a task of its own.
+        // came, though each is then awaited by a task of its own. The journal's marks rely on
+        // it.
         let first = std::future::poll_fn(|cx| Poll::Ready(commit.as_mut().poll(cx))).await;
         if first.is_pending() {
             tokio::spawn(commit);
@@ -204,42 +319,121 @@ async fn run_batcher(
     }
 }
 
-/// Creates the Observations of `requests` in one transaction and answers each message.
-fn commit_batch(
+/// What committing a batch needs.
+#[derive(Debug)]
+struct Batch {
     service: Service,
     metrics: Arc<Metrics>,
-    requests: Vec<CreateRequest>,
-    slot: OwnedSemaphorePermit,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(async move {
-        let mut answers = Vec::with_capacity(requests.len());
+    marks: Option<Marks>,
+    /// Journaled messages refused by the write path, for the log's rate limit.
+    refused_after_ack: Arc<AtomicU64>,
+}
+
+impl Batch {
+    /// Creates the Observations of `requests` in one transaction (advancing the journal's mark
+    /// to the last journaled one) and reports each outcome.
+    ///
+    /// A transaction that fails as a whole answers the waiting messages with its error. The
+    /// journaled ones were acknowledged already: they are decoded again and retried, with a
+    /// growing pause, until they commit.
+    async fn commit(self, requests: Vec<CreateRequest>, slot: OwnedSemaphorePermit) {
+        let mut origins = Vec::with_capacity(requests.len());
         let mut creates = Vec::with_capacity(requests.len());
         for request in requests {
-            answers.push(request.answer);
+            origins.push(request.origin);
             creates.push(request.create);
         }
-        let count = creates.len();
-        let committed = service.create_decoded(creates).await;
-        drop(slot);
-        let results: Vec<Result<i64, ServiceError>> = match committed {
-            Ok(results) if results.len() == count => results,
-            Ok(results) => {
-                let error =
-                    format!("create_decoded answered {} of {count} messages", results.len());
-                (0..count).map(|_| Err(ServiceError::Internal(error.clone()))).collect()
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let last_seq = origins
+                .iter()
+                .filter_map(|origin| match origin {
+                    Origin::Journaled { seq, .. } => Some(*seq),
+                    Origin::Waiting(_) => None,
+                })
+                .max();
+            let count = creates.len();
+            let committed = match (&self.marks, last_seq) {
+                (Some(marks), Some(seq)) => {
+                    self.service.create_decoded_marked(creates, marks.source.clone(), seq).await
+                }
+                _ => self.service.create_decoded(creates).await,
+            };
+            let results = match committed {
+                Ok(results) if results.len() == count => results,
+                Ok(results) => {
+                    let error =
+                        format!("create_decoded answered {} of {count} messages", results.len());
+                    (0..count).map(|_| Err(ServiceError::Internal(error.clone()))).collect()
+                }
+                Err(error) if last_seq.is_some() => {
+                    tracing::error!(%error, messages = count, retry_in_ms = pause.as_millis() as u64, "a batch of journaled mqtt creates failed; retrying");
+                    (origins, creates) = self.retry_journaled(origins, &error);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, messages = count, "a batch of mqtt creates failed");
+                    (0..count).map(|_| Err(error.clone())).collect()
+                }
+            };
+            if let (Some(marks), Some(seq)) = (&self.marks, last_seq) {
+                marks.applied.fetch_max(seq, Ordering::AcqRel);
             }
-            Err(error) => {
-                tracing::error!(%error, messages = count, "a batch of mqtt creates failed");
-                (0..count).map(|_| Err(error.clone())).collect()
+            drop(slot);
+            for (origin, result) in origins.into_iter().zip(results) {
+                self.report(origin, result.map_err(Rejection::from_service));
             }
-        };
-        for (answer, result) in answers.into_iter().zip(results) {
-            let outcome = result.map_err(Rejection::from_service);
-            bump(if outcome.is_ok() { &metrics.created } else { &metrics.rejected });
-            // A session that went away needs no answer; its Observation is committed anyway.
-            let _ = answer.send(outcome);
+            return;
         }
-    })
+    }
+
+    /// After a failed transaction: answers the waiting messages with `error` and decodes the
+    /// journaled ones again for the next attempt.
+    fn retry_journaled(
+        &self,
+        origins: Vec<Origin>,
+        error: &ServiceError,
+    ) -> (Vec<Origin>, Vec<DecodedCreate>) {
+        let mut kept = Vec::new();
+        let mut creates = Vec::new();
+        for origin in origins {
+            match origin {
+                Origin::Waiting(_) => {
+                    self.report(origin, Err(Rejection::from_service(error.clone())));
+                }
+                Origin::Journaled { ref topic, ref payload, .. } => {
+                    match decode_message(topic, payload) {
+                        Ok(create) => {
+                            creates.push(create);
+                            kept.push(origin);
+                        }
+                        Err(rejection) => self.report(origin, Err(rejection)),
+                    }
+                }
+            }
+        }
+        (kept, creates)
+    }
+
+    /// Counts an outcome and hands it to whoever waits for it (the log, for a journaled
+    /// message).
+    fn report(&self, origin: Origin, outcome: Outcome) {
+        bump(if outcome.is_ok() { &self.metrics.created } else { &self.metrics.rejected });
+        match origin {
+            // A session that went away needs no answer; its Observation is committed anyway.
+            Origin::Waiting(answer) => {
+                let _ = answer.send(outcome);
+            }
+            Origin::Journaled { topic, .. } => {
+                if let Err(rejection) = outcome {
+                    let count = self.refused_after_ack.fetch_add(1, Ordering::Relaxed) + 1;
+                    log_rejection("(journaled)", &topic, &rejection, count);
+                }
+            }
+        }
+    }
 }
 
 /// Logs a rejection: the first few of a connection at `warn`, then one in a thousand, so that

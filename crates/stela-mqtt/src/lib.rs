@@ -31,6 +31,7 @@ mod bridge;
 mod broker;
 mod client;
 mod ingest;
+mod journal;
 mod metrics;
 mod notifier;
 mod payload;

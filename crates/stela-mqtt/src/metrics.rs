@@ -42,6 +42,8 @@ pub struct Metrics {
     pub messages_out: AtomicU64,
     /// Observations created from MQTT messages.
     pub created: AtomicU64,
+    /// Messages written to the ingest journal (acknowledged before their commit).
+    pub journaled: AtomicU64,
     /// Messages refused: bad topic, bad payload, refused by the write path, bad SUBSCRIBE
     /// topics, failed logins, protocol violations.
     pub rejected: AtomicU64,
@@ -73,6 +75,7 @@ impl Metrics {
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
             created: AtomicU64::new(0),
+            journaled: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             slow_disconnects: AtomicU64::new(0),
@@ -139,6 +142,7 @@ impl HealthProvider for Metrics {
             "messages_in": get(&self.messages_in),
             "messages_out": get(&self.messages_out),
             "observations_created": get(&self.created),
+            "journaled": get(&self.journaled),
             "rejected": get(&self.rejected),
             "dropped": get(&self.dropped),
             "slow_disconnects": get(&self.slow_disconnects),

@@ -6,6 +6,8 @@
 //!                              job 1 in a savepoint ─► ok
 //!                              job 2 in a savepoint ─► fails: only its writes are undone
 //!                              bulk job (never fails as a whole) ─► no savepoint
+//!                              marked bulk job ─► no savepoint; its mark fails ─► the
+//!                                                 whole transaction rolls back
 //!                              …
 //!                           ─► commit (one WAL append, one log append, one extents flush)
 //!                           ─► change events ─► each job's caller gets its own result
@@ -39,18 +41,36 @@ pub(crate) enum Job {
     Atomic(AtomicFn),
     /// Never fails as a whole (a bulk create, whose items are each undone on their own): it
     /// needs no savepoint, in which SQLite would copy every page the job changes.
-    Infallible(Box<dyn FnOnce(&mut Writer<'_, '_>) -> Output + Send>),
+    Infallible(InfallibleFn),
+    /// An infallible job that also advances the ingest mark of a journal (`source`) to `seq`:
+    /// the mark and the job's rows must commit together or not at all. The mark is advanced
+    /// first (a failure then wastes no bulk work), without a savepoint like the job, and when
+    /// it fails the whole transaction rolls back, with every job of the group (which then all
+    /// report its error). Failing only this
+    /// job instead would need a savepoint around the bulk create (the cost `Infallible`
+    /// avoids), and on PostgreSQL a failed statement aborts the transaction anyway. The
+    /// service refuses a `seq` the store cannot hold before it queues the job, so a failing
+    /// mark means a failing database, which the other jobs would meet too.
+    Marked { source: String, seq: u64, job: InfallibleFn },
 }
+
+/// What an infallible job runs.
+type InfallibleFn = Box<dyn FnOnce(&mut Writer<'_, '_>) -> Output + Send>;
+
+/// A job's result in a group (inner), or the error that must roll back the whole
+/// transaction (outer).
+type GroupResult = Result<Result<Output, ServiceError>, ServiceError>;
 
 impl Job {
     /// Runs the job in a group: in a savepoint when it can fail as a whole.
-    fn run_in_group(
-        self,
-        writer: &mut Writer<'_, '_>,
-    ) -> Result<Box<dyn Any + Send>, ServiceError> {
+    fn run_in_group(self, writer: &mut Writer<'_, '_>) -> GroupResult {
         match self {
-            Job::Atomic(job) => writer.isolated(job),
-            Job::Infallible(job) => Ok(job(writer)),
+            Job::Atomic(job) => Ok(writer.isolated(job)),
+            Job::Infallible(job) => Ok(Ok(job(writer))),
+            Job::Marked { source, seq, job } => {
+                writer.tx.advance_ingest_mark(&source, seq)?;
+                Ok(Ok(job(writer)))
+            }
         }
     }
 
@@ -59,6 +79,10 @@ impl Job {
         match self {
             Job::Atomic(job) => job(writer),
             Job::Infallible(job) => Ok(job(writer)),
+            Job::Marked { source, seq, job } => {
+                writer.tx.advance_ingest_mark(&source, seq)?;
+                Ok(job(writer))
+            }
         }
     }
 }
@@ -102,11 +126,13 @@ fn commit_group(inner: &Arc<Inner>, mut group: Vec<Request>) {
         replies.push(request.reply);
         jobs.push(request.job);
     }
+    // The first error that must not commit stops the group: the transaction rolls back and
+    // every job gets that error.
     let outcome = inner.store.write(now_micros(), |tx| {
         let mut writer = Writer { tx };
-        let results: Vec<Result<Output, ServiceError>> =
-            jobs.into_iter().map(|job| job.run_in_group(&mut writer)).collect();
-        Ok::<_, ServiceError>(results)
+        jobs.into_iter()
+            .map(|job| job.run_in_group(&mut writer))
+            .collect::<Result<Vec<Result<Output, ServiceError>>, ServiceError>>()
     });
     match outcome {
         Ok((results, changes)) => {

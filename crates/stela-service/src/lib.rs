@@ -346,6 +346,41 @@ impl Service {
         self.submit(job).await
     }
 
+    /// Creates the items as [`Service::create_decoded`] does (each succeeding or failing on
+    /// its own) and, in the same transaction, advances the ingest mark of the journal
+    /// `source` to `seq` (never back: see [`Service::ingest_mark`]). The rows and the mark
+    /// commit together or not at all, so a journal replayed after a crash from its mark
+    /// creates each message exactly once. When the mark cannot be advanced nothing commits
+    /// and the call fails as a whole.
+    pub async fn create_decoded_marked(
+        &self,
+        items: Vec<DecodedCreate>,
+        source: String,
+        seq: u64,
+    ) -> Result<Vec<Result<i64, ServiceError>>, ServiceError> {
+        // Refused here rather than in the transaction, where it would fail the whole group.
+        if i64::try_from(seq).is_err() {
+            return Err(ServiceError::BadRequest(format!(
+                "the ingest mark {seq} is larger than the store holds"
+            )));
+        }
+        let job = group::Job::Marked {
+            source,
+            seq,
+            job: Box::new(move |writer| {
+                Box::new(writer.create_decoded(items)) as Box<dyn std::any::Any + Send>
+            }),
+        };
+        self.submit(job).await
+    }
+
+    /// The ingest mark of the journal `source`: the highest sequence number a committed
+    /// [`Service::create_decoded_marked`] advanced it to, 0 when none did.
+    pub async fn ingest_mark(&self, source: &str) -> Result<u64, ServiceError> {
+        let source = source.to_owned();
+        self.blocking(move |inner| Ok(inner.store.read(|rx| rx.ingest_mark(&source))?)).await
+    }
+
     /// Queues a job for the writer thread and waits for its result.
     async fn submit<R: Send + 'static>(&self, job: group::Job) -> Result<R, ServiceError> {
         let (reply, answer) = tokio::sync::oneshot::channel();

@@ -17,6 +17,7 @@ mod copy;
 mod db;
 mod filter;
 mod hasher;
+mod ingest_mark;
 mod ledger;
 mod migrations;
 mod pg;

@@ -313,6 +313,19 @@ CREATE TRIGGER log_bundles_append_only_delete BEFORE DELETE ON log_bundles
     BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
 "#,
     },
+    Migration::sql(
+        r#"
+-- How far each MQTT ingest journal has been written into the store: the highest journal
+-- sequence number whose Observations a committed transaction created, advanced in that same
+-- transaction, so that a replay after a crash skips exactly what is in. A source is one
+-- journal (servers sharing a database each have their own). Bookkeeping, not an entity: not
+-- in the log, not in the API.
+CREATE TABLE ingest_marks (
+    source TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+    ),
 ];
 
 /// Brings the schema of `conn` up to the newest version.

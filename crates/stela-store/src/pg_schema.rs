@@ -272,6 +272,15 @@ CREATE TRIGGER log_bundles_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON lo
     FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
 "#,
     },
+    Migration::sql(
+        // The ingest journals' marks, as SQLite's schema version 5 has them (see migrations.rs).
+        r#"
+CREATE TABLE ingest_marks (
+    source text COLLATE "C" PRIMARY KEY,
+    seq bigint NOT NULL
+);
+"#,
+    ),
 ];
 
 /// Brings the schema up to the newest version.

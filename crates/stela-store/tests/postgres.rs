@@ -309,7 +309,7 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [2]);
+    assert_eq!(versions, [3]);
     client.batch_execute("UPDATE stela_schema SET version = 99").unwrap();
     drop(client);
     match Store::open(db.url()) {
@@ -320,8 +320,8 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
     }
 }
 
-/// A database of schema version 1 (the log's bundles as text) migrates to version 2 (bundles
-/// compressed) with the same entries, root and inclusion proofs.
+/// A database of schema version 1 (the log's bundles as text) migrates through version 2
+/// (bundles compressed) to the newest with the same entries, root and inclusion proofs.
 #[test]
 fn text_bundles_of_version_1_are_compressed_with_the_same_entries_and_root() {
     let Some(db) = database() else { return };
@@ -362,11 +362,13 @@ fn text_bundles_of_version_1_are_compressed_with_the_same_entries_and_root() {
     assert!(size > base + 600, "{size}");
     drop(store);
     // The log as version 1 stored it: one text row per commit and tile, entries joined by
-    // newlines (here one row per tile: the same entries either way).
+    // newlines (here one row per tile: the same entries either way); no ingest marks yet
+    // (version 3).
     let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
     client
         .batch_execute(
-            "DROP TABLE log_bundles;
+            "DROP TABLE ingest_marks;
+             DROP TABLE log_bundles;
              CREATE TABLE log_bundles (first bigint PRIMARY KEY, entries text NOT NULL);
              CREATE TRIGGER log_bundles_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_bundles
                  FOR EACH STATEMENT EXECUTE FUNCTION stela_log_append_only();
@@ -395,7 +397,7 @@ fn text_bundles_of_version_1_are_compressed_with_the_same_entries_and_root() {
     assert_eq!(some, entries[300..302]);
     let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
     let version: i64 = client.query_one("SELECT version FROM stela_schema", &[]).unwrap().get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let tables: i64 = client
         .query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'log_bundles_text'", &[])
         .unwrap()

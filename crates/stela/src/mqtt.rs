@@ -5,6 +5,7 @@
 //! `--mqtt-listen`), `/health` reports the broker as failed, and HTTP is served without MQTT.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,10 +51,12 @@ async fn stop_signal(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Starts MQTT as `config` says; links in payloads use `http_base_url`.
+/// Starts MQTT as `config` says; links in payloads use `http_base_url`; the ingest journal
+/// lives in `journal_dir`.
 pub async fn start(
     config: &MqttConfig,
     service: &Service,
+    journal_dir: &Path,
     http_base_url: &str,
     public_url: Option<&str>,
     stop: watch::Receiver<bool>,
@@ -76,8 +79,9 @@ pub async fn start(
                 )),
                 None => Arc::new(AllowAll),
             };
-            let broker =
-                Broker::new(service.clone(), BrokerOptions::new(http_base_url.to_owned()), auth);
+            let mut options = BrokerOptions::new(http_base_url.to_owned());
+            options.journal_dir = Some(journal_dir.to_owned());
+            let broker = Broker::new(service.clone(), options, auth);
             let metrics = broker.metrics();
             let task = tokio::spawn(async move {
                 if let Err(error) = broker.run(listener, stop_signal(stop)).await {
@@ -95,6 +99,7 @@ pub async fn start(
         }
         MqttMode::External(url) => {
             let mut options = BridgeOptions::new(url.clone(), http_base_url.to_owned());
+            options.journal_dir = Some(journal_dir.to_owned());
             options.credentials = config
                 .credentials
                 .as_ref()

@@ -25,6 +25,9 @@ use crate::shutdown::ShutdownSignals;
 /// exits anyway, with an error.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// The MQTT ingest journal's directory in the data directory.
+const MQTT_JOURNAL_DIR: &str = "mqtt-journal";
+
 /// Runs the server described by `config` until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let Config { server, storage, query, log: _, mqtt, ledger } = config;
@@ -49,9 +52,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let local_addr = listener.local_addr().context("cannot read the bound address")?;
     let http_base_url = server.public_url.clone().unwrap_or_else(|| format!("http://{local_addr}"));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mqtt =
-        crate::mqtt::start(&mqtt, &service, &http_base_url, server.public_url.as_deref(), stop_rx)
-            .await;
+    let mqtt = crate::mqtt::start(
+        &mqtt,
+        &service,
+        &storage.data_dir.join(MQTT_JOURNAL_DIR),
+        &http_base_url,
+        server.public_url.as_deref(),
+        stop_rx,
+    )
+    .await;
     tracing::info!(
         address = %local_addr,
         database = %database,

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  publishers ×4, 1,500 each, QoS 1 (rumqttc window of 100) ──► v1.1/Datastreams(id)/Observations
-//!     every PUBACK counted ◄── broker (after the commit)
+//!     every PUBACK counted ◄── broker (once journaled, or without a journal after the commit)
 //!  subscriber (QoS 1) ◄── v1.1/Observations and v1.1/Datastreams(id)/Observations
 //! ```
 //!
@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
 use serde_json::json;
+use stela_mqtt::Metrics;
 use tokio::sync::Notify;
 
 use crate::support::{Peer, TestServer, WAIT, observation};
@@ -76,10 +77,23 @@ async fn publisher(server: &TestServer, name: &str, acks: Arc<Acks>) -> AsyncCli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_qos1_observations_from_several_clients_is_acknowledged_stored_and_notified() {
+    burst(true).await;
+}
+
+/// Without a journal, a PUBACK follows the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_journal_a_burst_is_acknowledged_once_committed() {
+    burst(false).await;
+}
+
+async fn burst(journal: bool) {
     let server = TestServer::start_with(
         |options| {
             options.client_queue = 4 * TOTAL as usize;
             options.max_inflight = 1_000;
+            if !journal {
+                options.journal_dir = None;
+            }
         },
         Arc::new(stela_mqtt::AllowAll),
     )
@@ -135,8 +149,17 @@ async fn a_burst_of_qos1_observations_from_several_clients_is_acknowledged_store
         let (sent, acknowledged) = &*acks.order.lock().expect("ack log");
         assert_eq!(acknowledged, sent, "publisher {p}: PUBACKs out of PUBLISH order");
     }
-    // Acknowledged means committed: all are there, at once.
-    assert_eq!(server.count(|m| &m.created), TOTAL);
+    if journal {
+        // Acknowledged means journaled; the creates follow.
+        assert_eq!(server.count(|m| &m.journaled), TOTAL);
+        server
+            .wait_for("every journaled message created", |m| Metrics::get(&m.created) == TOTAL)
+            .await;
+    } else {
+        // Acknowledged means committed: all are there, at once.
+        assert_eq!(server.count(|m| &m.journaled), 0);
+        assert_eq!(server.count(|m| &m.created), TOTAL);
+    }
     assert_eq!(server.count(|m| &m.rejected), 0);
     let stored = server
         .get(&format!("Datastreams({})/Observations?$count=true&$top=0", fixture.datastream))

@@ -93,6 +93,8 @@ impl TestServer {
         let mqtt_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mqtt");
         let mqtt_addr = mqtt_listener.local_addr().expect("mqtt address");
         let mut options = BrokerOptions::new(http.clone());
+        // As `stela serve` runs it: creates acknowledged from the journal.
+        options.journal_dir = Some(dir.path().join("mqtt-journal"));
         configure(&mut options);
         let broker = Broker::new(service.clone(), options, auth);
         let (shutdown, receiver) = watch::channel(false);
@@ -116,6 +118,7 @@ impl TestServer {
     ) -> TestServer {
         let (dir, service, http_listener, http) = open().await;
         let mut options = BridgeOptions::new(broker_url, http.clone());
+        options.journal_dir = Some(dir.path().join("mqtt-journal"));
         configure(&mut options);
         let bridge = Bridge::new(service.clone(), options).expect("valid broker URL");
         let (shutdown, receiver) = watch::channel(false);

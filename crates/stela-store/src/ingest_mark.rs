@@ -1,0 +1,48 @@
+//! Ingest marks: per journal (a "source"), the highest journal sequence number whose writes
+//! are committed.
+//!
+//! ```text
+//!   MQTT journal ─► batch of messages ..= seq ─► one write transaction:
+//!                      create the Observations + advance_ingest_mark(source, seq) ─► COMMIT
+//!   after a crash ─► ingest_mark(source) ─► replay only what lies after it
+//! ```
+//!
+//! The mark is advanced in the transaction that creates the rows, so both commit or neither
+//! does: replaying the journal from the mark creates each message exactly once. Marks are
+//! bookkeeping, not entities: no log entry, no change event.
+
+use rusqlite::params;
+
+use crate::StoreError;
+use crate::sqlite::{ReadTx, WriteTx};
+
+impl WriteTx<'_> {
+    /// Advances the mark of `source` to `seq`; a lower `seq` than the stored one leaves it as
+    /// it is (several batches of one journal may share a transaction, in any order).
+    pub fn advance_ingest_mark(&mut self, source: &str, seq: u64) -> Result<(), StoreError> {
+        let seq = i64::try_from(seq).map_err(|_| {
+            StoreError::Invalid(format!("the ingest mark {seq} is larger than the store holds"))
+        })?;
+        self.conn.execute(
+            "INSERT INTO ingest_marks (source, seq) VALUES (?1, ?2)
+             ON CONFLICT (source) DO UPDATE SET seq = excluded.seq
+             WHERE excluded.seq > ingest_marks.seq",
+            params![source, seq],
+        )?;
+        Ok(())
+    }
+}
+
+impl ReadTx<'_> {
+    /// The mark of `source`: the highest sequence number committed, 0 when none is.
+    pub fn ingest_mark(&self, source: &str) -> Result<u64, StoreError> {
+        let seq: Option<i64> = self.conn.query_opt(
+            "SELECT seq FROM ingest_marks WHERE source = ?1",
+            params![source],
+            |row| row.get(0),
+        )?;
+        let seq = seq.unwrap_or(0);
+        u64::try_from(seq)
+            .map_err(|_| StoreError::Corrupt(format!("the ingest mark of {source} is {seq}")))
+    }
+}
