@@ -52,6 +52,15 @@ const MAX_BATCH: usize = 4096;
 /// writer never idles between batches.
 const BATCHES_IN_FLIGHT: usize = 2;
 
+/// Journaled messages, already acknowledged, can wait a little for company: under load (the
+/// last batch held at least [`LINGER_FROM`]) a batch waits up to [`LINGER`] until it holds
+/// [`LINGER_UNTIL`]. Each commit writes the index pages its batch touched (for Observations of
+/// many Datastreams, a page per Datastream and index whatever the batch size), so a writer
+/// committing small batches spends a core on pages, not rows. A trickle is not held back.
+const LINGER: Duration = Duration::from_millis(20);
+const LINGER_FROM: usize = 128;
+const LINGER_UNTIL: usize = 4096;
+
 /// Why a message created nothing.
 #[derive(Debug)]
 pub(crate) enum Rejection {
@@ -295,11 +304,25 @@ async fn run_batcher(
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let refused_after_ack = Arc::new(AtomicU64::new(0));
+    let mut last_len = 0;
     loop {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
         if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
+        if marks.is_some() && last_len >= LINGER_FROM {
+            let until = tokio::time::Instant::now() + LINGER;
+            while batch.len() < LINGER_UNTIL {
+                let room = MAX_BATCH - batch.len();
+                let more = queue.recv_many(&mut batch, room);
+                // `recv_many` is cancel safe: what the timeout cuts off stays queued.
+                match tokio::time::timeout_at(until, more).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        last_len = batch.len();
         let requests = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
         let batcher = Batch {
             service: service.clone(),
