@@ -38,7 +38,7 @@ use stela_service::{DecodedCreate, ErrorCode, Service, ServiceError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::journal::{self, Append, Journal, Marks};
+use crate::journal::{self, Appended, Journal, Marks, PreparedJournal};
 use crate::metrics::{Metrics, bump};
 use crate::topic::{TopicError, parse_create_topic};
 
@@ -202,9 +202,9 @@ impl Ingest {
     /// after their commit.
     pub async fn start(&self) -> Option<JoinHandle<()>> {
         let receiver = self.receiver.lock().ok()?.take()?;
-        let journal = match &self.journal_dir {
-            Some(dir) => match self.open_journal(dir).await {
-                Ok(journal) => Some(journal),
+        let prepared = match &self.journal_dir {
+            Some(dir) => match self.prepare_journal(dir).await {
+                Ok(prepared) => Some(prepared),
                 Err(error) => {
                     tracing::error!(%error, journal = %dir.display(), "mqtt ingest journal cannot be opened; messages are acknowledged after their commit");
                     None
@@ -212,25 +212,39 @@ impl Ingest {
             },
             None => None,
         };
-        let marks = journal.map(|(journal, marks)| {
-            let _ = self.journal.set(journal);
-            marks
+        let marks = prepared.as_ref().map(|(prepared, mark)| Marks {
+            source: prepared.source().to_owned(),
+            applied: Arc::new(AtomicU64::new(*mark)),
         });
-        Some(tokio::spawn(run_batcher(
+        let batcher = tokio::spawn(run_batcher(
             self.service.clone(),
             Arc::clone(&self.metrics),
             receiver,
-            marks,
-        )))
+            marks.clone(),
+        ));
+        if let (Some((prepared, mark)), Some(marks)) = (prepared, marks) {
+            // The replay goes to the running batcher before any new message is journaled.
+            match prepared
+                .start(mark, marks.applied, self.queue.clone(), Arc::clone(&self.metrics))
+                .await
+            {
+                Ok(journal) => {
+                    let _ = self.journal.set(journal);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "mqtt ingest journal cannot be started; messages are acknowledged after their commit");
+                }
+            }
+        }
+        Some(batcher)
     }
 
-    async fn open_journal(&self, dir: &Path) -> Result<(Journal, Marks), String> {
+    /// Reads the journal in `dir` and the mark of its source.
+    async fn prepare_journal(&self, dir: &Path) -> Result<(PreparedJournal, u64), String> {
         let prepared = journal::open(dir).map_err(|error| error.to_string())?;
         let mark =
             self.service.ingest_mark(prepared.source()).await.map_err(|error| error.to_string())?;
-        prepared
-            .start(mark, self.queue.clone(), Arc::clone(&self.metrics))
-            .map_err(|error| error.to_string())
+        Ok((prepared, mark))
     }
 
     pub fn reject(&self, rejection: Rejection) -> Rejection {
@@ -247,25 +261,23 @@ impl Ingest {
             Ok(create) => create,
             Err(rejection) => return Pending::Done(Err(self.reject(rejection))),
         };
-        let (answer, outcome) = oneshot::channel();
         let queued = match self.journal.get() {
-            Some(journal) => journal
-                .append(Append {
-                    topic: topic.to_owned(),
-                    payload: payload.clone(),
-                    create,
-                    answer,
-                })
-                .await
-                .is_ok(),
-            None => self.queue.send(CreateRequest::answered(create, answer)).await.is_ok(),
+            Some(journal) => match journal.append(topic, payload, create).await {
+                Appended::Journaled => return Pending::Done(Ok(0)),
+                Appended::Queued(outcome) => Some(outcome),
+                Appended::Stopped => None,
+            },
+            None => {
+                let (answer, outcome) = oneshot::channel();
+                let request = CreateRequest::answered(create, answer);
+                self.queue.send(request).await.is_ok().then_some(outcome)
+            }
         };
-        if queued {
-            Pending::Queued(outcome)
-        } else {
-            Pending::Done(Err(self.reject(Rejection::Internal(ServiceError::Internal(
+        match queued {
+            Some(outcome) => Pending::Queued(outcome),
+            None => Pending::Done(Err(self.reject(Rejection::Internal(ServiceError::Internal(
                 "the mqtt create batcher is not running".into(),
-            )))))
+            ))))),
         }
     }
 }

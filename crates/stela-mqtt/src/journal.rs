@@ -10,10 +10,10 @@
 //! takes thousands per transaction.
 //!
 //! ```text
-//!  Ingest::submit (decoded) ─► bounded channel ─► journal thread: one write() for all waiting,
-//!                                                   sequence numbers in order
-//!                                 ├─► answer: "journaled" (the session sends its PUBACK)
-//!                                 └─► batcher queue, in sequence order
+//!  Ingest::submit (decoded, on the session's task) ─► Journal::append, under one lock:
+//!      write() the record (sequence numbers in order) ─► queue for the batcher (in order)
+//!      ─► the session acknowledges at once (no other thread on the way: a stop-and-wait
+//!         client's round trip pays no thread wake-up)
 //!  batcher ─► Service::create_decoded_marked(batch, source, last seq): rows and the mark commit
 //!             together ─► `applied` advances ─► segments wholly applied are removed
 //! ```
@@ -47,40 +47,57 @@ use crate::metrics::{Metrics, bump};
 /// A segment is closed, and a new one begun, once it holds this many bytes.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
-/// Messages waiting for the journal thread, across all clients (full: the sessions wait, so a
-/// flood becomes TCP backpressure).
-const CHANNEL_CAPACITY: usize = 8192;
-
-/// The most messages one write takes.
-const MAX_GROUP: usize = 4096;
-
 /// Bytes of a record before its body: length, CRC, sequence number.
 const HEADER: usize = 16;
 
 /// Largest topic a record holds (its length is a `u16`; MQTT topics are at most 65,535 bytes).
 const MAX_TOPIC: usize = u16::MAX as usize;
 
-/// A message on its way into the journal.
-#[derive(Debug)]
-pub(crate) struct Append {
-    pub topic: String,
-    pub payload: Bytes,
-    pub create: DecodedCreate,
-    /// Answered once the message is journaled (or, when journaling failed, once created).
-    pub answer: oneshot::Sender<Outcome>,
-}
-
-/// The sending side of an open journal.
+/// The running journal: appends are serialised by its lock, which keeps the records' order and
+/// the batcher queue's the same.
 #[derive(Debug)]
 pub(crate) struct Journal {
-    sender: mpsc::Sender<Append>,
+    writer: tokio::sync::Mutex<JournalWriter>,
+    metrics: Arc<Metrics>,
+}
+
+/// Where an appended message stands.
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// On disk and queued: acknowledge it now.
+    Journaled,
+    /// The write failed: queued unjournaled, answered once created.
+    Queued(oneshot::Receiver<Outcome>),
+    /// The batcher has stopped.
+    Stopped,
 }
 
 impl Journal {
-    /// Queues `append` for the journal thread; waits while its channel is full. Gives the
-    /// message back when the thread has stopped.
-    pub async fn append(&self, append: Append) -> Result<(), Append> {
-        self.sender.send(append).await.map_err(|error| error.0)
+    /// Writes the message to the journal and queues its create; waits while the batcher's
+    /// queue is full (a flood becomes TCP backpressure).
+    pub async fn append(&self, topic: &str, payload: &Bytes, create: DecodedCreate) -> Appended {
+        let mut writer = self.writer.lock().await;
+        let seq = writer.next_seq;
+        let (request, answer) = if writer.write(seq, topic, payload) {
+            writer.next_seq += 1;
+            bump(&self.metrics.journaled);
+            writer.remove_applied();
+            if let Err(error) = writer.rotate_if_full() {
+                tracing::error!(%error, journal = %writer.dir.display(), "mqtt ingest journal: cannot begin a new segment");
+            }
+            (CreateRequest::journaled(create, seq, topic.to_owned(), payload.clone()), None)
+        } else {
+            // Not on disk: acknowledged after its commit, as without a journal.
+            let (answer, outcome) = oneshot::channel();
+            (CreateRequest::answered(create, answer), Some(outcome))
+        };
+        if writer.batcher.send(request).await.is_err() {
+            return Appended::Stopped;
+        }
+        match answer {
+            None => Appended::Journaled,
+            Some(outcome) => Appended::Queued(outcome),
+        }
     }
 }
 
@@ -134,14 +151,16 @@ impl PreparedJournal {
         &self.opened.source
     }
 
-    /// Starts the journal thread: it first queues every record after `mark` for the batcher
-    /// (the messages acknowledged and never created), then journals new messages.
-    pub fn start(
+    /// Queues every record after `mark` for the batcher (the messages acknowledged and never
+    /// created; the batcher must be running), then returns the journal, ready for new
+    /// messages. `applied` is where the batcher records its commits.
+    pub async fn start(
         self,
         mark: u64,
+        applied: Arc<AtomicU64>,
         batcher: mpsc::Sender<CreateRequest>,
         metrics: Arc<Metrics>,
-    ) -> io::Result<(Journal, Marks)> {
+    ) -> io::Result<Journal> {
         let PreparedJournal { dir, opened } = self;
         let mut last_seq = mark;
         let mut replay = Vec::new();
@@ -168,23 +187,33 @@ impl PreparedJournal {
                 "mqtt ingest journal: creating the messages acknowledged before the last stop"
             );
         }
-        let applied = Arc::new(AtomicU64::new(mark));
-        let marks = Marks { source: opened.source, applied: Arc::clone(&applied) };
-        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        let thread = JournalThread {
+        for record in replay {
+            let payload = Bytes::from(record.payload);
+            let request = match decode_message(&record.topic, &payload) {
+                Ok(create) => CreateRequest::journaled(create, record.seq, record.topic, payload),
+                Err(rejection) => {
+                    // Decoded once before it was journaled; only a change of the rules since
+                    // can refuse it now.
+                    bump(&metrics.rejected);
+                    tracing::warn!(seq = record.seq, topic = %record.topic, reason = %rejection, "a journaled mqtt message no longer decodes");
+                    continue;
+                }
+            };
+            if batcher.send(request).await.is_err() {
+                return Err(io::Error::other("the mqtt create batcher stopped during the replay"));
+            }
+        }
+        let writer = JournalWriter {
             dir,
             current,
             closed: segments,
             next_seq,
             applied,
             batcher,
-            metrics,
+            buffer: Vec::new(),
             failing: false,
         };
-        std::thread::Builder::new()
-            .name("stela-mqtt-journal".into())
-            .spawn(move || thread.run(replay, receiver))?;
-        Ok((Journal { sender }, marks))
+        Ok(Journal { writer: tokio::sync::Mutex::new(writer), metrics })
     }
 }
 
@@ -209,7 +238,8 @@ fn segment_name(first: u64) -> String {
     format!("{first:020}.journal")
 }
 
-struct JournalThread {
+/// The journal's files, behind [`Journal`]'s lock.
+struct JournalWriter {
     dir: PathBuf,
     current: Current,
     /// Earlier segments with records not yet applied, oldest first.
@@ -217,75 +247,32 @@ struct JournalThread {
     next_seq: u64,
     applied: Arc<AtomicU64>,
     batcher: mpsc::Sender<CreateRequest>,
-    metrics: Arc<Metrics>,
+    /// The record being written.
+    buffer: Vec<u8>,
     /// Set while writes fail, so that the log says so once per episode.
     failing: bool,
 }
 
-impl std::fmt::Debug for JournalThread {
+impl std::fmt::Debug for JournalWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JournalThread").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("JournalWriter").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
-impl JournalThread {
-    fn run(mut self, replay: Vec<Record>, mut receiver: mpsc::Receiver<Append>) {
-        for record in replay {
-            let request = match decode_message(&record.topic, &record.payload) {
-                Ok(create) => CreateRequest::journaled(
-                    create,
-                    record.seq,
-                    record.topic,
-                    Bytes::from(record.payload),
-                ),
-                Err(rejection) => {
-                    // Decoded once before it was journaled; only a change of the rules since
-                    // can refuse it now.
-                    bump(&self.metrics.rejected);
-                    tracing::warn!(seq = record.seq, topic = %record.topic, reason = %rejection, "a journaled mqtt message no longer decodes");
-                    continue;
-                }
-            };
-            if self.batcher.blocking_send(request).is_err() {
-                return;
-            }
-        }
-        let mut appends = Vec::with_capacity(MAX_GROUP);
-        let mut buffer = Vec::new();
-        while receiver.blocking_recv_many(&mut appends, MAX_GROUP) > 0 {
-            let first = self.next_seq;
-            buffer.clear();
-            for (seq, append) in (first..).zip(&appends) {
-                encode_record(&mut buffer, seq, &append.topic, &append.payload);
-            }
-            let journaled = self.write(&buffer);
-            if journaled {
-                self.metrics.journaled.fetch_add(appends.len() as u64, Ordering::Relaxed);
-            }
-            self.remove_applied();
-            for append in appends.drain(..) {
-                let request = if journaled {
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    let _ = append.answer.send(Ok(0));
-                    CreateRequest::journaled(append.create, seq, append.topic, append.payload)
-                } else {
-                    // Not on disk: acknowledged after its commit, as without a journal.
-                    CreateRequest::answered(append.create, append.answer)
-                };
-                if self.batcher.blocking_send(request).is_err() {
-                    return;
-                }
-            }
-            if let Err(error) = self.rotate_if_full() {
-                tracing::error!(%error, journal = %self.dir.display(), "mqtt ingest journal: cannot begin a new segment");
-            }
-        }
+impl JournalWriter {
+    /// Appends record `seq` to the current segment; false (the segment cut back to its length
+    /// before) when that fails. A write to the page cache, on the session's task: it takes
+    /// microseconds, less than handing the record to a thread of its own.
+    fn write(&mut self, seq: u64, topic: &str, payload: &[u8]) -> bool {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        encode_record(&mut buffer, seq, topic, payload);
+        let written = self.write_buffer(&buffer);
+        self.buffer = buffer;
+        written
     }
 
-    /// Appends `buffer` to the current segment; false (the segment cut back to its length
-    /// before) when that fails.
-    fn write(&mut self, buffer: &[u8]) -> bool {
+    fn write_buffer(&mut self, buffer: &[u8]) -> bool {
         match self.current.file.write_all(buffer) {
             Ok(()) => {
                 self.current.len += buffer.len() as u64;
@@ -507,36 +494,43 @@ mod tests {
         let prepared = open(dir.path()).expect("open");
         let (batcher, mut queue) = mpsc::channel(64);
         let metrics = Arc::new(Metrics::new("embedded"));
-        let (journal, marks) = prepared.start(4, batcher, Arc::clone(&metrics)).expect("start");
+        let applied = Arc::new(AtomicU64::new(4));
+        let journal = prepared
+            .start(4, Arc::clone(&applied), batcher, Arc::clone(&metrics))
+            .await
+            .expect("start");
         let mut seqs = Vec::new();
         for _ in 0..2 {
             seqs.push(queue.recv().await.expect("replayed").seq());
         }
         assert_eq!(seqs, [Some(5), Some(6)]);
+        // The record that no longer decodes is counted, not queued.
+        assert_eq!(Metrics::get(&metrics.rejected), 1);
+        assert!(queue.is_empty());
         // Segment 1 held only applied records: gone. Segment 4 waits for 5 and 6.
         assert_eq!(segment_files(dir.path()), [segment_name(4), segment_name(8)]);
 
-        let (answer, answered) = oneshot::channel();
-        let create = decode_message(TOPIC, payload.as_bytes()).expect("decodes");
-        let append = Append { topic: TOPIC.into(), payload: Bytes::from(payload), create, answer };
-        journal.append(append).await.expect("journal running");
-        assert!(matches!(answered.await, Ok(Ok(0))), "answered once written");
+        let payload = Bytes::from(payload);
+        let append = || {
+            let create = decode_message(TOPIC, &payload).expect("decodes");
+            journal.append(TOPIC, &payload, create)
+        };
+        assert!(matches!(append().await, Appended::Journaled));
         assert_eq!(queue.recv().await.expect("queued").seq(), Some(8));
         assert_eq!(Metrics::get(&metrics.journaled), 1);
-        // The replay, done before, counted the record that no longer decodes.
-        assert_eq!(Metrics::get(&metrics.rejected), 1);
 
         // Applied up to 8: segment 4 goes with the next write.
-        marks.applied.store(8, Ordering::Release);
-        let (answer, _answered) = oneshot::channel();
-        let create = decode_message(TOPIC, payload.as_bytes()).expect("decodes");
-        let append = Append { topic: TOPIC.into(), payload: Bytes::from(payload), create, answer };
-        journal.append(append).await.expect("journal running");
+        applied.store(8, Ordering::Release);
+        assert!(matches!(append().await, Appended::Journaled));
         assert_eq!(queue.recv().await.expect("queued").seq(), Some(9));
         assert_eq!(segment_files(dir.path()), [segment_name(8)]);
         let (written, _) =
             decode_records(&fs::read(dir.path().join(segment_name(8))).expect("read"));
         assert_eq!(written.iter().map(|record| record.seq).collect::<Vec<_>>(), [8, 9]);
+
+        // The batcher gone, a message is refused, not acknowledged.
+        drop(queue);
+        assert!(matches!(append().await, Appended::Stopped));
     }
 
     /// A mark ahead of every record (the journal directory emptied, the database kept) is
@@ -546,13 +540,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (batcher, mut queue) = mpsc::channel(4);
         let metrics = Arc::new(Metrics::new("embedded"));
-        let (journal, _marks) =
-            open(dir.path()).expect("open").start(41, batcher, metrics).expect("start");
-        let (answer, _answered) = oneshot::channel();
-        let payload = r#"{"result":2}"#;
-        let create = decode_message(TOPIC, payload.as_bytes()).expect("decodes");
-        let append = Append { topic: TOPIC.into(), payload: Bytes::from(payload), create, answer };
-        journal.append(append).await.expect("journal running");
+        let applied = Arc::new(AtomicU64::new(41));
+        let journal = open(dir.path())
+            .expect("open")
+            .start(41, applied, batcher, metrics)
+            .await
+            .expect("start");
+        let payload = Bytes::from(r#"{"result":2}"#);
+        let create = decode_message(TOPIC, &payload).expect("decodes");
+        assert!(matches!(journal.append(TOPIC, &payload, create).await, Appended::Journaled));
         assert_eq!(queue.recv().await.expect("queued").seq(), Some(42));
     }
 
