@@ -4,7 +4,8 @@
 //!  socket ─► reader (this task) ──────────────────────────────────────────┐
 //!             CONNECT → auth → CONNACK                                     │
 //!             SUBSCRIBE → parse topic → Subscriptions → SUBACK ─┐          │
-//!             PUBLISH → Ingest::submit ─► ack queue ─► ack task ┤ control  │
+//!             PUBLISH → Ingest::submit ─┬─► ack queue ─► ack task ┤ control  │
+//!                     (known at once, none queued) ───────────────┤          │
 //!             PINGREQ → PINGRESP, PUBACK → inflight window ─────┤ channel  │
 //!                                                               ▼          │
 //!  notifier ─► ClientHandle::offer ─► bounded queue ─► writer task ─► socket
@@ -13,16 +14,17 @@
 //! The writer sends control packets first, batches what is queued into one write, and
 //! disconnects the client when a write blocks longer than `write_timeout`. The reader does
 //! not wait for a create: it queues the message (waiting only while the broker's create queue
-//! is full) and reads on, so that a client's messages are committed together in batches. The
-//! ack task sends the PUBACKs in the order the PUBLISHes came, each after the transaction
-//! holding its Observation committed. Any protocol
+//! is full) and reads on, so that a client's messages are committed together in batches.
+//! PUBACKs go in the order the PUBLISHes came, each once its message is durable (journaled, or
+//! committed without a journal): through the ack task while earlier ones wait there, straight
+//! to the writer otherwise. Any protocol
 //! violation closes the connection (as MQTT requires); nothing a client sends can stop the
 //! broker or other clients.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -264,6 +266,47 @@ struct PendingAck {
     ack: Option<Packet>,
 }
 
+/// The reading side's way to acknowledge: through the ack task while earlier acknowledgements
+/// wait there for their creates (PUBACKs go in PUBLISH order), straight to the writer when none
+/// does and the outcome is known at once (a journaled message's), with no task in between.
+struct Acks {
+    queue: mpsc::Sender<PendingAck>,
+    /// Acknowledgements handed to the ack task and not yet sent to the writer.
+    waiting: Arc<AtomicUsize>,
+    /// Refused messages of the connection, for the log's rate limit.
+    rejected: Arc<AtomicU64>,
+}
+
+impl Acks {
+    async fn send(
+        &self,
+        pending: PendingAck,
+        control: &mpsc::Sender<Packet>,
+        client_id: &str,
+    ) -> Result<(), End> {
+        let PendingAck { topic, outcome, ack } = pending;
+        match outcome {
+            // Only this task adds to `waiting`, and the ack task takes one off after sending:
+            // at 0, everything queued before is with the writer already.
+            Pending::Done(result) if self.waiting.load(Ordering::Acquire) == 0 => {
+                if let Err(rejection) = result {
+                    let count = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                    log_rejection(client_id, &topic, &rejection, count);
+                }
+                match ack {
+                    Some(ack) => control.send(ack).await.map_err(|_| End::Closed),
+                    None => Ok(()),
+                }
+            }
+            outcome => {
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+                let pending = PendingAck { topic, outcome, ack };
+                self.queue.send(pending).await.map_err(|_| End::Closed)
+            }
+        }
+    }
+}
+
 impl Session {
     async fn run(
         &mut self,
@@ -286,8 +329,18 @@ impl Session {
         ));
         let (ack_tx, ack_rx) =
             mpsc::channel::<PendingAck>(self.shared.options.max_pending_creates.max(1));
-        let ack_task =
-            tokio::spawn(ack_loop(ack_rx, control_tx.clone(), self.handle.client_id.clone()));
+        let acks = Acks {
+            queue: ack_tx,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            rejected: Arc::new(AtomicU64::new(0)),
+        };
+        let ack_task = tokio::spawn(ack_loop(
+            ack_rx,
+            control_tx.clone(),
+            self.handle.client_id.clone(),
+            Arc::clone(&acks.waiting),
+            Arc::clone(&acks.rejected),
+        ));
 
         // MQTT 3.1.1 §3.1.2.10: one and a half keep-alive periods without a packet end it.
         let idle_limit =
@@ -304,7 +357,7 @@ impl Session {
                 Ok(packet) => packet,
                 Err(end) => break Err(end),
             };
-            match self.handle_packet(packet, &control_tx, &ack_tx).await {
+            match self.handle_packet(packet, &control_tx, &acks).await {
                 Ok(true) => {}
                 Ok(false) => break Ok(()),
                 Err(end) => break Err(end),
@@ -312,7 +365,7 @@ impl Session {
         };
 
         closer.close();
-        drop(ack_tx);
+        drop(acks);
         // Creates already started finish (their Observations are committed either way).
         let _ = ack_task.await;
         let _ = writer_task.await;
@@ -330,12 +383,12 @@ impl Session {
         &mut self,
         packet: Packet,
         control: &mpsc::Sender<Packet>,
-        acks: &mpsc::Sender<PendingAck>,
+        acks: &Acks,
     ) -> Result<bool, End> {
         let send =
             |packet: Packet| async move { control.send(packet).await.map_err(|_| End::Closed) };
         match packet {
-            Packet::Publish(publish) => self.handle_publish(publish, acks).await?,
+            Packet::Publish(publish) => self.handle_publish(publish, control, acks).await?,
             Packet::Subscribe(subscribe) => {
                 let codes = self.handle_subscribe(&subscribe).await;
                 send(Packet::SubAck(SubAck::new(subscribe.pkid, codes))).await?;
@@ -374,7 +427,8 @@ impl Session {
     async fn handle_publish(
         &mut self,
         publish: Publish,
-        acks: &mpsc::Sender<PendingAck>,
+        control: &mpsc::Sender<Packet>,
+        acks: &Acks,
     ) -> Result<(), End> {
         bump(&self.shared.metrics.messages_in);
         let ack = match publish.qos {
@@ -385,10 +439,8 @@ impl Session {
                     // A retransmission of a message already processed: acknowledge only.
                     let outcome = Pending::Done(Ok(0));
                     let ack = Some(Packet::PubRec(PubRec::new(publish.pkid)));
-                    return acks
-                        .send(PendingAck { topic: publish.topic, outcome, ack })
-                        .await
-                        .map_err(|_| End::Closed);
+                    let pending = PendingAck { topic: publish.topic, outcome, ack };
+                    return acks.send(pending, control, &self.handle.client_id).await;
                 }
                 if self.awaiting_release.len() >= MAX_AWAITING_RELEASE {
                     return Err(End::Protocol("too many QoS 2 messages without PUBREL".into()));
@@ -404,7 +456,8 @@ impl Session {
         } else {
             Pending::Done(Err(ingest.reject(Rejection::NotAuthorized)))
         };
-        acks.send(PendingAck { topic: publish.topic, outcome, ack }).await.map_err(|_| End::Closed)
+        let pending = PendingAck { topic: publish.topic, outcome, ack };
+        acks.send(pending, control, &self.handle.client_id).await
     }
 
     async fn handle_subscribe(&mut self, subscribe: &Subscribe) -> Vec<SubscribeReasonCode> {
@@ -494,12 +547,13 @@ async fn ack_loop(
     mut pending: mpsc::Receiver<PendingAck>,
     control: mpsc::Sender<Packet>,
     client_id: String,
+    waiting: Arc<AtomicUsize>,
+    rejected: Arc<AtomicU64>,
 ) {
-    let mut rejected = 0u64;
     while let Some(PendingAck { topic, outcome, ack }) = pending.recv().await {
         if let Err(rejection) = outcome.outcome().await {
-            rejected += 1;
-            log_rejection(&client_id, &topic, &rejection, rejected);
+            let count = rejected.fetch_add(1, Ordering::Relaxed) + 1;
+            log_rejection(&client_id, &topic, &rejection, count);
         }
         // MQTT 3.1.1 has no negative acknowledgement: refused messages are acknowledged too,
         // otherwise the client would resend them forever.
@@ -508,6 +562,7 @@ async fn ack_loop(
         {
             // The writer is gone; keep draining so that started creates are awaited.
         }
+        waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
