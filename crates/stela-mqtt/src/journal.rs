@@ -85,7 +85,10 @@ impl Journal {
             if let Err(error) = writer.rotate_if_full() {
                 tracing::error!(%error, journal = %writer.dir.display(), "mqtt ingest journal: cannot begin a new segment");
             }
-            (CreateRequest::journaled(create, seq, topic.to_owned(), payload.clone()), None)
+            // A copy of its own: the packet's payload is a slice of the session's read buffer,
+            // and a queue of slices would keep a buffer block alive for each.
+            let payload = Bytes::copy_from_slice(payload);
+            (CreateRequest::journaled(create, seq, topic.to_owned(), payload), None)
         } else {
             // Not on disk: acknowledged after its commit, as without a journal.
             let (answer, outcome) = oneshot::channel();
