@@ -57,7 +57,7 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// [`LINGER_UNTIL`]. Each commit writes the index pages its batch touched (for Observations of
 /// many Datastreams, a page per Datastream and index whatever the batch size), so a writer
 /// committing small batches spends a core on pages, not rows. A trickle is not held back.
-const LINGER: Duration = Duration::from_millis(20);
+const LINGER: Duration = Duration::from_millis(10);
 const LINGER_FROM: usize = 128;
 const LINGER_UNTIL: usize = 4096;
 

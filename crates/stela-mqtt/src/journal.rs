@@ -214,6 +214,7 @@ impl PreparedJournal {
             applied,
             batcher,
             buffer: Vec::new(),
+            segment_bytes: SEGMENT_BYTES,
             failing: false,
         };
         Ok(Journal { writer: tokio::sync::Mutex::new(writer), metrics })
@@ -252,6 +253,8 @@ struct JournalWriter {
     batcher: mpsc::Sender<CreateRequest>,
     /// The record being written.
     buffer: Vec<u8>,
+    /// [`SEGMENT_BYTES`], smaller in tests.
+    segment_bytes: u64,
     /// Set while writes fail, so that the log says so once per episode.
     failing: bool,
 }
@@ -298,18 +301,19 @@ impl JournalWriter {
     }
 
     fn rotate_if_full(&mut self) -> io::Result<()> {
-        if self.current.len >= SEGMENT_BYTES { self.begin_segment() } else { Ok(()) }
+        if self.current.len >= self.segment_bytes { self.begin_segment() } else { Ok(()) }
     }
 
     /// Closes the current segment and begins one at the next sequence number.
     fn begin_segment(&mut self) -> io::Result<()> {
+        if self.current.first == self.next_seq {
+            // Nothing in it (a write failed into an empty segment): begun again, the same name.
+            self.current = Current::create(&self.dir, self.next_seq)?;
+            return Ok(());
+        }
         let next = Current::create(&self.dir, self.next_seq)?;
         let done = std::mem::replace(&mut self.current, next);
-        if done.first < self.next_seq {
-            self.closed.push(Segment { path: done.path, last: self.next_seq - 1 });
-        } else {
-            fs::remove_file(&done.path)?;
-        }
+        self.closed.push(Segment { path: done.path, last: self.next_seq - 1 });
         Ok(())
     }
 
@@ -553,6 +557,45 @@ mod tests {
         let create = decode_message(TOPIC, &payload).expect("decodes");
         assert!(matches!(journal.append(TOPIC, &payload, create).await, Appended::Journaled));
         assert_eq!(queue.recv().await.expect("queued").seq(), Some(42));
+    }
+
+    /// A full segment is closed and a new one begun at the next number; a closed segment goes
+    /// once the batcher has applied its last record; a restart reads them all in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_segments_rotate_and_go_once_applied() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (batcher, mut queue) = mpsc::channel(16);
+        let metrics = Arc::new(Metrics::new("embedded"));
+        let applied = Arc::new(AtomicU64::new(0));
+        let journal = open(dir.path())
+            .expect("open")
+            .start(0, Arc::clone(&applied), batcher, metrics)
+            .await
+            .expect("start");
+        // Two records per segment.
+        journal.writer.lock().await.segment_bytes = 2 * records(&[(1, TOPIC, "{}")]).len() as u64;
+        let payload = Bytes::from("{}");
+        for seq in 1..=5 {
+            let create = decode_message(TOPIC, &payload).expect("decodes");
+            assert!(matches!(journal.append(TOPIC, &payload, create).await, Appended::Journaled));
+            assert_eq!(queue.recv().await.expect("queued").seq(), Some(seq));
+        }
+        let names = [segment_name(1), segment_name(3), segment_name(5)];
+        assert_eq!(segment_files(dir.path()), names);
+        applied.store(3, Ordering::Release);
+        let create = decode_message(TOPIC, &payload).expect("decodes");
+        assert!(matches!(journal.append(TOPIC, &payload, create).await, Appended::Journaled));
+        // Segment 1 (records 1 and 2) is applied; segment 3 still holds record 4.
+        assert_eq!(segment_files(dir.path()), [segment_name(3), segment_name(5), segment_name(7)]);
+        drop(journal);
+
+        let reopened = read_dir(dir.path()).expect("reopen");
+        let seqs: Vec<Vec<u64>> = reopened
+            .segments
+            .iter()
+            .map(|(_, records)| records.iter().map(|record| record.seq).collect())
+            .collect();
+        assert_eq!(seqs, [vec![3, 4], vec![5, 6], vec![]]);
     }
 
     #[test]
