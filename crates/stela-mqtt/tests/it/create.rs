@@ -133,3 +133,23 @@ async fn invalid_messages_are_rejected_counted_and_the_broker_keeps_serving() {
     assert_eq!(health["mqtt"]["messages_in"], 9);
     assert_eq!(health["status"], "ok");
 }
+
+/// A journal directory that cannot be created (here a file is in the way) is reported, and the
+/// broker goes on acknowledging each create after its commit.
+#[tokio::test]
+async fn a_journal_that_cannot_be_opened_leaves_creates_acknowledged_after_their_commit() {
+    let in_the_way = tempfile::NamedTempFile::new().expect("temp file");
+    let path = in_the_way.path().join("mqtt-journal");
+    let server = TestServer::start_with(
+        move |options| options.journal_dir = Some(path),
+        std::sync::Arc::new(stela_mqtt::AllowAll),
+    )
+    .await;
+    let fixture = server.fixture().await;
+    let device = Peer::connect(&server, "device").await;
+    let topic = format!("v1.1/Datastreams({})/Observations", fixture.datastream);
+    device.publish(&topic, QoS::AtLeastOnce, observation(1.0).to_string()).await;
+    server.wait_for("the Observation", |m| stela_mqtt::Metrics::get(&m.created) == 1).await;
+    assert_eq!(server.count(|m| &m.journaled), 0);
+    assert_eq!(server.count(|m| &m.rejected), 0);
+}
