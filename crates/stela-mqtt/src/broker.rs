@@ -88,7 +88,7 @@ impl Shared {
     }
 }
 
-/// The embedded MQTT 3.1.1 broker of the SensorThings MQTT extension.
+/// The embedded MQTT 3.1.1 and 5 broker of the SensorThings MQTT extension.
 #[derive(Debug, Clone)]
 pub struct Broker {
     shared: Arc<Shared>,

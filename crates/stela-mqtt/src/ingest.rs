@@ -20,9 +20,11 @@
 //! created exactly once, after a crash too), or without a journal once the transaction holding
 //! it committed; a QoS 1 PUBACK sent on that answer acknowledges a message that will not be
 //! lost. Each message still succeeds or fails on its own. A refused message is counted in
-//! `rejected` and its reason logged; it never ends the session or the broker. MQTT 3.1.1 has no
-//! negative acknowledgement, so a refusal found at the commit costs a journaled message nothing
-//! a client could see.
+//! `rejected` and its reason logged; it never ends the session or the broker. A refusal known
+//! before the journal (topic, JSON, an Observation that does not decode, authorisation) goes
+//! back to an MQTT 5 client as the PUBACK's reason code; one found at the commit (an unknown
+//! Datastream) follows a PUBACK already sent, and is counted and logged only, as it is for every
+//! refusal with MQTT 3.1.1, which has no negative acknowledgement.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -282,14 +284,19 @@ impl Ingest {
     }
 }
 
-/// Parses and decodes the message `payload` published at `topic`.
+/// Parses and decodes the message `payload` published at `topic`. An Observation that does not
+/// decode is refused here, before it is journaled or queued.
 pub(crate) fn decode_message(topic: &str, payload: &[u8]) -> Result<DecodedCreate, Rejection> {
     let (path, body) = parse_message(topic, payload)?;
-    stela_service::decode_creates([(path, &body)]).pop().ok_or_else(|| {
+    let create = stela_service::decode_creates([(path, &body)]).pop().ok_or_else(|| {
         Rejection::Internal(ServiceError::Internal(
             "decoding an mqtt message gave no create".into(),
         ))
-    })
+    })?;
+    match &create.input {
+        Ok(_) => Ok(create),
+        Err(error) => Err(Rejection::from_service(error.clone())),
+    }
 }
 
 /// The create path and the Observation of a message.

@@ -573,8 +573,9 @@ mod tests {
             .await
             .expect("start");
         // Two records per segment.
-        journal.writer.lock().await.segment_bytes = 2 * records(&[(1, TOPIC, "{}")]).len() as u64;
-        let payload = Bytes::from("{}");
+        journal.writer.lock().await.segment_bytes =
+            2 * records(&[(1, TOPIC, r#"{"result":1}"#)]).len() as u64;
+        let payload = Bytes::from(r#"{"result":1}"#);
         for seq in 1..=5 {
             let create = decode_message(TOPIC, &payload).expect("decodes");
             assert!(matches!(journal.append(TOPIC, &payload, create).await, Appended::Journaled));

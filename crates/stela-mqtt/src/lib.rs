@@ -3,9 +3,11 @@
 //!
 //! Two ways to run it:
 //!
-//! * [`Broker`]: an embedded MQTT 3.1.1 broker. The session loop is ours, on rumqttc's packet
-//!   codec (`rumqttc::mqttbytes::v4`), because the extension must see every SUBSCRIBE: the topic
-//!   is a SensorThings path that decides what is published.
+//! * [`Broker`]: an embedded MQTT 3.1.1 and MQTT 5 broker. The session loop is ours, on
+//!   rumqttc's packet codecs (`mqttbytes::v4`, and `v5` converted at the edge in `protocol.rs`),
+//!   because the extension must see every SUBSCRIBE: the topic is a SensorThings path that
+//!   decides what is published. MQTT 5 clients get reason codes for refused messages and
+//!   subscriptions, and their Receive Maximum and Maximum Packet Size are honoured.
 //! * [`Bridge`]: a client of an external broker (Mosquitto), for several instances on one bus.
 //!
 //! ```text
@@ -35,6 +37,7 @@ mod journal;
 mod metrics;
 mod notifier;
 mod payload;
+mod protocol;
 mod session;
 mod subscriptions;
 pub mod topic;

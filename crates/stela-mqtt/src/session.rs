@@ -41,10 +41,8 @@ use crate::client::{ClientHandle, Closer, Inflight, Outgoing};
 use crate::ingest::{Pending, Rejection, log_rejection};
 use crate::metrics::bump;
 use crate::payload::{entity_path, property_json, read_entity};
+use crate::protocol::{Connect, ConnectAnswer, Control, Protocol, Refusal, RefusalKind};
 use crate::topic::{TopicKind, parse_subscription};
-
-/// Largest packet the broker writes (a notification of a big entity).
-const MAX_OUTGOING_PACKET: usize = 256 * 1024 * 1024;
 
 /// Control packets (acks, pings) waiting for the writer.
 const CONTROL_QUEUE: usize = 64;
@@ -101,9 +99,10 @@ async fn read_packet(
     reader: &mut OwnedReadHalf,
     buffer: &mut BytesMut,
     max: usize,
+    protocol: Protocol,
 ) -> Result<Packet, End> {
     fill_frame(reader, buffer, max).await?;
-    Packet::read(buffer, max).map_err(|error| End::Protocol(error.to_string()))
+    protocol.read(buffer, max).map_err(End::Protocol)
 }
 
 /// The protocol level of a CONNECT frame at the start of `frame` (4 for MQTT 3.1.1).
@@ -120,14 +119,21 @@ fn connect_protocol_level(frame: &[u8]) -> Option<u8> {
     frame.get(index + 2 + name_len).copied()
 }
 
-async fn write_now(stream: &mut OwnedWriteHalf, packet: &Packet) -> Result<(), End> {
+/// Sends the CONNACK of `answer`.
+async fn connack(
+    stream: &mut OwnedWriteHalf,
+    protocol: Protocol,
+    answer: ConnectAnswer,
+    connect: Option<&Connect>,
+    assigned: Option<&str>,
+) -> Result<(), End> {
     let mut buffer = BytesMut::new();
-    packet.write(&mut buffer, MAX_OUTGOING_PACKET).map_err(|e| End::Protocol(e.to_string()))?;
+    protocol.encode_connack(answer, connect, assigned, &mut buffer);
     stream.write_all(&buffer).await.map_err(End::Io)
 }
 
-async fn refuse(stream: &mut OwnedWriteHalf, code: ConnectReturnCode) {
-    let _ = write_now(stream, &Packet::ConnAck(ConnAck::new(code, false))).await;
+async fn refuse(stream: &mut OwnedWriteHalf, protocol: Protocol, answer: ConnectAnswer) {
+    let _ = connack(stream, protocol, answer, None, None).await;
 }
 
 async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Result<(), End> {
@@ -147,30 +153,33 @@ async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Res
             return Err(End::Protocol("the first packet is not CONNECT".into()));
         }
         fill_frame(&mut reader, &mut buffer, options.max_packet_bytes).await?;
-        if connect_protocol_level(&buffer).is_some_and(|level| level != 4) {
-            return Ok(None);
+        match connect_protocol_level(&buffer) {
+            Some(level @ (4 | 5)) => Connect::read(&mut buffer, level, options.max_packet_bytes)
+                .map(Some)
+                .map_err(End::Protocol),
+            _ => Ok(None),
         }
-        Packet::read(&mut buffer, options.max_packet_bytes)
-            .map(Some)
-            .map_err(|e| End::Protocol(e.to_string()))
     })
     .await
     .map_err(|_| {
         End::Protocol(format!("no CONNECT within {} s", options.connect_timeout.as_secs()))
     })?;
-    let connect = match first? {
-        Some(Packet::Connect(connect)) => connect,
-        None => {
-            // MQTT 5 or 3.1: this broker speaks MQTT 3.1.1 only.
-            refuse(&mut writer, ConnectReturnCode::RefusedProtocolVersion).await;
-            return Err(End::Protocol("unsupported MQTT protocol version; use MQTT 3.1.1".into()));
-        }
-        Some(other) => return Err(End::Protocol(format!("expected CONNECT, got {other:?}"))),
+    let Some(connect) = first? else {
+        // MQTT 3.1 (level 3) or unknown: answered as MQTT 3.1.1 answers it.
+        refuse(&mut writer, Protocol::V4, ConnectAnswer::UnsupportedProtocol).await;
+        return Err(End::Protocol("unsupported MQTT protocol version; use 3.1.1 or 5".into()));
     };
+    let protocol = connect.protocol;
+    if connect.authentication_method.is_some() {
+        refuse(&mut writer, protocol, ConnectAnswer::BadAuthenticationMethod).await;
+        return Err(End::Protocol("enhanced authentication is not offered".into()));
+    }
 
-    let client_id = if connect.client_id.is_empty() {
-        if !connect.clean_session {
-            refuse(&mut writer, ConnectReturnCode::BadClientId).await;
+    // MQTT 5 lets the server name a client that gave no id; MQTT 3.1.1 only in a clean session.
+    let assigned = connect.client_id.is_empty();
+    let client_id = if assigned {
+        if protocol == Protocol::V4 && !connect.clean_start {
+            refuse(&mut writer, protocol, ConnectAnswer::BadClientId).await;
             return Err(End::Protocol("empty client id without clean session".into()));
         }
         format!("stela-anonymous-{}", shared.next_conn())
@@ -179,24 +188,24 @@ async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Res
     };
     let request = ConnectRequest {
         client_id: &client_id,
-        username: connect.login.as_ref().map(|login| login.username.as_str()),
-        password: connect.login.as_ref().map(|login| login.password.as_str()),
+        username: connect.login.as_ref().map(|(username, _)| username.as_str()),
+        password: connect.login.as_ref().map(|(_, password)| password.as_str()),
     };
     let principal = match shared.auth.authenticate(&request) {
         AuthDecision::Accept(principal) => principal,
         decision => {
-            let code = if decision == AuthDecision::NotAuthorized {
-                ConnectReturnCode::NotAuthorized
+            let answer = if decision == AuthDecision::NotAuthorized {
+                ConnectAnswer::NotAuthorized
             } else {
-                ConnectReturnCode::BadUserNamePassword
+                ConnectAnswer::BadCredentials
             };
-            refuse(&mut writer, code).await;
+            refuse(&mut writer, protocol, answer).await;
             bump(&shared.metrics.rejected);
             tracing::warn!(%peer, %client_id, "mqtt connection refused: bad credentials");
             return Ok(());
         }
     };
-    if connect.last_will.is_some() {
+    if connect.has_will {
         tracing::debug!(%client_id, "mqtt last will ignored: the broker does not publish wills");
     }
 
@@ -215,23 +224,25 @@ async fn serve(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Res
         previous.closer.close();
     }
     shared.metrics.clients.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%peer, %client_id, %principal, keep_alive = connect.keep_alive, "mqtt client connected");
+    tracing::debug!(%peer, %client_id, %principal, ?protocol, keep_alive = connect.keep_alive, "mqtt client connected");
 
     // The session is always clean: nothing is kept between connections (session present 0).
-    let result = match write_now(
-        &mut writer,
-        &Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
-    )
-    .await
-    {
+    let assigned_id = assigned.then_some(client_id.as_str());
+    let accepted = ConnectAnswer::Accepted;
+    let result = match connack(&mut writer, protocol, accepted, Some(&connect), assigned_id).await {
         Ok(()) => {
+            // MQTT 5: no more QoS 1 notifications in flight than the client takes.
+            let window = connect
+                .receive_maximum
+                .map_or(options.max_inflight, |most| options.max_inflight.min(usize::from(most)));
             let mut session = Session {
                 shared: Arc::clone(shared),
                 handle: Arc::clone(&handle),
                 principal,
+                protocol,
                 topics: HashSet::new(),
                 awaiting_release: HashSet::new(),
-                inflight: Arc::new(Inflight::new(options.max_inflight)),
+                inflight: Arc::new(Inflight::new(window)),
             };
             session.run(reader, writer, buffer, queue_rx, connect.keep_alive).await
         }
@@ -252,6 +263,7 @@ struct Session {
     shared: Arc<Shared>,
     handle: Arc<ClientHandle>,
     principal: String,
+    protocol: Protocol,
     /// Topics this connection subscribed to, removed from the index when it ends.
     topics: HashSet<String>,
     /// QoS 2 packet ids processed and awaiting PUBREL (duplicates are not created twice).
@@ -263,7 +275,7 @@ struct Session {
 struct PendingAck {
     topic: String,
     outcome: Pending,
-    ack: Option<Packet>,
+    ack: Option<Control>,
 }
 
 /// The reading side's way to acknowledge: through the ack task while earlier acknowledgements
@@ -281,7 +293,7 @@ impl Acks {
     async fn send(
         &self,
         pending: PendingAck,
-        control: &mpsc::Sender<Packet>,
+        control: &mpsc::Sender<Control>,
         client_id: &str,
     ) -> Result<(), End> {
         let PendingAck { topic, outcome, ack } = pending;
@@ -289,10 +301,7 @@ impl Acks {
             // Only this task adds to `waiting`, and the ack task takes one off after sending:
             // at 0, everything queued before is with the writer already.
             Pending::Done(result) if self.waiting.load(Ordering::Acquire) == 0 => {
-                if let Err(rejection) = result {
-                    let count = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-                    log_rejection(client_id, &topic, &rejection, count);
-                }
+                let ack = refuse_ack(ack, result, &topic, client_id, &self.rejected);
                 match ack {
                     Some(ack) => control.send(ack).await.map_err(|_| End::Closed),
                     None => Ok(()),
@@ -317,15 +326,15 @@ impl Session {
         keep_alive: u16,
     ) -> Result<(), End> {
         let closer = Arc::clone(&self.handle.closer);
-        let (control_tx, control_rx) = mpsc::channel::<Packet>(CONTROL_QUEUE);
+        let (control_tx, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
         let writer_task = tokio::spawn(write_loop(
             Arc::clone(&self.shared),
+            self.protocol,
             writer,
             control_rx,
             queue,
             Arc::clone(&self.inflight),
-            Arc::clone(&closer),
-            self.handle.client_id.clone(),
+            Arc::clone(&self.handle),
         ));
         let (ack_tx, ack_rx) =
             mpsc::channel::<PendingAck>(self.shared.options.max_pending_creates.max(1));
@@ -351,7 +360,7 @@ impl Session {
             let packet = tokio::select! {
                 biased;
                 () = closer.closed() => break Ok(()),
-                packet = read_with_deadline(&mut reader, &mut buffer, max, deadline) => packet,
+                packet = read_with_deadline(&mut reader, &mut buffer, max, self.protocol, deadline) => packet,
             };
             let packet = match packet {
                 Ok(packet) => packet,
@@ -382,39 +391,43 @@ impl Session {
     async fn handle_packet(
         &mut self,
         packet: Packet,
-        control: &mpsc::Sender<Packet>,
+        control: &mpsc::Sender<Control>,
         acks: &Acks,
     ) -> Result<bool, End> {
         let send =
-            |packet: Packet| async move { control.send(packet).await.map_err(|_| End::Closed) };
+            |packet: Control| async move { control.send(packet).await.map_err(|_| End::Closed) };
         match packet {
             Packet::Publish(publish) => self.handle_publish(publish, control, acks).await?,
             Packet::Subscribe(subscribe) => {
-                let codes = self.handle_subscribe(&subscribe).await;
-                send(Packet::SubAck(SubAck::new(subscribe.pkid, codes))).await?;
+                let granted = self.handle_subscribe(&subscribe).await;
+                send(Control::SubAck { pkid: subscribe.pkid, granted }).await?;
             }
             Packet::Unsubscribe(unsubscribe) => {
+                let mut existed = Vec::with_capacity(unsubscribe.topics.len());
                 if let Ok(mut subscriptions) = self.shared.subscriptions.lock() {
                     for topic in &unsubscribe.topics {
-                        if self.topics.remove(topic) {
+                        let subscribed = self.topics.remove(topic);
+                        if subscribed {
                             subscriptions.unsubscribe(topic, self.handle.conn);
                         }
+                        existed.push(subscribed);
                     }
                     self.shared
                         .metrics
                         .topics
                         .store(subscriptions.topic_count() as u64, Ordering::Relaxed);
                 }
-                send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))).await?;
+                existed.resize(unsubscribe.topics.len(), false);
+                send(Control::UnsubAck { pkid: unsubscribe.pkid, existed }).await?;
             }
             Packet::PubAck(ack) => self.inflight.release(ack.pkid),
             Packet::PubRel(release) => {
                 self.awaiting_release.remove(&release.pkid);
-                send(Packet::PubComp(PubComp::new(release.pkid))).await?;
+                send(Control::PubComp { pkid: release.pkid }).await?;
             }
             // The broker never sends QoS 2, so these acknowledge nothing; ignore them.
             Packet::PubRec(_) | Packet::PubComp(_) => {}
-            Packet::PingReq => send(Packet::PingResp).await?,
+            Packet::PingReq => send(Control::PingResp).await?,
             Packet::Disconnect => return Ok(false),
             Packet::Connect(_) => return Err(End::Protocol("second CONNECT".into())),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
@@ -427,18 +440,18 @@ impl Session {
     async fn handle_publish(
         &mut self,
         publish: Publish,
-        control: &mpsc::Sender<Packet>,
+        control: &mpsc::Sender<Control>,
         acks: &Acks,
     ) -> Result<(), End> {
         bump(&self.shared.metrics.messages_in);
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(publish.pkid))),
+            QoS::AtLeastOnce => Some(Control::PubAck { pkid: publish.pkid, refusal: None }),
             QoS::ExactlyOnce => {
                 if self.awaiting_release.contains(&publish.pkid) {
                     // A retransmission of a message already processed: acknowledge only.
                     let outcome = Pending::Done(Ok(0));
-                    let ack = Some(Packet::PubRec(PubRec::new(publish.pkid)));
+                    let ack = Some(Control::PubRec { pkid: publish.pkid, refusal: None });
                     let pending = PendingAck { topic: publish.topic, outcome, ack };
                     return acks.send(pending, control, &self.handle.client_id).await;
                 }
@@ -446,7 +459,7 @@ impl Session {
                     return Err(End::Protocol("too many QoS 2 messages without PUBREL".into()));
                 }
                 self.awaiting_release.insert(publish.pkid);
-                Some(Packet::PubRec(PubRec::new(publish.pkid)))
+                Some(Control::PubRec { pkid: publish.pkid, refusal: None })
             }
         };
         let ingest = &self.shared.ingest;
@@ -460,22 +473,23 @@ impl Session {
         acks.send(pending, control, &self.handle.client_id).await
     }
 
-    async fn handle_subscribe(&mut self, subscribe: &Subscribe) -> Vec<SubscribeReasonCode> {
+    async fn handle_subscribe(&mut self, subscribe: &Subscribe) -> Vec<Result<QoS, Refusal>> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         for filter in &subscribe.filters {
-            let parsed = parse_subscription(&filter.path).and_then(|topic| {
-                if self.shared.auth.may_subscribe(&self.principal, &filter.path) {
-                    Ok(topic)
-                } else {
-                    Err(crate::topic::TopicError(format!("'{}': not authorised", filter.path)))
+            let parsed = match parse_subscription(&filter.path) {
+                Err(error) => Err(Refusal { kind: RefusalKind::TopicInvalid, reason: error.0 }),
+                Ok(_) if !self.shared.auth.may_subscribe(&self.principal, &filter.path) => {
+                    let reason = format!("'{}': not authorised", filter.path);
+                    Err(Refusal { kind: RefusalKind::NotAuthorized, reason })
                 }
-            });
+                Ok(topic) => Ok(topic),
+            };
             let topic = match parsed {
                 Ok(topic) => topic,
-                Err(error) => {
+                Err(refusal) => {
                     bump(&self.shared.metrics.rejected);
-                    tracing::warn!(client_id = %self.handle.client_id, reason = %error, "mqtt subscription refused");
-                    codes.push(SubscribeReasonCode::Failure);
+                    tracing::warn!(client_id = %self.handle.client_id, reason = %refusal.reason, "mqtt subscription refused");
+                    codes.push(Err(refusal));
                     continue;
                 }
             };
@@ -520,7 +534,7 @@ impl Session {
                     }
                 }
             }
-            codes.push(SubscribeReasonCode::Success(qos));
+            codes.push(Ok(qos));
         }
         codes
     }
@@ -530,33 +544,49 @@ async fn read_with_deadline(
     reader: &mut OwnedReadHalf,
     buffer: &mut BytesMut,
     max: usize,
+    protocol: Protocol,
     deadline: Option<Instant>,
 ) -> Result<Packet, End> {
+    let read = read_packet(reader, buffer, max, protocol);
     match deadline {
-        None => read_packet(reader, buffer, max).await,
-        Some(deadline) => tokio::time::timeout_at(deadline, read_packet(reader, buffer, max))
-            .await
-            .map_err(|_| {
-                End::Protocol("keep-alive expired: no packet within 1.5 keep-alive periods".into())
-            })?,
+        None => read.await,
+        Some(deadline) => tokio::time::timeout_at(deadline, read).await.map_err(|_| {
+            End::Protocol("keep-alive expired: no packet within 1.5 keep-alive periods".into())
+        })?,
+    }
+}
+
+/// The acknowledgement for a message whose create ended with `outcome`: a refusal is counted
+/// and logged, and carried in the acknowledgement (an MQTT 5 reason code). MQTT 3.1.1 has no
+/// negative acknowledgement: refused messages are acknowledged too, otherwise the client would
+/// resend them forever.
+fn refuse_ack(
+    ack: Option<Control>,
+    outcome: Result<i64, Rejection>,
+    topic: &str,
+    client_id: &str,
+    rejected: &AtomicU64,
+) -> Option<Control> {
+    match outcome {
+        Ok(_) => ack,
+        Err(rejection) => {
+            let count = rejected.fetch_add(1, Ordering::Relaxed) + 1;
+            log_rejection(client_id, topic, &rejection, count);
+            ack.map(|ack| ack.refused(Refusal::of(&rejection)))
+        }
     }
 }
 
 /// Sends the acknowledgements in the order the messages came, each once its create is done.
 async fn ack_loop(
     mut pending: mpsc::Receiver<PendingAck>,
-    control: mpsc::Sender<Packet>,
+    control: mpsc::Sender<Control>,
     client_id: String,
     waiting: Arc<AtomicUsize>,
     rejected: Arc<AtomicU64>,
 ) {
     while let Some(PendingAck { topic, outcome, ack }) = pending.recv().await {
-        if let Err(rejection) = outcome.outcome().await {
-            let count = rejected.fetch_add(1, Ordering::Relaxed) + 1;
-            log_rejection(&client_id, &topic, &rejection, count);
-        }
-        // MQTT 3.1.1 has no negative acknowledgement: refused messages are acknowledged too,
-        // otherwise the client would resend them forever.
+        let ack = refuse_ack(ack, outcome.outcome().await, &topic, &client_id, &rejected);
         if let Some(ack) = ack
             && control.send(ack).await.is_err()
         {
@@ -568,13 +598,14 @@ async fn ack_loop(
 
 async fn write_loop(
     shared: Arc<Shared>,
+    protocol: Protocol,
     mut writer: OwnedWriteHalf,
-    mut control: mpsc::Receiver<Packet>,
+    mut control: mpsc::Receiver<Control>,
     mut queue: mpsc::Receiver<Outgoing>,
     inflight: Arc<Inflight>,
-    closer: Arc<Closer>,
-    client_id: String,
+    handle: Arc<ClientHandle>,
 ) {
+    let (closer, client_id) = (&handle.closer, &handle.client_id);
     let mut buffer = BytesMut::with_capacity(8 * 1024);
     loop {
         buffer.clear();
@@ -583,22 +614,24 @@ async fn write_loop(
             biased;
             () = closer.closed() => break,
             packet = control.recv() => match packet {
-                Some(packet) => encode(&packet, &mut buffer),
+                Some(packet) => protocol.encode(&packet, &mut buffer),
                 None => break,
             },
             () = inflight.wait_room(), if !room => continue,
             message = queue.recv(), if room => match message {
-                Some(message) => encode_notification(&shared, message, &inflight, &mut buffer),
+                Some(message) => {
+                    encode_notification(&shared, protocol, message, &inflight, &mut buffer);
+                }
                 None => break,
             },
         }
         while buffer.len() < WRITE_BATCH_BYTES {
             if let Ok(packet) = control.try_recv() {
-                encode(&packet, &mut buffer);
+                protocol.encode(&packet, &mut buffer);
             } else if inflight.has_room()
                 && let Ok(message) = queue.try_recv()
             {
-                encode_notification(&shared, message, &inflight, &mut buffer);
+                encode_notification(&shared, protocol, message, &inflight, &mut buffer);
             } else {
                 break;
             }
@@ -619,14 +652,9 @@ async fn write_loop(
     closer.close();
 }
 
-fn encode(packet: &Packet, buffer: &mut BytesMut) {
-    if let Err(error) = packet.write(buffer, MAX_OUTGOING_PACKET) {
-        tracing::error!(%error, "mqtt packet could not be encoded");
-    }
-}
-
 fn encode_notification(
     shared: &Shared,
+    protocol: Protocol,
     message: Outgoing,
     inflight: &Inflight,
     buffer: &mut BytesMut,
@@ -639,14 +667,14 @@ fn encode_notification(
             None => return,
         },
     };
-    let publish = Publish {
-        dup: false,
-        qos: message.qos,
-        retain: false,
-        topic: message.topic.to_string(),
-        pkid,
-        payload: message.payload,
-    };
-    encode(&Packet::Publish(publish), buffer);
-    bump(&shared.metrics.messages_out);
+    if protocol.encode_publish(&message.topic, message.qos, pkid, message.payload, buffer) {
+        bump(&shared.metrics.messages_out);
+    } else {
+        // Larger than the client's Maximum Packet Size (MQTT 5): dropped, as MQTT 5 requires.
+        if message.qos != QoS::AtMostOnce {
+            inflight.release(pkid);
+        }
+        bump(&shared.metrics.dropped);
+        tracing::debug!(topic = %message.topic, "mqtt notification larger than the client takes; dropped");
+    }
 }

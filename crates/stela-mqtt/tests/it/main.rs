@@ -9,3 +9,4 @@ mod receive;
 mod robustness;
 mod soak;
 mod support;
+mod v5;

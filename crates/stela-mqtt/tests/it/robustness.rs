@@ -141,24 +141,21 @@ async fn malformed_packets_close_only_their_own_connection() {
 }
 
 #[tokio::test]
-async fn mqtt5_and_31_connects_are_refused_with_unacceptable_protocol_version() {
+async fn mqtt31_connects_are_refused_with_unacceptable_protocol_version() {
     let server = TestServer::start().await;
-    // CONNECT, MQTT 5, clean start, keep-alive 60, no properties, client id "a".
-    let v5: [u8; 16] = [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 1, b'a'];
-    // CONNECT, MQTT 3.1 ("MQIsdp", level 3), clean session, keep-alive 60, client id "a".
+    // CONNECT, MQTT 3.1 ("MQIsdp", level 3), clean session, keep-alive 60, client id "a". (MQTT
+    // 5 is spoken: see `v5`.)
     let v31: [u8; 17] =
         [0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 1, b'a'];
-    for connect in [&v5[..], &v31[..]] {
-        let mut client = RawClient::open(server.mqtt_port).await;
-        client.send(connect).await;
-        match client.packet().await {
-            Some(Packet::ConnAck(ack)) => {
-                assert_eq!(ack.code, rumqttc::ConnectReturnCode::RefusedProtocolVersion)
-            }
-            other => panic!("expected CONNACK 1, got {other:?}"),
+    let mut client = RawClient::open(server.mqtt_port).await;
+    client.send(&v31).await;
+    match client.packet().await {
+        Some(Packet::ConnAck(ack)) => {
+            assert_eq!(ack.code, rumqttc::ConnectReturnCode::RefusedProtocolVersion)
         }
-        client.expect_closed().await;
+        other => panic!("expected CONNACK 1, got {other:?}"),
     }
+    client.expect_closed().await;
 }
 
 #[tokio::test]
