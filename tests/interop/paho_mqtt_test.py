@@ -13,7 +13,9 @@ and another publishes Observations to v1.1/Datastreams(<id>)/Observations, alter
 and QoS 1. Every Observation must come back exactly once on each subscription: on the first as
 the full entity, equal to what GET Observations(<id>) answers (with @iot.id and @iot.selfLink),
 on the second as {"result": <value>} and nothing else. Finally the Observations must be listed
-over HTTP with the ids the notifications carried.
+over HTTP with the ids the notifications carried. Then a paho-mqtt client speaking MQTT 5
+subscribes, publishes an Observation (PUBACK reason code 0, notified) and an invalid payload
+(PUBACK reason code 0x99, payload format invalid).
 
 Exits 0 when every check holds, 1 with a message naming the first mismatch, 2 on bad usage.
 Every wait has a timeout, and the whole run is stopped after RUN_TIMEOUT seconds. It deletes what
@@ -195,21 +197,25 @@ def clean_up(http, thing, datastream):
 class PahoClient:
     """A paho-mqtt client running its network loop in a thread, with waits that time out."""
 
-    def __init__(self, client_id, host, port):
+    def __init__(self, client_id, host, port, protocol=mqtt.MQTTv311):
         self.client_id = client_id
         self.messages = queue.Queue()  # (topic, payload bytes, QoS) of each PUBLISH received
         self.connected = threading.Event()
         self.connect_result = None
         self.subacks = queue.Queue()  # (mid, [granted QoS or 0x80])
+        self.pubacks = queue.Queue()  # (mid, reason code) of each acknowledged PUBLISH
+        # MQTT 5 has no clean session flag (clean start is given to connect()).
+        clean = {"clean_session": True} if protocol == mqtt.MQTTv311 else {}
         self.client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+            protocol=protocol,
+            **clean,
         )
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         try:
             self.client.connect(host, port, keepalive=30)
         except OSError as error:
@@ -230,6 +236,20 @@ class PahoClient:
 
     def _on_message(self, client, userdata, message):
         self.messages.put((message.topic, bytes(message.payload), message.qos))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        self.pubacks.put((mid, reason_code.value))
+
+    def puback_codes(self, count):
+        """The reason codes of the next `count` acknowledged PUBLISHes, by message id."""
+        codes = {}
+        for _ in range(count):
+            try:
+                mid, code = self.pubacks.get(timeout=MQTT_TIMEOUT)
+            except queue.Empty:
+                raise Mismatch(f"{self.client_id}: {len(codes)} of {count} PUBACKs within {MQTT_TIMEOUT} s") from None
+            codes[mid] = code
+        return codes
 
     def subscribe(self, topics):
         """Subscribes to [(topic, QoS)] in one SUBSCRIBE; returns the granted QoS per topic."""
@@ -363,10 +383,29 @@ def check_over_http(http, datastream, ids_by_result):
     check(ids == expected_ids, f"Observation ids over HTTP {ids}, the notifications carried {expected_ids}")
 
 
+def check_mqtt5(client, on_datastream):
+    """With paho-mqtt speaking MQTT 5: a subscription granted, a valid Observation acknowledged
+    with reason code 0 and notified, an invalid payload refused with 0x99 (payload format
+    invalid) in its PUBACK."""
+    granted = client.subscribe([(on_datastream, 1)])
+    check(granted == [1], f"MQTT 5 SUBACK granted {granted}, expected [1]")
+    refused = client.publish(on_datastream, "{not json", qos=1)
+    created = client.publish(on_datastream, json.dumps({"result": 99.5}), qos=1)
+    codes = client.puback_codes(2)
+    check(codes.get(refused.mid) == 0x99, f"MQTT 5 PUBACK of an invalid payload: {codes}, expected 0x99 (153)")
+    check(codes.get(created.mid) == 0, f"MQTT 5 PUBACK of an Observation: {codes}, expected 0")
+    try:
+        topic, payload, qos = client.messages.get(timeout=MQTT_TIMEOUT)
+    except queue.Empty:
+        raise Mismatch(f"MQTT 5: no notification within {MQTT_TIMEOUT} s") from None
+    check(topic == on_datastream, f"MQTT 5 notification on {topic!r}, expected {on_datastream!r}")
+    check(decode(topic, payload).get("result") == 99.5, f"MQTT 5 notification {payload[:200]!r}")
+
+
 def run(root, host, port):
     http = Http(root)
     thing, datastream = create_fixture(http)
-    subscriber = publisher = None
+    subscriber = publisher = v5 = None
     try:
         on_datastream = f"v1.1/Datastreams({datastream})/Observations"
         selected = "v1.1/Observations?$select=result"
@@ -394,8 +433,10 @@ def run(root, host, port):
         ids_by_result = check_full_entities(http, on_datastream, received[on_datastream], qos=1)
         check_selected(selected, received[selected], qos=0)
         check_over_http(http, datastream, ids_by_result)
+        v5 = PahoClient("stela-interop-paho-v5", host, port, protocol=mqtt.MQTTv5)
+        check_mqtt5(v5, on_datastream)
     finally:
-        for client in (publisher, subscriber):
+        for client in (publisher, subscriber, v5):
             if client is not None:
                 client.close()
         clean_up(http, thing, datastream)
