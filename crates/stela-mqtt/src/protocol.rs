@@ -31,8 +31,9 @@ const MAX_REASON: usize = 512;
 pub(crate) enum Protocol {
     /// MQTT 3.1.1 (protocol level 4).
     V4,
-    /// MQTT 5, with the client's Maximum Packet Size, if it set one.
-    V5 { max_packet: Option<u32> },
+    /// MQTT 5, with the client's Maximum Packet Size, if it set one, and whether it takes
+    /// reason strings on acknowledgements (Request Problem Information, 1 unless it says 0).
+    V5 { max_packet: Option<u32>, reasons: bool },
 }
 
 /// Why the broker refused a message or a subscription, as MQTT 5 reason codes tell it.
@@ -140,7 +141,10 @@ impl Connect {
                 v5::Packet::Connect(connect, will, login) => {
                     let properties = connect.properties.unwrap_or_default();
                     Ok(Connect {
-                        protocol: Protocol::V5 { max_packet: properties.max_packet_size },
+                        protocol: Protocol::V5 {
+                            max_packet: properties.max_packet_size,
+                            reasons: properties.request_problem_info != Some(0),
+                        },
                         client_id: connect.client_id,
                         clean_start: connect.clean_start,
                         keep_alive: connect.keep_alive,
@@ -322,8 +326,16 @@ impl Protocol {
                 .write(buffer, MAX_OUTGOING_PACKET)
                 .map(drop)
                 .map_err(|e| e.to_string()),
-            Protocol::V5 { .. } => {
-                to_v5(control).write(buffer, None).map(drop).map_err(|e| e.to_string())
+            Protocol::V5 { max_packet, reasons } => {
+                // A reason string is left out where the client did not ask for one, or where
+                // it would make the packet larger than the client takes (MQTT 5 §3.4.2.2.2).
+                let start = buffer.len();
+                let mut written = to_v5(control, reasons).write(buffer, max_packet);
+                if reasons && written.is_err() {
+                    buffer.truncate(start);
+                    written = to_v5(control, false).write(buffer, max_packet);
+                }
+                written.map(drop).map_err(|e| e.to_string())
             }
         };
         if let Err(error) = result {
@@ -356,7 +368,7 @@ impl Protocol {
                     .map(drop)
                     .map_err(|e| e.to_string())
             }
-            Protocol::V5 { max_packet } => {
+            Protocol::V5 { max_packet, .. } => {
                 let publish = v5::Publish {
                     dup: false,
                     qos: qos5(qos),
@@ -397,11 +409,11 @@ fn to_v4(control: &Control) -> v4::Packet {
     }
 }
 
-fn reason_string(refusal: &Option<Refusal>) -> Option<String> {
-    refusal.as_ref().map(|refusal| refusal.reason.clone())
-}
-
-fn to_v5(control: &Control) -> v5::Packet {
+/// `control` as an MQTT 5 packet, with reason strings when `reasons`.
+fn to_v5(control: &Control, reasons: bool) -> v5::Packet {
+    let reason_string = |refusal: &Option<Refusal>| {
+        refusal.as_ref().filter(|_| reasons).map(|refusal| refusal.reason.clone())
+    };
     match control {
         Control::PubAck { pkid, refusal } => v5::Packet::PubAck(v5::PubAck {
             pkid: *pkid,
@@ -432,12 +444,12 @@ fn to_v5(control: &Control) -> v5::Packet {
                     },
                 })
                 .collect();
-            let reasons: Vec<&str> = granted
+            let refused: Vec<&str> = granted
                 .iter()
                 .filter_map(|granted| granted.as_ref().err().map(|refusal| refusal.reason.as_str()))
                 .collect();
-            let properties = (!reasons.is_empty()).then(|| v5::SubAckProperties {
-                reason_string: Some(reasons.join("; ")),
+            let properties = (reasons && !refused.is_empty()).then(|| v5::SubAckProperties {
+                reason_string: Some(refused.join("; ")),
                 user_properties: Vec::new(),
             });
             v5::Packet::SubAck(v5::SubAck { pkid: *pkid, return_codes, properties })
@@ -506,4 +518,74 @@ fn from_v5(packet: v5::Packet) -> Result<v4::Packet, String> {
             return Err("a server-to-client packet sent by the client".into());
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(reason: &str) -> Option<Refusal> {
+        Some(Refusal { kind: RefusalKind::PayloadInvalid, reason: reason.into() })
+    }
+
+    /// The PUBACK an MQTT 5 client with `max_packet` and `reasons` gets for `control`.
+    fn puback(max_packet: Option<u32>, reasons: bool, control: &Control) -> v5::PubAck {
+        let mut buffer = BytesMut::new();
+        Protocol::V5 { max_packet, reasons }.encode(control, &mut buffer);
+        match v5::Packet::read(&mut buffer, None) {
+            Ok(v5::Packet::PubAck(ack)) => ack,
+            other => panic!("expected a PUBACK, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_publish_gets_its_reason_code_and_string_as_the_client_allows() {
+        let control = Control::PubAck { pkid: 7, refusal: refusal("the payload is not JSON") };
+        let full = puback(None, true, &control);
+        assert_eq!(full.reason, v5::PubAckReason::PayloadFormatInvalid);
+        assert_eq!(
+            full.properties.and_then(|p| p.reason_string).as_deref(),
+            Some("the payload is not JSON")
+        );
+        // Request Problem Information 0: the code alone.
+        let bare = puback(None, false, &control);
+        assert_eq!((bare.pkid, bare.reason), (7, v5::PubAckReason::PayloadFormatInvalid));
+        assert!(bare.properties.is_none());
+        // A reason string that would exceed the client's Maximum Packet Size is left out.
+        let long = Control::PubAck { pkid: 7, refusal: refusal(&"x".repeat(100)) };
+        let small = puback(Some(32), true, &long);
+        assert_eq!(small.reason, v5::PubAckReason::PayloadFormatInvalid);
+        assert!(small.properties.is_none());
+        // Success carries no properties at all.
+        let ok = puback(None, true, &Control::PubAck { pkid: 8, refusal: None });
+        assert_eq!((ok.reason, ok.properties), (v5::PubAckReason::Success, None));
+    }
+
+    #[test]
+    fn reason_strings_are_cut_at_a_character_boundary() {
+        let rejection = Rejection::Payload(format!("{}é", "x".repeat(MAX_REASON - 1)));
+        let reason = Refusal::of(&rejection).reason;
+        assert_eq!(reason.len(), MAX_REASON - 1);
+        assert!(reason.chars().all(|c| c == 'x'));
+    }
+
+    #[test]
+    fn a_topic_alias_is_refused() {
+        let mut publish = v5::Publish::new("v1.1/Observations", QoS5::AtLeastOnce, "{}", None);
+        publish.pkid = 1;
+        publish.properties = Some(v5::PublishProperties {
+            topic_alias: Some(1),
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+            subscription_identifiers: Vec::new(),
+            content_type: None,
+        });
+        let mut buffer = BytesMut::new();
+        v5::Packet::Publish(publish).write(&mut buffer, None).expect("encode");
+        let read = Protocol::V5 { max_packet: None, reasons: true }.read(&mut buffer, 1 << 20);
+        assert!(read.is_err_and(|error| error.contains("topic alias")));
+    }
 }
