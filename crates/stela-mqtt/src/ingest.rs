@@ -242,11 +242,34 @@ impl Ingest {
     }
 
     /// Reads the journal in `dir` and the mark of its source.
+    ///
+    /// A new journal registers its source in the database (mark 0) before it takes a message.
+    /// A journal whose source the database has never heard of fed another database (this one
+    /// was replaced, or the data directory holds a journal from elsewhere): what it holds is
+    /// not this database's to create. It is set aside, kept for whoever wants it, and a new
+    /// journal begun.
     async fn prepare_journal(&self, dir: &Path) -> Result<(PreparedJournal, u64), String> {
-        let prepared = journal::open(dir).map_err(|error| error.to_string())?;
-        let mark =
-            self.service.ingest_mark(prepared.source()).await.map_err(|error| error.to_string())?;
-        Ok((prepared, mark))
+        let failed = |error: &dyn std::fmt::Display| error.to_string();
+        let mut prepared = journal::open(dir).map_err(|e| failed(&e))?;
+        let mut mark = self.service.ingest_mark(prepared.source()).await.map_err(|e| failed(&e))?;
+        if mark.is_none() && !prepared.created() {
+            let aside = journal::set_aside(dir).map_err(|e| failed(&e))?;
+            tracing::warn!(
+                journal = %dir.display(),
+                set_aside = %aside.display(),
+                "the mqtt ingest journal fed another database; set aside, a new one begun"
+            );
+            prepared = journal::open(dir).map_err(|e| failed(&e))?;
+            mark = None;
+        }
+        if mark.is_none() {
+            let source = prepared.source().to_owned();
+            self.service
+                .create_decoded_marked(Vec::new(), source, 0)
+                .await
+                .map_err(|e| failed(&e))?;
+        }
+        Ok((prepared, mark.unwrap_or(0)))
     }
 
     pub fn reject(&self, rejection: Rejection) -> Rejection {

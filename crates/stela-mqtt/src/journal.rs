@@ -132,6 +132,8 @@ struct Segment {
 #[derive(Debug)]
 struct Opened {
     source: String,
+    /// The source was named just now: the journal is new.
+    created: bool,
     segments: Vec<(PathBuf, Vec<Record>)>,
 }
 
@@ -152,6 +154,11 @@ pub(crate) struct PreparedJournal {
 impl PreparedJournal {
     pub fn source(&self) -> &str {
         &self.opened.source
+    }
+
+    /// Whether the journal was created by this opening (its source named just now).
+    pub fn created(&self) -> bool {
+        self.opened.created
     }
 
     /// Queues every record after `mark` for the batcher (the messages acknowledged and never
@@ -372,10 +379,10 @@ fn decode_records(bytes: &[u8]) -> (Vec<Record>, usize) {
 fn read_dir(dir: &Path) -> io::Result<Opened> {
     fs::create_dir_all(dir)?;
     let source_file = dir.join("source");
-    let source = match fs::read_to_string(&source_file) {
-        Ok(source) if !source.trim().is_empty() => source.trim().to_owned(),
-        Ok(_) => new_source(&source_file)?,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => new_source(&source_file)?,
+    let (source, created) = match fs::read_to_string(&source_file) {
+        Ok(source) if !source.trim().is_empty() => (source.trim().to_owned(), false),
+        Ok(_) => (new_source(&source_file)?, true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => (new_source(&source_file)?, true),
         Err(error) => return Err(error),
     };
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
@@ -411,7 +418,19 @@ fn read_dir(dir: &Path) -> io::Result<Opened> {
         }
         segments.push((path, records));
     }
-    Ok(Opened { source, segments })
+    Ok(Opened { source, created, segments })
+}
+
+/// Moves the journal in `dir` aside, to `<dir>.orphaned-<unix seconds>`, and returns where.
+pub(crate) fn set_aside(dir: &Path) -> io::Result<PathBuf> {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(".orphaned-{seconds}"));
+    let aside = PathBuf::from(aside);
+    fs::rename(dir, &aside)?;
+    Ok(aside)
 }
 
 /// Names a new journal: `mqtt-` and 16 random hex digits, written to `file`.

@@ -375,8 +375,9 @@ impl Service {
     }
 
     /// The ingest mark of the journal `source`: the highest sequence number a committed
-    /// [`Service::create_decoded_marked`] advanced it to, 0 when none did.
-    pub async fn ingest_mark(&self, source: &str) -> Result<u64, ServiceError> {
+    /// [`Service::create_decoded_marked`] advanced it to; `None` when no transaction ever
+    /// named `source` (a journal registers itself with an empty call at mark 0).
+    pub async fn ingest_mark(&self, source: &str) -> Result<Option<u64>, ServiceError> {
         let source = source.to_owned();
         self.blocking(move |inner| Ok(inner.store.read(|rx| rx.ingest_mark(&source))?)).await
     }

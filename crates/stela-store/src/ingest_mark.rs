@@ -34,15 +34,19 @@ impl WriteTx<'_> {
 }
 
 impl ReadTx<'_> {
-    /// The mark of `source`: the highest sequence number committed, 0 when none is.
-    pub fn ingest_mark(&self, source: &str) -> Result<u64, StoreError> {
+    /// The mark of `source`: the highest sequence number committed; `None` when the store has
+    /// never heard of `source` (a journal registers itself with a mark of 0 when it is created,
+    /// so that a store it did not feed can be told from one it did).
+    pub fn ingest_mark(&self, source: &str) -> Result<Option<u64>, StoreError> {
         let seq: Option<i64> = self.conn.query_opt(
             "SELECT seq FROM ingest_marks WHERE source = ?1",
             params![source],
             |row| row.get(0),
         )?;
-        let seq = seq.unwrap_or(0);
-        u64::try_from(seq)
-            .map_err(|_| StoreError::Corrupt(format!("the ingest mark of {source} is {seq}")))
+        seq.map(|seq| {
+            u64::try_from(seq)
+                .map_err(|_| StoreError::Corrupt(format!("the ingest mark of {source} is {seq}")))
+        })
+        .transpose()
     }
 }

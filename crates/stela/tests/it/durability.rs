@@ -196,3 +196,32 @@ async fn observations_acknowledged_over_mqtt_survive_sigkill_once_each() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(count_observations(&again, &datastream).await, MQTT_OBSERVATIONS, "second restart");
 }
+
+/// A journal the database has never heard of (here: the database was removed, the journal
+/// kept) fed another database: nothing of it is created in the new one. It is set aside
+/// (`mqtt-journal.orphaned-<seconds>`) and a new journal begun.
+#[tokio::test]
+async fn a_journal_that_fed_another_database_is_set_aside_not_replayed() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(data_dir.path());
+    let datastream = create_datastream(&server).await;
+    let mqtt_url = server.mqtt_url.clone().expect("the embedded broker runs");
+    publish_acknowledged(&mqtt_url, &datastream, 200).await;
+    server.kill_hard();
+    for file in ["stela.db", "stela.db-wal", "stela.db-shm"] {
+        let _ = std::fs::remove_file(data_dir.path().join(file));
+    }
+
+    let fresh = Server::start(data_dir.path());
+    // The same ids again, in a database that never saw the journal.
+    assert_eq!(create_datastream(&fresh).await, datastream);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count_observations(&fresh, &datastream).await, 0, "replayed into another database");
+    let names: Vec<String> = std::fs::read_dir(data_dir.path())
+        .expect("list the data directory")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|name| name == "mqtt-journal"), "{names:?}");
+    assert!(names.iter().any(|name| name.starts_with("mqtt-journal.orphaned-")), "{names:?}");
+    assert!(fresh.stderr().contains("fed another database"), "{}", fresh.stderr());
+}
