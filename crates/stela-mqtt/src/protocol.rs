@@ -14,7 +14,7 @@
 //!
 //! Properties the broker has no use for (user properties, content types, …) are ignored.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use rumqttc::mqttbytes::{QoS, v4};
 use rumqttc::v5::mqttbytes::{QoS as QoS5, v5};
 
@@ -234,6 +234,19 @@ impl Protocol {
         match self {
             Protocol::V4 => v4::Packet::read(buffer, max).map_err(|e| e.to_string()),
             Protocol::V5 { .. } => {
+                // A DISCONNECT without a reason code (a normal disconnection) or without
+                // properties (MQTT 5 §3.14.2.1, §3.14.2.2), which rumqttc's v5 reader refuses.
+                match buffer.get(..2) {
+                    Some([0xE0, 0]) => {
+                        buffer.advance(2);
+                        return Ok(v4::Packet::Disconnect);
+                    }
+                    Some([0xE0, 1]) if buffer.len() >= 3 => {
+                        buffer.advance(3);
+                        return Ok(v4::Packet::Disconnect);
+                    }
+                    _ => {}
+                }
                 let packet =
                     v5::Packet::read(buffer, Some(max_u32(max))).map_err(|e| e.to_string())?;
                 from_v5(packet)
@@ -567,6 +580,19 @@ mod tests {
         let reason = Refusal::of(&rejection).reason;
         assert_eq!(reason.len(), MAX_REASON - 1);
         assert!(reason.chars().all(|c| c == 'x'));
+    }
+
+    /// As mosquitto_pub sends it: a normal disconnection without a reason code; then one with
+    /// a reason code and no properties; then one with both (0x04: disconnect with will).
+    #[test]
+    fn a_disconnect_without_a_reason_code_is_a_normal_disconnection() {
+        let protocol = Protocol::V5 { max_packet: None, reasons: true };
+        let frames = [0xE0, 0x00, 0xE0, 0x01, 0x00, 0xE0, 0x02, 0x04, 0x00];
+        let mut buffer = BytesMut::from(&frames[..]);
+        for _ in 0..3 {
+            assert!(matches!(protocol.read(&mut buffer, 1 << 20), Ok(v4::Packet::Disconnect)));
+        }
+        assert!(buffer.is_empty());
     }
 
     #[test]
