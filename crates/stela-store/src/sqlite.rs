@@ -272,8 +272,12 @@ fn write_hashed_nodes(
     stored
 }
 
+/// A reader's page cache is 4 MB: up to eight pooled readers each filled theirs with the same
+/// pages (the operating system caches the file once for all), so that at 10 M Observations the
+/// reads alone took the server from 33 to 131 MiB with 16 MB caches, and to 21–99 MiB with 4 MB
+/// ones, their latencies unchanged (GET by id, latest, `$count`, receipt; interleaved runs).
 fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000;")?;
+    conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA cache_size = -4000;")?;
     conn.set_prepared_statement_cache_capacity(256);
     stable_plans(conn)?;
     crate::spatial::register(conn)?;
