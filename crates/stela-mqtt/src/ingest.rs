@@ -400,7 +400,9 @@ impl Batch {
     ///
     /// A transaction that fails as a whole answers the waiting messages with its error. The
     /// journaled ones were acknowledged already: they are decoded again and retried, with a
-    /// growing pause, until they commit.
+    /// growing pause, until they commit. Meanwhile the batch after it may commit, and its
+    /// mark passes the retried records: should the process die before the retry commits, they
+    /// are not replayed. That takes a failing database and a crash together.
     async fn commit(self, requests: Vec<CreateRequest>, slot: OwnedSemaphorePermit) {
         let mut origins = Vec::with_capacity(requests.len());
         let mut creates = Vec::with_capacity(requests.len());
