@@ -204,9 +204,9 @@ impl Ingest {
     /// after their commit.
     pub async fn start(&self) -> Option<JoinHandle<()>> {
         let receiver = self.receiver.lock().ok()?.take()?;
-        let prepared = match &self.journal_dir {
+        let journal = match &self.journal_dir {
             Some(dir) => match self.prepare_journal(dir).await {
-                Ok(prepared) => Some(prepared),
+                Ok(journal) => Some(journal),
                 Err(error) => {
                     tracing::error!(%error, journal = %dir.display(), "mqtt ingest journal cannot be opened; messages are acknowledged after their commit");
                     None
@@ -214,22 +214,15 @@ impl Ingest {
             },
             None => None,
         };
-        let marks = prepared.as_ref().map(|(prepared, mark)| Marks {
-            source: prepared.source().to_owned(),
-            applied: Arc::new(AtomicU64::new(*mark)),
-        });
         let batcher = tokio::spawn(run_batcher(
             self.service.clone(),
             Arc::clone(&self.metrics),
             receiver,
-            marks.clone(),
+            journal.as_ref().map(|(_, marks)| marks.clone()),
         ));
-        if let (Some((prepared, mark)), Some(marks)) = (prepared, marks) {
+        if let Some((prepared, marks)) = journal {
             // The replay goes to the running batcher before any new message is journaled.
-            match prepared
-                .start(mark, marks.applied, self.queue.clone(), Arc::clone(&self.metrics))
-                .await
-            {
+            match prepared.start(&marks, self.queue.clone(), Arc::clone(&self.metrics)).await {
                 Ok(journal) => {
                     let _ = self.journal.set(journal);
                 }
@@ -241,14 +234,14 @@ impl Ingest {
         Some(batcher)
     }
 
-    /// Reads the journal in `dir` and the mark of its source.
+    /// Reads the journal in `dir`, and its marks from the database.
     ///
     /// A new journal registers its source in the database (mark 0) before it takes a message.
     /// A journal whose source the database has never heard of fed another database (this one
     /// was replaced, or the data directory holds a journal from elsewhere): what it holds is
     /// not this database's to create. It is set aside, kept for whoever wants it, and a new
     /// journal begun.
-    async fn prepare_journal(&self, dir: &Path) -> Result<(PreparedJournal, u64), String> {
+    async fn prepare_journal(&self, dir: &Path) -> Result<(PreparedJournal, Marks), String> {
         let failed = |error: &dyn std::fmt::Display| error.to_string();
         let mut prepared = journal::open(dir).map_err(|e| failed(&e))?;
         let mut mark = self.service.ingest_mark(prepared.source()).await.map_err(|e| failed(&e))?;
@@ -269,7 +262,8 @@ impl Ingest {
                 .await
                 .map_err(|e| failed(&e))?;
         }
-        Ok((prepared, mark.unwrap_or(0)))
+        let marks = prepared.marks(mark.unwrap_or(0));
+        Ok((prepared, marks))
     }
 
     pub fn reject(&self, rejection: Rejection) -> Rejection {

@@ -161,17 +161,23 @@ impl PreparedJournal {
         self.opened.created
     }
 
-    /// Queues every record after `mark` for the batcher (the messages acknowledged and never
-    /// created; the batcher must be running), then returns the journal, ready for new
-    /// messages. `applied` is where the batcher records its commits.
+    /// The marks of this journal, its database's mark being `mark`.
+    pub fn marks(&self, mark: u64) -> Marks {
+        Marks { source: self.opened.source.clone(), applied: Arc::new(AtomicU64::new(mark)) }
+    }
+
+    /// Queues every record after the mark in `marks` for the batcher (the messages
+    /// acknowledged and never created; the batcher must be running), then returns the journal,
+    /// ready for new messages. `marks.applied` is where the batcher records its commits.
     pub async fn start(
         self,
-        mark: u64,
-        applied: Arc<AtomicU64>,
+        marks: &Marks,
         batcher: mpsc::Sender<CreateRequest>,
         metrics: Arc<Metrics>,
     ) -> io::Result<Journal> {
         let PreparedJournal { dir, opened } = self;
+        let mark = marks.applied.load(Ordering::Acquire);
+        let applied = Arc::clone(&marks.applied);
         let mut last_seq = mark;
         let mut replay = Vec::new();
         let mut segments = Vec::new();
@@ -520,11 +526,9 @@ mod tests {
         let prepared = open(dir.path()).expect("open");
         let (batcher, mut queue) = mpsc::channel(64);
         let metrics = Arc::new(Metrics::new("embedded"));
-        let applied = Arc::new(AtomicU64::new(4));
-        let journal = prepared
-            .start(4, Arc::clone(&applied), batcher, Arc::clone(&metrics))
-            .await
-            .expect("start");
+        let marks = prepared.marks(4);
+        let applied = Arc::clone(&marks.applied);
+        let journal = prepared.start(&marks, batcher, Arc::clone(&metrics)).await.expect("start");
         let mut seqs = Vec::new();
         for _ in 0..2 {
             seqs.push(queue.recv().await.expect("replayed").seq());
@@ -566,12 +570,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (batcher, mut queue) = mpsc::channel(4);
         let metrics = Arc::new(Metrics::new("embedded"));
-        let applied = Arc::new(AtomicU64::new(41));
-        let journal = open(dir.path())
-            .expect("open")
-            .start(41, applied, batcher, metrics)
-            .await
-            .expect("start");
+        let prepared = open(dir.path()).expect("open");
+        let marks = prepared.marks(41);
+        let journal = prepared.start(&marks, batcher, metrics).await.expect("start");
         let payload = Bytes::from(r#"{"result":2}"#);
         let create = decode_message(TOPIC, &payload).expect("decodes");
         assert!(matches!(journal.append(TOPIC, &payload, create).await, Appended::Journaled));
@@ -585,12 +586,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (batcher, mut queue) = mpsc::channel(16);
         let metrics = Arc::new(Metrics::new("embedded"));
-        let applied = Arc::new(AtomicU64::new(0));
-        let journal = open(dir.path())
-            .expect("open")
-            .start(0, Arc::clone(&applied), batcher, metrics)
-            .await
-            .expect("start");
+        let prepared = open(dir.path()).expect("open");
+        let marks = prepared.marks(0);
+        let applied = Arc::clone(&marks.applied);
+        let journal = prepared.start(&marks, batcher, metrics).await.expect("start");
         // Two records per segment.
         journal.writer.lock().await.segment_bytes =
             2 * records(&[(1, TOPIC, r#"{"result":1}"#)]).len() as u64;
