@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use stela_model::{DecodeMode, EntityType, decode_entity};
+use stela_store::test_database::thing_with_datastream;
 use stela_store::{SqliteStore, StoreError};
 
 use crate::cpu_time;
@@ -51,12 +52,7 @@ impl Side {
         let dir = tempfile::tempdir()?;
         let mut store = SqliteStore::open(&dir.path().join("stela.db"))?;
         store.set_log_appending(logged);
-        let thing = json!({"name": "t", "description": "d",
-            "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
-                           "location": {"type": "Point", "coordinates": [8.5, 50.5]}}],
-            "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
-                "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
-                "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
+        let thing = thing_with_datastream(json!([8.5, 50.5]));
         let input = decode_entity(EntityType::Thing, &thing, DecodeMode::Create)?;
         store.write(0, |tx| tx.create(&input, None).map_err(anyhow::Error::from))?;
         Ok(Side { store, seconds: 0.0, writer_ns: Some(0), _dir: dir })

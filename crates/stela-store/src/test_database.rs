@@ -91,6 +91,18 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A Thing at a Location (at `coordinates`) with one Datastream and its Sensor and
+/// ObservedProperty: the smallest tree that Observations, with their generated
+/// FeatureOfInterest, can be created under. Shared by the test suites and the benchmark.
+pub fn thing_with_datastream(coordinates: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"name": "t", "description": "d",
+        "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
+            "location": {"type": "Point", "coordinates": coordinates}}],
+        "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
+            "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
+            "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use stela_model::{DecodeMode, EntityType, decode_entity};
-use stela_store::test_database::TestDatabase;
+use stela_store::test_database::{TestDatabase, thing_with_datastream};
 use stela_store::{Store, StoreError};
 
 const NOW: i64 = 1_700_000_000_000_000;
@@ -326,12 +326,7 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
 fn text_bundles_of_version_1_are_compressed_with_the_same_entries_and_root() {
     let Some(db) = database() else { return };
     let store = Store::open(db.url()).unwrap();
-    let thing = json!({"name": "t", "description": "d",
-        "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
-            "location": {"type": "Point", "coordinates": [1, 2]}}],
-        "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
-            "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
-            "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
+    let thing = thing_with_datastream(json!([1, 2]));
     let thing = decode_entity(EntityType::Thing, &thing, DecodeMode::Create).unwrap();
     store.write(NOW, |tx| tx.create(&thing, None)).map_err(|e: StoreError| e).unwrap();
     let base = store.read(|rx| rx.log_size()).unwrap();

@@ -6,7 +6,7 @@ use serde_json::{Value as Json, json};
 use stela_model::parse_resource_path;
 use stela_query::QueryOptions;
 use stela_service::{ReadResult, Service, ServiceError, ServiceOptions, decode_creates};
-use stela_store::test_database::TestDatabase;
+use stela_store::test_database::{TestDatabase, thing_with_datastream};
 
 /// A store in a temporary directory (which also holds the log key): SQLite, or a fresh
 /// PostgreSQL database.
@@ -38,12 +38,7 @@ impl Backend {
             None => self.sqlite_file().to_string_lossy().into_owned(),
         };
         let service = Service::open(&database, self.dir.path(), ServiceOptions::default()).unwrap();
-        let thing = json!({"name": "t", "description": "d",
-            "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
-                "location": {"type": "Point", "coordinates": [1, 2]}}],
-            "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
-                "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
-                "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
+        let thing = thing_with_datastream(json!([1, 2]));
         service.create(parse_resource_path("Things").unwrap(), thing).await.unwrap();
         service
     }

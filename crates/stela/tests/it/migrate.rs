@@ -3,7 +3,7 @@
 //! copy is refused; bad arguments are refused before anything is touched.
 
 use serde_json::{Value as Json, json};
-use stela_store::test_database::TestDatabase;
+use stela_store::test_database::{TestDatabase, thing_with_datastream};
 
 use crate::support::{Server, http_client, run_to_exit, serve_command, stela_command};
 
@@ -15,12 +15,7 @@ async fn a_store_served_on_sqlite_is_served_the_same_after_the_migration() {
     let client = http_client();
 
     let server = Server::start(data_dir.path());
-    let thing = json!({"name": "t", "description": "d",
-        "Locations": [{"name": "l", "description": "d", "encodingType": "application/geo+json",
-            "location": {"type": "Point", "coordinates": [8, 50]}}],
-        "Datastreams": [{"name": "ds", "description": "d", "observationType": "x", "unitOfMeasurement": {},
-            "Sensor": {"name": "s", "description": "d", "encodingType": "x", "metadata": "x"},
-            "ObservedProperty": {"name": "op", "definition": "x", "description": "d"}}]});
+    let thing = thing_with_datastream(json!([8, 50]));
     let posted = client.post(server.url("/v1.1/Things")).json(&thing).send().await.unwrap();
     assert_eq!(posted.status().as_u16(), 201);
     for result in [json!("a \"string\""), json!(true), json!(1.5), json!({"k": [1]})] {
